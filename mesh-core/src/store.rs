@@ -1,0 +1,438 @@
+//! A bounded in-memory record store applying the merge rules.
+//!
+//! [`Store`] holds what each key holds ([`StoredValue`]) and enforces the
+//! limits of DESIGN §3: a maximum value size, a maximum number of entries (a
+//! regular value or one subkey counts as one entry) with the earliest-expiring
+//! entry evicted first, and a per-publisher quota. Expired entries are
+//! dropped. It does not run validators: the DHT validates a record before it
+//! offers it here.
+
+use std::collections::{BTreeSet, HashMap};
+
+use libp2p_identity::PeerId;
+
+use crate::record::{Expiration, MergeRefusal, Record, Replaced, StoredValue};
+use crate::validator::ValidationError;
+
+/// Limits of a [`Store`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// Largest value accepted, in bytes (signature included).
+    pub max_value_bytes: usize,
+    /// Most entries held; the earliest-expiring is evicted to make room.
+    pub max_records: usize,
+    /// Most entries one publisher may hold in this store.
+    pub max_per_publisher: usize,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        Self {
+            max_value_bytes: 64 * 1024,
+            max_records: 100_000,
+            max_per_publisher: 10_000,
+        }
+    }
+}
+
+/// Why a store refused a record. Every refusal travels back to the writer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// Expired, or not newer than what is stored.
+    #[error(transparent)]
+    Merge(#[from] MergeRefusal),
+    /// The value is larger than the store accepts.
+    #[error("value of {size} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// The value's size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A validator refused the record.
+    #[error("invalid record: {0}")]
+    Invalid(#[from] ValidationError),
+    /// The publisher already holds its quota of entries here.
+    #[error("publisher {publisher} already holds {max} entries here (its quota)")]
+    QuotaExceeded {
+        /// The publisher.
+        publisher: PeerId,
+        /// The quota.
+        max: usize,
+    },
+    /// The store is full of entries that all expire later than this one.
+    #[error("store is full ({max} entries) and every held entry expires later than this one")]
+    StoreFull {
+        /// The capacity.
+        max: usize,
+    },
+}
+
+/// One entry's place in the expiration index.
+type EntryRef = (Expiration, Vec<u8>, Option<Vec<u8>>);
+
+#[derive(Debug)]
+struct Slot {
+    value: StoredValue,
+    /// Publisher of each entry: `None` for the regular value, `Some(subkey)`.
+    publishers: HashMap<Option<Vec<u8>>, PeerId>,
+}
+
+/// A bounded record store. See the module docs.
+#[derive(Debug, Default)]
+pub struct Store {
+    limits: StoreLimits,
+    slots: HashMap<Vec<u8>, Slot>,
+    by_expiration: BTreeSet<EntryRef>,
+    per_publisher: HashMap<PeerId, usize>,
+}
+
+impl Store {
+    /// An empty store with these limits.
+    pub fn new(limits: StoreLimits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> StoreLimits {
+        self.limits
+    }
+
+    /// Number of entries held (regular values plus subkeys), expired ones
+    /// included until [`remove_expired`](Self::remove_expired) runs.
+    pub fn len(&self) -> usize {
+        self.by_expiration.len()
+    }
+
+    /// True when nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.by_expiration.is_empty()
+    }
+
+    /// Number of keys held.
+    pub fn key_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Entries held for `publisher`.
+    pub fn publisher_count(&self, publisher: &PeerId) -> usize {
+        self.per_publisher.get(publisher).copied().unwrap_or(0)
+    }
+
+    /// Checks a record against the limits and merge rules without storing it.
+    pub fn check(&self, record: &Record, publisher: &PeerId, now: Expiration) -> Result<(), Refusal> {
+        if record.value.len() > self.limits.max_value_bytes {
+            return Err(Refusal::TooLarge {
+                size: record.value.len(),
+                max: self.limits.max_value_bytes,
+            });
+        }
+        let slot = self.slots.get(&record.key);
+        StoredValue::check(slot.map(|s| &s.value), record, now)?;
+
+        // Entries this write removes, and whose they are.
+        let mut removed_total = 0usize;
+        let mut removed_own = 0usize;
+        if let Some(slot) = slot {
+            let gone: Vec<Option<Vec<u8>>> = match (&slot.value, &record.subkey) {
+                (StoredValue::Dictionary(d), Some(sk)) => {
+                    if d.contains_key(sk) {
+                        vec![Some(sk.clone())]
+                    } else {
+                        vec![]
+                    }
+                }
+                // A regular write replaces everything; a subkey write
+                // converts (and so replaces) a regular value.
+                _ => slot.publishers.keys().cloned().collect(),
+            };
+            removed_total = gone.len();
+            removed_own = gone
+                .iter()
+                .filter(|e| slot.publishers.get(*e) == Some(publisher))
+                .count();
+        }
+        if self.publisher_count(publisher) + 1 - removed_own > self.limits.max_per_publisher {
+            return Err(Refusal::QuotaExceeded {
+                publisher: *publisher,
+                max: self.limits.max_per_publisher,
+            });
+        }
+        if self.len() + 1 - removed_total > self.limits.max_records {
+            // Room is made by evicting the earliest-expiring entry; if that
+            // would be this record itself, refuse it.
+            let earliest = self.by_expiration.first().map(|e| e.0);
+            if earliest.is_none_or(|e| e >= record.expiration) {
+                return Err(Refusal::StoreFull {
+                    max: self.limits.max_records,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores `record` published by `publisher`. On success returns the other
+    /// keys whose contents changed because entries were evicted to make room.
+    pub fn put(&mut self, record: &Record, publisher: PeerId, now: Expiration) -> Result<Vec<Vec<u8>>, Refusal> {
+        self.check(record, &publisher, now)?;
+        let mut current = self.slots.remove(&record.key);
+        let mut value = current.as_ref().map(|s| s.value.clone());
+        let replaced = match StoredValue::apply(&mut value, record, now) {
+            Ok(r) => r,
+            Err(e) => {
+                // check() passed, so this cannot happen; keep the data anyway.
+                if let Some(slot) = current {
+                    self.slots.insert(record.key.clone(), slot);
+                }
+                return Err(e.into());
+            }
+        };
+        let mut publishers = current.take().map(|s| s.publishers).unwrap_or_default();
+        match replaced {
+            Replaced::Nothing => {}
+            Replaced::Subkey(old) => {
+                self.unindex(&record.key, record.subkey.clone(), old.expiration, &mut publishers);
+            }
+            Replaced::Value(old) => {
+                for old_rec in old.into_records(record.key.clone()) {
+                    self.unindex(&record.key, old_rec.subkey, old_rec.expiration, &mut publishers);
+                }
+            }
+        }
+        publishers.insert(record.subkey.clone(), publisher);
+        *self.per_publisher.entry(publisher).or_default() += 1;
+        self.by_expiration
+            .insert((record.expiration, record.key.clone(), record.subkey.clone()));
+        self.slots.insert(
+            record.key.clone(),
+            Slot {
+                value: value.expect("apply always leaves a value"),
+                publishers,
+            },
+        );
+
+        let mut touched = Vec::new();
+        while self.len() > self.limits.max_records {
+            let Some(first) = self.by_expiration.first().cloned() else {
+                break;
+            };
+            self.remove_entry(&first);
+            if first.1 != record.key {
+                touched.push(first.1);
+            }
+        }
+        Ok(touched)
+    }
+
+    fn unindex(
+        &mut self,
+        key: &[u8],
+        subkey: Option<Vec<u8>>,
+        expiration: Expiration,
+        publishers: &mut HashMap<Option<Vec<u8>>, PeerId>,
+    ) {
+        if let Some(p) = publishers.remove(&subkey) {
+            self.dec_publisher(&p);
+        }
+        self.by_expiration.remove(&(expiration, key.to_vec(), subkey));
+    }
+
+    fn dec_publisher(&mut self, p: &PeerId) {
+        if let Some(n) = self.per_publisher.get_mut(p) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_publisher.remove(p);
+            }
+        }
+    }
+
+    fn remove_entry(&mut self, entry: &EntryRef) {
+        let (_, key, subkey) = entry;
+        self.by_expiration.remove(entry);
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        let publisher = slot.publishers.remove(subkey);
+        let empty = match (&mut slot.value, subkey) {
+            (StoredValue::Dictionary(d), Some(sk)) => {
+                d.remove(sk);
+                d.is_empty()
+            }
+            _ => true,
+        };
+        if empty {
+            self.slots.remove(key);
+        }
+        if let Some(p) = publisher {
+            self.dec_publisher(&p);
+        }
+    }
+
+    /// What `key` holds at `now` (expired entries left out).
+    pub fn get(&self, key: &[u8], now: Expiration) -> Option<StoredValue> {
+        let mut value = self.slots.get(key)?.value.clone();
+        if value.drop_expired(now) {
+            None
+        } else {
+            Some(value)
+        }
+    }
+
+    /// Every key with what it holds and each entry's publisher, for
+    /// persistence. Expired entries are included.
+    pub fn entries(&self) -> impl Iterator<Item = (Record, PeerId)> + '_ {
+        self.slots.iter().flat_map(|(key, slot)| {
+            slot.value.clone().into_records(key.clone()).into_iter().map(|r| {
+                let p = slot.publishers[&r.subkey];
+                (r, p)
+            })
+        })
+    }
+
+    /// The entries of one key with their publishers (empty if none).
+    pub fn key_entries(&self, key: &[u8]) -> Vec<(Record, PeerId)> {
+        match self.slots.get(key) {
+            None => Vec::new(),
+            Some(slot) => slot
+                .value
+                .clone()
+                .into_records(key.to_vec())
+                .into_iter()
+                .map(|r| {
+                    let p = slot.publishers[&r.subkey];
+                    (r, p)
+                })
+                .collect(),
+        }
+    }
+
+    /// Drops every entry expired at `now`; returns the keys that changed.
+    pub fn remove_expired(&mut self, now: Expiration) -> Vec<Vec<u8>> {
+        let mut touched = Vec::new();
+        while let Some(first) = self.by_expiration.first().cloned() {
+            if first.0 > now {
+                break;
+            }
+            self.remove_entry(&first);
+            if touched.last() != Some(&first.1) {
+                touched.push(first.1);
+            }
+        }
+        touched.dedup();
+        touched
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: Expiration = Expiration::from_millis(1_000_000);
+
+    fn at(ms: u64) -> Expiration {
+        Expiration::from_millis(ms)
+    }
+
+    fn limits(max_records: usize, max_per_publisher: usize) -> StoreLimits {
+        StoreLimits {
+            max_value_bytes: 16,
+            max_records,
+            max_per_publisher,
+        }
+    }
+
+    #[test]
+    fn oversized_value_refused() {
+        let mut s = Store::new(limits(10, 10));
+        let p = PeerId::random();
+        let err = s
+            .put(&Record::new("k", vec![0u8; 17], at(2_000_000)), p, NOW)
+            .unwrap_err();
+        assert_eq!(err, Refusal::TooLarge { size: 17, max: 16 });
+        assert!(s.is_empty());
+        s.put(&Record::new("k", vec![0u8; 16], at(2_000_000)), p, NOW).unwrap();
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn refusals_keep_existing_data() {
+        let mut s = Store::new(limits(10, 10));
+        let p = PeerId::random();
+        s.put(&Record::new("k", "v1", at(2_000_000)), p, NOW).unwrap();
+        let err = s.put(&Record::new("k", "v0", at(1_900_000)), p, NOW).unwrap_err();
+        assert!(matches!(err, Refusal::Merge(MergeRefusal::NotNewer { .. })), "{err}");
+        let err = s.put(&Record::new("k", "v0", NOW), p, NOW).unwrap_err();
+        assert!(matches!(err, Refusal::Merge(MergeRefusal::Expired { .. })), "{err}");
+        assert_eq!(s.get(b"k", NOW), Some(StoredValue::from_record(&Record::new("k", "v1", at(2_000_000)))));
+    }
+
+    #[test]
+    fn earliest_expiring_is_evicted_first() {
+        let mut s = Store::new(limits(3, 10));
+        let p = PeerId::random();
+        s.put(&Record::new("a", "1", at(2_000_000)), p, NOW).unwrap();
+        s.put(&Record::with_subkey("b", "x", "1", at(1_500_000)), p, NOW).unwrap();
+        s.put(&Record::with_subkey("b", "y", "1", at(3_000_000)), p, NOW).unwrap();
+        let touched = s.put(&Record::new("c", "1", at(2_500_000)), p, NOW).unwrap();
+        assert_eq!(touched, vec![b"b".to_vec()]);
+        assert_eq!(s.len(), 3);
+        assert_eq!(s.get(b"b", NOW).unwrap().len(), 1);
+        // a record that would itself be the earliest is refused
+        let err = s.put(&Record::new("d", "1", at(1_100_000)), p, NOW).unwrap_err();
+        assert_eq!(err, Refusal::StoreFull { max: 3 });
+        assert_eq!(s.len(), 3);
+    }
+
+    #[test]
+    fn publisher_quota_counts_entries_and_replacements() {
+        let mut s = Store::new(limits(100, 2));
+        let (p, q) = (PeerId::random(), PeerId::random());
+        s.put(&Record::with_subkey("k", "1", "v", at(2_000_000)), p, NOW).unwrap();
+        s.put(&Record::with_subkey("k", "2", "v", at(2_000_000)), p, NOW).unwrap();
+        let err = s.put(&Record::with_subkey("k", "3", "v", at(2_000_000)), p, NOW).unwrap_err();
+        assert!(matches!(err, Refusal::QuotaExceeded { max: 2, .. }), "{err}");
+        // replacing one's own entry does not grow the count
+        s.put(&Record::with_subkey("k", "2", "w", at(2_100_000)), p, NOW).unwrap();
+        assert_eq!(s.publisher_count(&p), 2);
+        // another publisher is unaffected
+        s.put(&Record::with_subkey("k", "3", "v", at(2_000_000)), q, NOW).unwrap();
+        // a regular write replacing the dictionary frees p's entries
+        s.put(&Record::new("k", "r", at(3_000_000)), q, NOW).unwrap();
+        assert_eq!(s.publisher_count(&p), 0);
+        assert_eq!(s.publisher_count(&q), 1);
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn expired_entries_are_dropped() {
+        let mut s = Store::new(limits(10, 10));
+        let p = PeerId::random();
+        s.put(&Record::with_subkey("k", "a", "1", at(1_100_000)), p, NOW).unwrap();
+        s.put(&Record::with_subkey("k", "b", "1", at(1_200_000)), p, NOW).unwrap();
+        s.put(&Record::new("j", "1", at(1_100_000)), p, NOW).unwrap();
+        assert_eq!(s.get(b"k", at(1_150_000)).unwrap().len(), 1);
+        let mut touched = s.remove_expired(at(1_100_000));
+        touched.sort();
+        assert_eq!(touched, vec![b"j".to_vec(), b"k".to_vec()]);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.key_count(), 1);
+        assert_eq!(s.publisher_count(&p), 1);
+        assert!(s.get(b"k", at(1_200_000)).is_none());
+    }
+
+    #[test]
+    fn entries_report_publishers() {
+        let mut s = Store::new(limits(10, 10));
+        let (p, q) = (PeerId::random(), PeerId::random());
+        s.put(&Record::with_subkey("k", "a", "1", at(2_000_000)), p, NOW).unwrap();
+        s.put(&Record::with_subkey("k", "b", "1", at(2_000_000)), q, NOW).unwrap();
+        let mut e: Vec<_> = s.key_entries(b"k").into_iter().map(|(r, p)| (r.subkey.unwrap(), p)).collect();
+        e.sort();
+        assert_eq!(e, vec![(b"a".to_vec(), p), (b"b".to_vec(), q)]);
+        assert_eq!(s.entries().count(), 2);
+    }
+}

@@ -1,0 +1,91 @@
+//! Configuration of a DHT node.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use mesh_core::{CompositeValidator, PeerKey, StoreLimits};
+
+/// Per-peer limit on inbound record requests: a token bucket.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub per_second: f64,
+    /// Requests allowed in a burst.
+    pub burst: f64,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            per_second: 200.0,
+            burst: 400.0,
+        }
+    }
+}
+
+/// Everything a node needs to start. [`DhtConfig::new`] gives sane defaults.
+#[derive(Debug)]
+pub struct DhtConfig {
+    /// The node's identity.
+    pub key: PeerKey,
+    /// Subnets never mix: protocols are `/mesh/<subnet_id>/...`.
+    pub subnet_id: String,
+    /// Addresses to listen on (TCP, QUIC `/udp/N/quic-v1`, or `/memory/N`).
+    pub listen: Vec<Multiaddr>,
+    /// Addresses to tell others about instead of the listen addresses.
+    pub announce: Vec<Multiaddr>,
+    /// Peers to join through, each ending in `/p2p/<PeerId>`. Start-up fails
+    /// when none of them answers.
+    pub initial_peers: Vec<Multiaddr>,
+    /// A client stores and reads but serves nothing and enters no routing table.
+    pub client_mode: bool,
+    /// How often to refresh the routing table, drop expired records and log stats.
+    pub refresh_period: Duration,
+    /// How many of the closest peers hold each key.
+    pub replicas: usize,
+    /// Timeout of one request to one peer.
+    pub request_timeout: Duration,
+    /// How long to wait for the initial peers and the first bootstrap.
+    pub bootstrap_timeout: Duration,
+    /// Limits of the local store.
+    pub limits: StoreLimits,
+    /// Largest protocol message accepted or sent.
+    pub max_message_bytes: usize,
+    /// Per-peer rate limit on inbound record requests (`None`: unlimited).
+    pub rate_limit: Option<RateLimit>,
+    /// Keep records in this redb file across restarts.
+    pub store_path: Option<PathBuf>,
+    /// Validators every record must pass. A signature validator holding
+    /// `key` is always added (it merges with one already present).
+    pub validator: CompositeValidator,
+    /// Close connections idle this long.
+    pub idle_connection_timeout: Duration,
+    /// Most established connections in total.
+    pub max_connections: u32,
+}
+
+impl DhtConfig {
+    /// Defaults: subnet `"0"`, no listen address, 5 replicas, 30 s refresh.
+    pub fn new(key: PeerKey) -> Self {
+        Self {
+            key,
+            subnet_id: "0".into(),
+            listen: Vec::new(),
+            announce: Vec::new(),
+            initial_peers: Vec::new(),
+            client_mode: false,
+            refresh_period: Duration::from_secs(30),
+            replicas: 5,
+            request_timeout: Duration::from_secs(10),
+            bootstrap_timeout: Duration::from_secs(15),
+            limits: StoreLimits::default(),
+            max_message_bytes: 1024 * 1024,
+            rate_limit: Some(RateLimit::default()),
+            store_path: None,
+            validator: CompositeValidator::new(),
+            idle_connection_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! # mesh-dht
+//!
+//! mesh's Kademlia DHT on libp2p, with validated, versioned, signed records.
+//!
+//! ## Bird's-eye view
+//!
+//! A node is one libp2p `Swarm` driven by one event-loop task; [`Dht`] is
+//! the cloneable handle to it. Handles send commands over a bounded channel,
+//! each with a oneshot for the answer; the loop ends when every handle is
+//! dropped or [`Dht::shutdown`] is called.
+//!
+//! The swarm composes:
+//! - **kad** (`/mesh/<subnet_id>/kad/1.0.0`): the routing table, bootstrap and
+//!   refresh. Peers enter our buckets only after identify shows they serve
+//!   the subnet's kad protocol, so client-mode nodes never appear there.
+//!   Records that arrive through kad's own `PUT_VALUE` are filtered
+//!   (`StoreInserts::FilterBoth`) through the same validators and merge rules
+//!   as everything else, and kad's `GET_VALUE` reads our store.
+//! - **the record protocol** (`/mesh/<subnet_id>/records/1.0.0`): stores and
+//!   reads. kad answers every `PUT_VALUE` before the application has looked
+//!   at it, so a writer cannot learn whether a replica accepted the record or
+//!   why it refused; this protocol answers each store with accepted or the
+//!   refusal and its reason, and each read with the key's whole dictionary.
+//!   A lookup asks the `replicas` closest peers it knows, and keeps asking
+//!   closer peers they name until the closest have all answered.
+//! - **identify**, **ping**, and connection limits; TCP, QUIC and an
+//!   in-process memory transport, with Noise and Yamux.
+//!
+//! Every record is checked by a [`mesh_core::CompositeValidator`] on the way
+//! in (`Put`) and out (`Get`); by default it holds a
+//! [`mesh_core::validator::SignatureValidator`] with the node's key, so
+//! records whose key or subkey carries this node's owner marker are signed
+//! automatically and nobody else can overwrite them.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), mesh_dht::DhtError> {
+//! use std::time::Duration;
+//! use mesh_core::{Expiration, KeyType, PeerKey};
+//! use mesh_dht::{Dht, DhtConfig};
+//!
+//! let mut config = DhtConfig::new(PeerKey::generate(KeyType::Ed25519)?);
+//! config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+//! let dht = Dht::start(config).await?;
+//! let report = dht
+//!     .store(b"hello".to_vec(), None, b"world".to_vec(), Expiration::in_(Duration::from_secs(60)))
+//!     .await?;
+//! println!("{} replicas accepted", report.accepted);
+//! let value = dht.get(b"hello".to_vec(), true).await?;
+//! # Ok(()) }
+//! ```
+
+mod codec;
+mod config;
+mod kad_store;
+mod lookup;
+mod metrics;
+mod node;
+mod persist;
+
+pub use config::{DhtConfig, RateLimit};
+pub use libp2p::{Multiaddr, PeerId};
+pub use metrics::serve_metrics;
+pub use node::{Dht, DhtStats, RefusalKind, RemoteRefusal, StoreReport};
+
+/// Errors of the DHT.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DhtError {
+    /// None of the initial peers could be reached.
+    #[error("none of the {} initial peers answered within {timeout_s:.0} s: {}", tried.len(), tried.iter().map(|(a, e)| format!("{a} ({e})")).collect::<Vec<_>>().join(", "))]
+    NoInitialPeerAnswered {
+        /// Each initial peer with why it failed.
+        tried: Vec<(Multiaddr, String)>,
+        /// How long we waited.
+        timeout_s: f64,
+    },
+    /// An initial peer's address is unusable.
+    #[error("initial peer {addr}: {reason}")]
+    BadInitialPeer {
+        /// The address given.
+        addr: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Listening on an address failed.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+    /// Building the transport failed.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// Our own validators refused the record before it was sent.
+    #[error("record refused locally: {0}")]
+    Invalid(#[from] mesh_core::ValidationError),
+    /// Key handling failed.
+    #[error(transparent)]
+    Key(#[from] mesh_core::KeyError),
+    /// The persistent store failed.
+    #[error("persistent store: {0}")]
+    Persistence(String),
+    /// The node has shut down.
+    #[error("the DHT node has stopped")]
+    Stopped,
+}

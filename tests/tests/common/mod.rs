@@ -1,0 +1,81 @@
+//! Helpers shared by the integration tests: real nodes on loopback.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::Duration;
+
+use mesh_core::{Expiration, KeyType, PeerKey};
+use mesh_dht::{Dht, DhtConfig, Multiaddr};
+
+/// Which transport the test network uses.
+#[derive(Clone, Copy, Debug)]
+pub enum Net {
+    Tcp,
+    Quic,
+    Memory,
+}
+
+pub fn listen_addr(net: Net) -> Multiaddr {
+    match net {
+        Net::Tcp => "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+        Net::Quic => "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(),
+        Net::Memory => format!("/memory/{}", rand::random::<u64>()).parse().unwrap(),
+    }
+}
+
+/// A config for a node of a test network: short timeouts, loopback.
+pub fn config(net: Net, initial_peers: Vec<Multiaddr>) -> DhtConfig {
+    let mut c = DhtConfig::new(PeerKey::generate(KeyType::Ed25519).unwrap());
+    c.subnet_id = "test".into();
+    c.listen = vec![listen_addr(net)];
+    c.initial_peers = initial_peers;
+    c.bootstrap_timeout = Duration::from_secs(10);
+    c.request_timeout = Duration::from_secs(5);
+    c
+}
+
+/// The address to join `dht` through, for transport `net`.
+pub async fn addr_of(dht: &Dht, net: Net) -> Multiaddr {
+    let want = match net {
+        Net::Tcp => "/tcp/",
+        Net::Quic => "/quic-v1",
+        Net::Memory => "/memory/",
+    };
+    dht.listen_addrs()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.to_string().contains(want))
+        .expect("node listens on the transport")
+}
+
+/// Starts `n` server nodes: the first alone, each next one joining through
+/// up to three earlier nodes.
+pub async fn network(n: usize, net: Net) -> Vec<Dht> {
+    let mut nodes: Vec<Dht> = Vec::new();
+    for i in 0..n {
+        let mut peers = Vec::new();
+        for j in [0, i / 2, i.saturating_sub(1)] {
+            if j < i {
+                let a = addr_of(&nodes[j], net).await;
+                if !peers.contains(&a) {
+                    peers.push(a);
+                }
+            }
+        }
+        nodes.push(Dht::start(config(net, peers)).await.expect("node starts"));
+    }
+    // Let identify spread addresses and a refresh round fill the tables.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nodes
+}
+
+pub fn in_secs(s: u64) -> Expiration {
+    Expiration::in_(Duration::from_secs(s))
+}
+
+pub async fn shutdown(nodes: &[Dht]) {
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
