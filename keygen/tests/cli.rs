@@ -339,3 +339,20 @@ fn show_conflicts_with_generation_flags() {
         assert!(!path.exists());
     }
 }
+
+#[test]
+fn one_file_for_two_keys_is_refused() {
+    let paths = Paths::new();
+    let assert = keygen()
+        .arg("--path")
+        .arg(paths.main())
+        .arg("--bootstrap_path")
+        .arg(paths.bootnode())
+        .arg("--client_path")
+        .arg(paths.main())
+        .assert()
+        .failure();
+    let err = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    assert!(err.contains("also used for another key"), "{err}");
+    assert!(!paths.main().exists() && !paths.bootnode().exists());
+}

@@ -39,10 +39,6 @@ enum Command {
 /// Options shared by the daemon and the client subcommands.
 #[derive(Args, Debug, Clone)]
 struct NetArgs {
-    /// Peers to join through, each a multiaddr ending in /p2p/<PeerId>.
-    /// Start-up fails if none of them answers.
-    #[arg(long = "initial_peers", alias = "initial-peers", num_args = 1.., value_name = "MULTIADDR")]
-    initial_peers: Vec<Multiaddr>,
     /// The subnet: nodes of different subnets never talk (protocols are /mesh/<subnet_id>/...).
     #[arg(long = "subnet_id", alias = "subnet-id", default_value = "0")]
     subnet_id: String,
@@ -58,6 +54,11 @@ struct NetArgs {
 struct RunArgs {
     #[command(flatten)]
     net: NetArgs,
+    /// Peers to join through, each a multiaddr ending in /p2p/<PeerId>
+    /// (several may follow one flag). Start-up fails if none of them answers.
+    /// Without initial peers the node starts a new DHT.
+    #[arg(long = "initial_peers", alias = "initial-peers", num_args = 1.., value_name = "MULTIADDR")]
+    initial_peers: Vec<Multiaddr>,
     /// Addresses to listen on (TCP and QUIC multiaddrs).
     #[arg(
         long = "host_maddrs",
@@ -99,6 +100,10 @@ struct RunArgs {
 struct StoreArgs {
     #[command(flatten)]
     net: NetArgs,
+    /// A node to join through: a multiaddr ending in /p2p/<PeerId>
+    /// (repeat the flag for several).
+    #[arg(long = "initial_peers", alias = "initial-peers", value_name = "MULTIADDR")]
+    initial_peers: Vec<Multiaddr>,
     /// The key.
     key: String,
     /// The value (UTF-8).
@@ -115,6 +120,10 @@ struct StoreArgs {
 struct GetArgs {
     #[command(flatten)]
     net: NetArgs,
+    /// A node to join through: a multiaddr ending in /p2p/<PeerId>
+    /// (repeat the flag for several).
+    #[arg(long = "initial_peers", alias = "initial-peers", value_name = "MULTIADDR")]
+    initial_peers: Vec<Multiaddr>,
     /// The key.
     key: String,
     /// Ask every closest replica and merge dictionaries, instead of taking the first answer.
@@ -128,7 +137,10 @@ struct GetArgs {
 fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -176,7 +188,7 @@ async fn run(args: RunArgs) -> Result<()> {
     config.subnet_id = args.net.subnet_id.clone();
     config.listen = args.host_maddrs.clone();
     config.announce = args.announce_maddrs.clone();
-    config.initial_peers = args.net.initial_peers.clone();
+    config.initial_peers = args.initial_peers.clone();
     config.refresh_period = secs(args.refresh_period, "--refresh_period")?;
     config.bootstrap_timeout = secs(args.net.bootstrap_timeout, "--bootstrap_timeout")?;
     config.store_path = args.store_path.clone();
@@ -218,22 +230,22 @@ async fn wait_for_signal() -> Result<()> {
     Ok(())
 }
 
-async fn client(net: &NetArgs) -> Result<Dht> {
+async fn client(net: &NetArgs, initial_peers: &[Multiaddr]) -> Result<Dht> {
     init_logs(net.log_json);
-    if net.initial_peers.is_empty() {
+    if initial_peers.is_empty() {
         bail!("--initial_peers is required: give at least one /ip4/.../p2p/<PeerId> of a running node");
     }
     let mut config = DhtConfig::new(PeerKey::generate(KeyType::Ed25519)?);
     config.subnet_id = net.subnet_id.clone();
     config.client_mode = true;
-    config.initial_peers = net.initial_peers.clone();
+    config.initial_peers = initial_peers.to_vec();
     config.bootstrap_timeout = secs(net.bootstrap_timeout, "--bootstrap_timeout")?;
     Ok(Dht::start(config).await.context("joining the DHT")?)
 }
 
 async fn store(args: StoreArgs) -> Result<()> {
     let ttl = secs(args.ttl, "--ttl")?;
-    let dht = client(&args.net).await?;
+    let dht = client(&args.net, &args.initial_peers).await?;
     let report = dht
         .store(
             args.key.into_bytes(),
@@ -257,7 +269,7 @@ async fn store(args: StoreArgs) -> Result<()> {
 }
 
 async fn get(args: GetArgs) -> Result<()> {
-    let dht = client(&args.net).await?;
+    let dht = client(&args.net, &args.initial_peers).await?;
     let value = dht.get(args.key.clone().into_bytes(), args.latest).await?;
     dht.shutdown().await;
     let Some(value) = value else {
