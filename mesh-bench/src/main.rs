@@ -1,1 +1,259 @@
-fn main(){}
+//! `mesh-bench`: benchmarks of mesh, each printing one JSON line with
+//! `--json`. Field names are stable: they are compared side by side with
+//! other systems (the Python hivemind DHT of the Hypertensor mesh).
+//!
+//! ```text
+//! mesh-bench dht --peers 32 --keys 300 --value-bytes 128 --json
+//! mesh-bench dht --peers 1000 --keys 1000 --transport memory --json
+//! ```
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use futures::stream::{self, StreamExt};
+use mesh_core::{Expiration, KeyType, PeerKey, StoredValue};
+use mesh_dht::{Dht, DhtConfig, Multiaddr};
+use rand::Rng;
+
+#[derive(Parser, Debug)]
+#[command(name = "mesh-bench", version, about = "Benchmarks of mesh; each prints one JSON line with --json")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// N DHT nodes in this process: store K keys through random peers, read
+    /// each back through another random peer.
+    Dht(DhtArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum Transport {
+    /// TCP on 127.0.0.1 (Noise + Yamux).
+    Tcp,
+    /// libp2p's in-process memory transport (Noise + Yamux), for many peers.
+    Memory,
+}
+
+#[derive(clap::Args, Debug)]
+struct DhtArgs {
+    /// Number of full DHT nodes, each its own swarm and identity.
+    #[arg(long, default_value_t = 32)]
+    peers: usize,
+    /// Number of distinct keys stored and read.
+    #[arg(long, default_value_t = 300)]
+    keys: usize,
+    /// Size of each value in bytes.
+    #[arg(long = "value-bytes", default_value_t = 128)]
+    value_bytes: usize,
+    /// Operations in flight at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Transport between the nodes.
+    #[arg(long, value_enum, default_value_t = Transport::Tcp)]
+    transport: Transport,
+    /// Replicas per key.
+    #[arg(long, default_value_t = 5)]
+    replicas: usize,
+    /// Nodes joining at once during start-up.
+    #[arg(long = "join-concurrency", default_value_t = 8)]
+    join_concurrency: usize,
+    /// Close connections idle for this many seconds.
+    #[arg(long = "idle-timeout", default_value_t = 60.0)]
+    idle_timeout: f64,
+    /// Print one JSON line instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn rss_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn listen(t: Transport) -> Multiaddr {
+    match t {
+        Transport::Tcp => "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+        Transport::Memory => format!("/memory/{}", rand::random::<u64>()).parse().unwrap(),
+    }
+}
+
+async fn start_node(args: &DhtArgs, initial: Vec<Multiaddr>) -> Result<(Dht, Multiaddr)> {
+    let mut c = DhtConfig::new(PeerKey::generate(KeyType::Ed25519)?);
+    c.subnet_id = "bench".into();
+    c.listen = vec![listen(args.transport)];
+    c.initial_peers = initial;
+    c.replicas = args.replicas;
+    c.refresh_period = Duration::from_secs(300);
+    c.bootstrap_timeout = Duration::from_secs(60);
+    // One process plays every peer: per-peer limits would throttle the benchmark, not a peer.
+    c.rate_limit = None;
+    c.max_connections = 4096;
+    c.idle_connection_timeout = Duration::from_secs_f64(args.idle_timeout);
+    let dht = Dht::start(c).await?;
+    let addr = dht.listen_addrs().await?.into_iter().next().context("node has no address")?;
+    Ok((dht, addr))
+}
+
+async fn bench_dht(args: DhtArgs) -> Result<()> {
+    if args.peers < 2 {
+        bail!("--peers must be at least 2 (reads go through a different peer than writes)");
+    }
+    if args.keys == 0 || args.concurrency == 0 || args.join_concurrency == 0 {
+        bail!("--keys, --concurrency and --join-concurrency must be positive");
+    }
+
+    // Start-up: the first node alone, then the rest joining through random
+    // nodes that are already up.
+    let t0 = Instant::now();
+    let mut nodes: Vec<(Dht, Multiaddr)> = vec![start_node(&args, vec![]).await?];
+    while nodes.len() < args.peers {
+        let batch = (args.peers - nodes.len()).min(args.join_concurrency);
+        let mut rng = rand::thread_rng();
+        let joins: Vec<Vec<Multiaddr>> = (0..batch)
+            .map(|_| {
+                let mut peers: Vec<Multiaddr> = (0..2).map(|_| nodes[rng.gen_range(0..nodes.len())].1.clone()).collect();
+                peers.dedup();
+                peers
+            })
+            .collect();
+        let started: Vec<Result<(Dht, Multiaddr)>> = stream::iter(joins)
+            .map(|initial| start_node(&args, initial))
+            .buffer_unordered(batch)
+            .collect()
+            .await;
+        for s in started {
+            nodes.push(s?);
+        }
+    }
+    let startup_s = t0.elapsed().as_secs_f64();
+    let dhts: Vec<Dht> = nodes.into_iter().map(|(d, _)| d).collect();
+
+    let value = vec![b'x'; args.value_bytes];
+    let expiration = Expiration::in_(Duration::from_secs(3600));
+    let plan: Vec<(usize, usize, Vec<u8>)> = {
+        let mut rng = rand::thread_rng();
+        (0..args.keys)
+            .map(|i| {
+                let w = rng.gen_range(0..dhts.len());
+                let mut r = rng.gen_range(0..dhts.len() - 1);
+                if r >= w {
+                    r += 1;
+                }
+                (w, r, format!("bench-key-{i}").into_bytes())
+            })
+            .collect()
+    };
+
+    let t_put = Instant::now();
+    let puts: Vec<(f64, bool)> = stream::iter(plan.iter())
+        .map(|(w, _, key)| {
+            let dht = dhts[*w].clone();
+            let (key, value) = (key.clone(), value.clone());
+            async move {
+                let t = Instant::now();
+                let ok = matches!(dht.store(key, None, value, expiration).await, Ok(r) if r.accepted > 0);
+                (t.elapsed().as_secs_f64() * 1e3, ok)
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .collect()
+        .await;
+    let put_s = t_put.elapsed().as_secs_f64();
+
+    let t_get = Instant::now();
+    let gets: Vec<(f64, bool)> = stream::iter(plan.iter())
+        .map(|(_, r, key)| {
+            let dht = dhts[*r].clone();
+            let (key, value) = (key.clone(), value.clone());
+            async move {
+                let t = Instant::now();
+                let got = dht.get(key, false).await;
+                let ok = matches!(got, Ok(Some(StoredValue::Regular(ref item))) if item.value == value);
+                (t.elapsed().as_secs_f64() * 1e3, ok)
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .collect()
+        .await;
+    let get_s = t_get.elapsed().as_secs_f64();
+
+    let mut connections = 0usize;
+    let mut routing = 0usize;
+    for d in &dhts {
+        let s = d.stats().await?;
+        connections += s.connected_peers;
+        routing += s.routing_table_size;
+    }
+    let rss_mb = rss_kb("VmRSS:") as f64 / 1024.0;
+    let rss_peak_mb = rss_kb("VmHWM:") as f64 / 1024.0;
+    let mut put_ms: Vec<f64> = puts.iter().map(|x| x.0).collect();
+    let mut get_ms: Vec<f64> = gets.iter().map(|x| x.0).collect();
+    put_ms.sort_by(f64::total_cmp);
+    get_ms.sort_by(f64::total_cmp);
+    let n = args.keys as f64;
+    let round = |x: f64, d: i32| (x * 10f64.powi(d)).round() / 10f64.powi(d);
+    let out = serde_json::json!({
+        "system": "mesh",
+        "bench": "dht",
+        "peers": args.peers,
+        "keys": args.keys,
+        "value_bytes": args.value_bytes,
+        "concurrency": args.concurrency,
+        "transport": format!("{:?}", args.transport).to_lowercase(),
+        "replicas": args.replicas,
+        "startup_s": round(startup_s, 3),
+        "put_ops_per_s": round(n / put_s, 1),
+        "get_ops_per_s": round(n / get_s, 1),
+        "put_p50_ms": round(percentile(&put_ms, 0.50), 3),
+        "put_p99_ms": round(percentile(&put_ms, 0.99), 3),
+        "get_p50_ms": round(percentile(&get_ms, 0.50), 3),
+        "get_p99_ms": round(percentile(&get_ms, 0.99), 3),
+        "put_success": round(puts.iter().filter(|x| x.1).count() as f64 / n, 4),
+        "get_recall": round(gets.iter().filter(|x| x.1).count() as f64 / n, 4),
+        "rss_mb": round(rss_mb, 1),
+        "connections_per_peer": round(connections as f64 / args.peers as f64, 1),
+        "routing_table_per_peer": round(routing as f64 / args.peers as f64, 1),
+        "rss_peak_mb": round(rss_peak_mb, 1),
+    });
+    for d in &dhts {
+        d.shutdown().await;
+    }
+    if args.json {
+        println!("{out}");
+    } else {
+        for (k, v) in out.as_object().expect("object") {
+            println!("{k:>14}  {v}");
+        }
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Dht(args) => rt.block_on(bench_dht(args)),
+    }
+}

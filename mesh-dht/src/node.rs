@@ -333,6 +333,7 @@ impl Dht {
             rate_limit: config.rate_limit,
             buckets: HashMap::new(),
             addr_book,
+            routing: None,
             listen_addrs: Vec::new(),
             lookups: HashMap::new(),
             requests: HashMap::new(),
@@ -518,6 +519,9 @@ struct EventLoop {
     rate_limit: Option<RateLimit>,
     buckets: HashMap<PeerId, Bucket>,
     addr_book: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Snapshot of the routing table, rebuilt after kad reports a change:
+    /// kad's own closest-peer iterator copies whole buckets on every call.
+    routing: Option<Vec<KBucketKey<PeerId>>>,
     listen_addrs: Vec<Multiaddr>,
     lookups: HashMap<u64, Lookup>,
     requests: HashMap<OutboundRequestId, (u64, PeerId)>,
@@ -677,6 +681,7 @@ impl EventLoop {
                 old_peer,
                 ..
             } => {
+                self.routing = None;
                 self.addr_book.insert(peer, addresses.iter().cloned().collect());
                 if let Some(old) = old_peer {
                     self.addr_book.remove(&old);
@@ -881,17 +886,30 @@ impl EventLoop {
         result
     }
 
-    fn closer_peers(&mut self, key: &[u8], exclude: &PeerId) -> Vec<pb::Peer> {
+    /// The `n` peers of the routing table closest to `key`, nearest first.
+    fn closest_local(&mut self, key: &[u8], n: usize, exclude: Option<&PeerId>) -> Vec<PeerId> {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let routing = self.routing.get_or_insert_with(|| {
+            kad.kbuckets()
+                .flat_map(|b| b.iter().map(|e| e.node.key.clone()).collect::<Vec<_>>())
+                .collect()
+        });
         let target = KBucketKey::new(RecordKey::new(&key));
-        let peers: Vec<PeerId> = self
-            .swarm
-            .behaviour_mut()
-            .kad
-            .get_closest_local_peers(&target)
-            .map(|k| *k.preimage())
-            .filter(|p| p != exclude)
-            .take(self.replicas)
+        let mut by_distance: Vec<_> = routing
+            .iter()
+            .filter(|k| Some(k.preimage()) != exclude)
+            .map(|k| (target.distance(k), *k.preimage()))
             .collect();
+        if by_distance.len() > n {
+            by_distance.select_nth_unstable_by(n, |a, b| a.0.cmp(&b.0));
+            by_distance.truncate(n);
+        }
+        by_distance.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        by_distance.into_iter().map(|(_, p)| p).collect()
+    }
+
+    fn closer_peers(&mut self, key: &[u8], exclude: &PeerId) -> Vec<pb::Peer> {
+        let peers = self.closest_local(key, self.replicas, Some(exclude));
         peers
             .into_iter()
             .map(|p| pb::Peer {
@@ -961,15 +979,7 @@ impl EventLoop {
 
     fn start_lookup(&mut self, key: Vec<u8>, op: Op, reply: Reply) {
         let mut peers = PeerSet::new(&key, self.replicas);
-        let target = KBucketKey::new(RecordKey::new(&key));
-        let local: Vec<PeerId> = self
-            .swarm
-            .behaviour_mut()
-            .kad
-            .get_closest_local_peers(&target)
-            .take(self.replicas * 2)
-            .map(|k| *k.preimage())
-            .collect();
+        let local = self.closest_local(&key, self.replicas * 2, None);
         for p in local {
             peers.add(p, Vec::new());
         }
