@@ -17,7 +17,11 @@ use mesh_dht::{Dht, DhtConfig, Multiaddr};
 use rand::Rng;
 
 #[derive(Parser, Debug)]
-#[command(name = "mesh-bench", version, about = "Benchmarks of mesh; each prints one JSON line with --json")]
+#[command(
+    name = "mesh-bench",
+    version,
+    about = "Benchmarks of mesh; each prints one JSON line with --json"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -92,7 +96,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn listen(t: Transport) -> Multiaddr {
     match t {
         Transport::Tcp => "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
-        Transport::Memory => format!("/memory/{}", rand::random::<u64>()).parse().unwrap(),
+        Transport::Memory => format!("/memory/{}", rand::random::<u64>())
+            .parse()
+            .unwrap(),
     }
 }
 
@@ -109,7 +115,12 @@ async fn start_node(args: &DhtArgs, initial: Vec<Multiaddr>) -> Result<(Dht, Mul
     c.max_connections = 4096;
     c.idle_connection_timeout = Duration::from_secs_f64(args.idle_timeout);
     let dht = Dht::start(c).await?;
-    let addr = dht.listen_addrs().await?.into_iter().next().context("node has no address")?;
+    let addr = dht
+        .listen_addrs()
+        .await?
+        .into_iter()
+        .next()
+        .context("node has no address")?;
     Ok((dht, addr))
 }
 
@@ -130,7 +141,9 @@ async fn bench_dht(args: DhtArgs) -> Result<()> {
         let mut rng = rand::thread_rng();
         let joins: Vec<Vec<Multiaddr>> = (0..batch)
             .map(|_| {
-                let mut peers: Vec<Multiaddr> = (0..2).map(|_| nodes[rng.gen_range(0..nodes.len())].1.clone()).collect();
+                let mut peers: Vec<Multiaddr> = (0..2)
+                    .map(|_| nodes[rng.gen_range(0..nodes.len())].1.clone())
+                    .collect();
                 peers.dedup();
                 peers
             })
@@ -187,7 +200,8 @@ async fn bench_dht(args: DhtArgs) -> Result<()> {
             async move {
                 let t = Instant::now();
                 let got = dht.get(key, false).await;
-                let ok = matches!(got, Ok(Some(StoredValue::Regular(ref item))) if item.value == value);
+                let ok =
+                    matches!(got, Ok(Some(StoredValue::Regular(ref item))) if item.value == value);
                 (t.elapsed().as_secs_f64() * 1e3, ok)
             }
         })
@@ -250,9 +264,13 @@ async fn bench_dht(args: DhtArgs) -> Result<()> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .init();
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         Command::Dht(args) => rt.block_on(bench_dht(args)),
     }

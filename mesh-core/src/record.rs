@@ -192,7 +192,9 @@ impl StoredValue {
     pub fn expiration(&self) -> Expiration {
         match self {
             StoredValue::Regular(item) => item.expiration,
-            StoredValue::Dictionary(d) => d.values().map(|i| i.expiration).max().unwrap_or_default(),
+            StoredValue::Dictionary(d) => {
+                d.values().map(|i| i.expiration).max().unwrap_or_default()
+            }
         }
     }
 
@@ -211,7 +213,11 @@ impl StoredValue {
 
     /// Checks whether `record` may be applied to what is stored (`self`, or
     /// nothing) at time `now`, without changing anything.
-    pub fn check(current: Option<&StoredValue>, record: &Record, now: Expiration) -> Result<(), MergeRefusal> {
+    pub fn check(
+        current: Option<&StoredValue>,
+        record: &Record,
+        now: Expiration,
+    ) -> Result<(), MergeRefusal> {
         if record.expiration <= now {
             return Err(MergeRefusal::Expired {
                 expiration: record.expiration,
@@ -263,7 +269,10 @@ impl StoredValue {
                 Replaced::Value(old)
             }
             (Some(StoredValue::Regular(old)), Some(sk)) => {
-                *current = Some(StoredValue::Dictionary(BTreeMap::from([(sk.clone(), item)])));
+                *current = Some(StoredValue::Dictionary(BTreeMap::from([(
+                    sk.clone(),
+                    item,
+                )])));
                 Replaced::Value(StoredValue::Regular(old))
             }
             (Some(StoredValue::Dictionary(mut d)), Some(sk)) => {
@@ -422,7 +431,10 @@ mod tests {
             }
         );
         put(&mut cur, Record::new("k", "old", at(1_500_000))).unwrap_err();
-        assert_eq!(cur.as_ref().unwrap(), &StoredValue::from_record(&Record::new("k", "v1", at(2_000_000))));
+        assert_eq!(
+            cur.as_ref().unwrap(),
+            &StoredValue::from_record(&Record::new("k", "v1", at(2_000_000)))
+        );
         put(&mut cur, Record::new("k", "v3", at(2_000_001))).unwrap();
         match cur.unwrap() {
             StoredValue::Regular(i) => assert_eq!(i.value, b"v3"),
@@ -440,7 +452,9 @@ mod tests {
         put(&mut cur, Record::with_subkey("k", "b", "3", at(2_100_000))).unwrap();
         let v = cur.unwrap();
         assert_eq!(v.expiration(), at(3_000_000));
-        let StoredValue::Dictionary(d) = v else { panic!() };
+        let StoredValue::Dictionary(d) = v else {
+            panic!()
+        };
         assert_eq!(d[&b"a"[..]].value, b"1");
         assert_eq!(d[&b"b"[..]].value, b"3");
     }
@@ -483,7 +497,9 @@ mod tests {
         put(&mut b, Record::with_subkey("k", "y", "b-y", at(2_500_000))).unwrap();
         put(&mut b, Record::with_subkey("k", "z", "b-z", at(2_500_000))).unwrap();
         StoredValue::merge(&mut a, b.unwrap(), NOW);
-        let StoredValue::Dictionary(d) = a.unwrap() else { panic!() };
+        let StoredValue::Dictionary(d) = a.unwrap() else {
+            panic!()
+        };
         assert_eq!(d[&b"x"[..]].value, b"b-x");
         assert_eq!(d[&b"y"[..]].value, b"a-y");
         assert_eq!(d[&b"z"[..]].value, b"b-z");

@@ -124,7 +124,12 @@ impl Store {
     }
 
     /// Checks a record against the limits and merge rules without storing it.
-    pub fn check(&self, record: &Record, publisher: &PeerId, now: Expiration) -> Result<(), Refusal> {
+    pub fn check(
+        &self,
+        record: &Record,
+        publisher: &PeerId,
+        now: Expiration,
+    ) -> Result<(), Refusal> {
         if record.value.len() > self.limits.max_value_bytes {
             return Err(Refusal::TooLarge {
                 size: record.value.len(),
@@ -177,7 +182,12 @@ impl Store {
 
     /// Stores `record` published by `publisher`. On success returns the other
     /// keys whose contents changed because entries were evicted to make room.
-    pub fn put(&mut self, record: &Record, publisher: PeerId, now: Expiration) -> Result<Vec<Vec<u8>>, Refusal> {
+    pub fn put(
+        &mut self,
+        record: &Record,
+        publisher: PeerId,
+        now: Expiration,
+    ) -> Result<Vec<Vec<u8>>, Refusal> {
         self.check(record, &publisher, now)?;
         let mut current = self.slots.remove(&record.key);
         let mut value = current.as_ref().map(|s| s.value.clone());
@@ -195,11 +205,21 @@ impl Store {
         match replaced {
             Replaced::Nothing => {}
             Replaced::Subkey(old) => {
-                self.unindex(&record.key, record.subkey.clone(), old.expiration, &mut publishers);
+                self.unindex(
+                    &record.key,
+                    record.subkey.clone(),
+                    old.expiration,
+                    &mut publishers,
+                );
             }
             Replaced::Value(old) => {
                 for old_rec in old.into_records(record.key.clone()) {
-                    self.unindex(&record.key, old_rec.subkey, old_rec.expiration, &mut publishers);
+                    self.unindex(
+                        &record.key,
+                        old_rec.subkey,
+                        old_rec.expiration,
+                        &mut publishers,
+                    );
                 }
             }
         }
@@ -238,7 +258,8 @@ impl Store {
         if let Some(p) = publishers.remove(&subkey) {
             self.dec_publisher(&p);
         }
-        self.by_expiration.remove(&(expiration, key.to_vec(), subkey));
+        self.by_expiration
+            .remove(&(expiration, key.to_vec(), subkey));
     }
 
     fn dec_publisher(&mut self, p: &PeerId) {
@@ -286,10 +307,14 @@ impl Store {
     /// persistence. Expired entries are included.
     pub fn entries(&self) -> impl Iterator<Item = (Record, PeerId)> + '_ {
         self.slots.iter().flat_map(|(key, slot)| {
-            slot.value.clone().into_records(key.clone()).into_iter().map(|r| {
-                let p = slot.publishers[&r.subkey];
-                (r, p)
-            })
+            slot.value
+                .clone()
+                .into_records(key.clone())
+                .into_iter()
+                .map(|r| {
+                    let p = slot.publishers[&r.subkey];
+                    (r, p)
+                })
         })
     }
 
@@ -354,7 +379,8 @@ mod tests {
             .unwrap_err();
         assert_eq!(err, Refusal::TooLarge { size: 17, max: 16 });
         assert!(s.is_empty());
-        s.put(&Record::new("k", vec![0u8; 16], at(2_000_000)), p, NOW).unwrap();
+        s.put(&Record::new("k", vec![0u8; 16], at(2_000_000)), p, NOW)
+            .unwrap();
         assert_eq!(s.len(), 1);
     }
 
@@ -362,27 +388,50 @@ mod tests {
     fn refusals_keep_existing_data() {
         let mut s = Store::new(limits(10, 10));
         let p = PeerId::random();
-        s.put(&Record::new("k", "v1", at(2_000_000)), p, NOW).unwrap();
-        let err = s.put(&Record::new("k", "v0", at(1_900_000)), p, NOW).unwrap_err();
-        assert!(matches!(err, Refusal::Merge(MergeRefusal::NotNewer { .. })), "{err}");
+        s.put(&Record::new("k", "v1", at(2_000_000)), p, NOW)
+            .unwrap();
+        let err = s
+            .put(&Record::new("k", "v0", at(1_900_000)), p, NOW)
+            .unwrap_err();
+        assert!(
+            matches!(err, Refusal::Merge(MergeRefusal::NotNewer { .. })),
+            "{err}"
+        );
         let err = s.put(&Record::new("k", "v0", NOW), p, NOW).unwrap_err();
-        assert!(matches!(err, Refusal::Merge(MergeRefusal::Expired { .. })), "{err}");
-        assert_eq!(s.get(b"k", NOW), Some(StoredValue::from_record(&Record::new("k", "v1", at(2_000_000)))));
+        assert!(
+            matches!(err, Refusal::Merge(MergeRefusal::Expired { .. })),
+            "{err}"
+        );
+        assert_eq!(
+            s.get(b"k", NOW),
+            Some(StoredValue::from_record(&Record::new(
+                "k",
+                "v1",
+                at(2_000_000)
+            )))
+        );
     }
 
     #[test]
     fn earliest_expiring_is_evicted_first() {
         let mut s = Store::new(limits(3, 10));
         let p = PeerId::random();
-        s.put(&Record::new("a", "1", at(2_000_000)), p, NOW).unwrap();
-        s.put(&Record::with_subkey("b", "x", "1", at(1_500_000)), p, NOW).unwrap();
-        s.put(&Record::with_subkey("b", "y", "1", at(3_000_000)), p, NOW).unwrap();
-        let touched = s.put(&Record::new("c", "1", at(2_500_000)), p, NOW).unwrap();
+        s.put(&Record::new("a", "1", at(2_000_000)), p, NOW)
+            .unwrap();
+        s.put(&Record::with_subkey("b", "x", "1", at(1_500_000)), p, NOW)
+            .unwrap();
+        s.put(&Record::with_subkey("b", "y", "1", at(3_000_000)), p, NOW)
+            .unwrap();
+        let touched = s
+            .put(&Record::new("c", "1", at(2_500_000)), p, NOW)
+            .unwrap();
         assert_eq!(touched, vec![b"b".to_vec()]);
         assert_eq!(s.len(), 3);
         assert_eq!(s.get(b"b", NOW).unwrap().len(), 1);
         // a record that would itself be the earliest is refused
-        let err = s.put(&Record::new("d", "1", at(1_100_000)), p, NOW).unwrap_err();
+        let err = s
+            .put(&Record::new("d", "1", at(1_100_000)), p, NOW)
+            .unwrap_err();
         assert_eq!(err, Refusal::StoreFull { max: 3 });
         assert_eq!(s.len(), 3);
     }
@@ -391,17 +440,27 @@ mod tests {
     fn publisher_quota_counts_entries_and_replacements() {
         let mut s = Store::new(limits(100, 2));
         let (p, q) = (PeerId::random(), PeerId::random());
-        s.put(&Record::with_subkey("k", "1", "v", at(2_000_000)), p, NOW).unwrap();
-        s.put(&Record::with_subkey("k", "2", "v", at(2_000_000)), p, NOW).unwrap();
-        let err = s.put(&Record::with_subkey("k", "3", "v", at(2_000_000)), p, NOW).unwrap_err();
-        assert!(matches!(err, Refusal::QuotaExceeded { max: 2, .. }), "{err}");
+        s.put(&Record::with_subkey("k", "1", "v", at(2_000_000)), p, NOW)
+            .unwrap();
+        s.put(&Record::with_subkey("k", "2", "v", at(2_000_000)), p, NOW)
+            .unwrap();
+        let err = s
+            .put(&Record::with_subkey("k", "3", "v", at(2_000_000)), p, NOW)
+            .unwrap_err();
+        assert!(
+            matches!(err, Refusal::QuotaExceeded { max: 2, .. }),
+            "{err}"
+        );
         // replacing one's own entry does not grow the count
-        s.put(&Record::with_subkey("k", "2", "w", at(2_100_000)), p, NOW).unwrap();
+        s.put(&Record::with_subkey("k", "2", "w", at(2_100_000)), p, NOW)
+            .unwrap();
         assert_eq!(s.publisher_count(&p), 2);
         // another publisher is unaffected
-        s.put(&Record::with_subkey("k", "3", "v", at(2_000_000)), q, NOW).unwrap();
+        s.put(&Record::with_subkey("k", "3", "v", at(2_000_000)), q, NOW)
+            .unwrap();
         // a regular write replacing the dictionary frees p's entries
-        s.put(&Record::new("k", "r", at(3_000_000)), q, NOW).unwrap();
+        s.put(&Record::new("k", "r", at(3_000_000)), q, NOW)
+            .unwrap();
         assert_eq!(s.publisher_count(&p), 0);
         assert_eq!(s.publisher_count(&q), 1);
         assert_eq!(s.len(), 1);
@@ -411,9 +470,12 @@ mod tests {
     fn expired_entries_are_dropped() {
         let mut s = Store::new(limits(10, 10));
         let p = PeerId::random();
-        s.put(&Record::with_subkey("k", "a", "1", at(1_100_000)), p, NOW).unwrap();
-        s.put(&Record::with_subkey("k", "b", "1", at(1_200_000)), p, NOW).unwrap();
-        s.put(&Record::new("j", "1", at(1_100_000)), p, NOW).unwrap();
+        s.put(&Record::with_subkey("k", "a", "1", at(1_100_000)), p, NOW)
+            .unwrap();
+        s.put(&Record::with_subkey("k", "b", "1", at(1_200_000)), p, NOW)
+            .unwrap();
+        s.put(&Record::new("j", "1", at(1_100_000)), p, NOW)
+            .unwrap();
         assert_eq!(s.get(b"k", at(1_150_000)).unwrap().len(), 1);
         let mut touched = s.remove_expired(at(1_100_000));
         touched.sort();
@@ -428,9 +490,15 @@ mod tests {
     fn entries_report_publishers() {
         let mut s = Store::new(limits(10, 10));
         let (p, q) = (PeerId::random(), PeerId::random());
-        s.put(&Record::with_subkey("k", "a", "1", at(2_000_000)), p, NOW).unwrap();
-        s.put(&Record::with_subkey("k", "b", "1", at(2_000_000)), q, NOW).unwrap();
-        let mut e: Vec<_> = s.key_entries(b"k").into_iter().map(|(r, p)| (r.subkey.unwrap(), p)).collect();
+        s.put(&Record::with_subkey("k", "a", "1", at(2_000_000)), p, NOW)
+            .unwrap();
+        s.put(&Record::with_subkey("k", "b", "1", at(2_000_000)), q, NOW)
+            .unwrap();
+        let mut e: Vec<_> = s
+            .key_entries(b"k")
+            .into_iter()
+            .map(|(r, p)| (r.subkey.unwrap(), p))
+            .collect();
         e.sort();
         assert_eq!(e, vec![(b"a".to_vec(), p), (b"b".to_vec(), q)]);
         assert_eq!(s.entries().count(), 2);

@@ -30,7 +30,12 @@ where
     }
     let mut buf = vec![0u8; len];
     io.read_exact(&mut buf).await?;
-    M::decode(buf.as_slice()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("malformed message: {e}")))
+    M::decode(buf.as_slice()).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("malformed message: {e}"),
+        )
+    })
 }
 
 async fn write_msg<T, M>(io: &mut T, msg: &M, max: usize) -> io::Result<()>
@@ -71,14 +76,24 @@ impl libp2p::request_response::Codec for RecordCodec {
         read_msg(io, self.max_bytes).await
     }
 
-    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: pb::Request) -> io::Result<()>
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: pb::Request,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
         write_msg(io, &req, self.max_bytes).await
     }
 
-    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: pb::Response) -> io::Result<()>
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: pb::Response,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {

@@ -26,7 +26,11 @@ pub(crate) struct KadStore {
 }
 
 impl KadStore {
-    pub(crate) fn new(local: PeerId, limits: StoreLimits, persist: Option<Persist>) -> Result<Self, DhtError> {
+    pub(crate) fn new(
+        local: PeerId,
+        limits: StoreLimits,
+        persist: Option<Persist>,
+    ) -> Result<Self, DhtError> {
         let mut records = Store::new(limits);
         if let Some(p) = &persist {
             let now = Expiration::now();
@@ -37,7 +41,11 @@ impl KadStore {
                     Err(_) => dropped += 1,
                 }
             }
-            tracing::info!(loaded, dropped_expired = dropped, "restored persisted records");
+            tracing::info!(
+                loaded,
+                dropped_expired = dropped,
+                "restored persisted records"
+            );
         }
         let providers = MemoryStore::with_config(
             local,
@@ -60,7 +68,12 @@ impl KadStore {
     }
 
     /// Applies a validated record; persists what changed.
-    pub(crate) fn put(&mut self, record: &Record, publisher: PeerId, now: Expiration) -> Result<(), Refusal> {
+    pub(crate) fn put(
+        &mut self,
+        record: &Record,
+        publisher: PeerId,
+        now: Expiration,
+    ) -> Result<(), Refusal> {
         let mut touched = self.records.put(record, publisher, now)?;
         touched.push(record.key.clone());
         self.persist(touched);
@@ -98,7 +111,12 @@ impl RecordStore for KadStore {
     fn get(&self, k: &RecordKey) -> Option<Cow<'_, KadRecord>> {
         let now = Expiration::now();
         let value = self.records.get(k.as_ref(), now)?;
-        let ttl = Duration::from_millis(value.expiration().as_millis().saturating_sub(now.as_millis()));
+        let ttl = Duration::from_millis(
+            value
+                .expiration()
+                .as_millis()
+                .saturating_sub(now.as_millis()),
+        );
         Some(Cow::Owned(KadRecord {
             key: k.clone(),
             value: pb::StoredValue::from(value).encode_to_vec(),

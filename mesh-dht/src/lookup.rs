@@ -128,7 +128,10 @@ mod tests {
         by_d.sort();
         let closest: Vec<PeerId> = by_d.iter().take(3).map(|x| x.1).collect();
         assert_eq!(first, closest);
-        assert!(set.next().is_empty(), "nothing more while they are in flight");
+        assert!(
+            set.next().is_empty(),
+            "nothing more while they are in flight"
+        );
         // One fails: the fourth closest is contacted instead.
         set.set(&first[0], PeerState::Failed);
         assert_eq!(set.next(), vec![by_d[3].1]);

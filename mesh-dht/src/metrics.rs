@@ -41,17 +41,43 @@ impl NodeMetrics {
             stored_entries: Gauge::default(),
             stored_keys: Gauge::default(),
         };
-        sub.register("inbound_requests", "Inbound record requests by kind", m.inbound_requests.clone());
-        sub.register("store_results", "Records offered to the local store, by result", m.store_results.clone());
-        sub.register("refused_requests", "Inbound requests refused before handling, by reason", m.refused_requests.clone());
-        sub.register("routing_table_peers", "Peers in the routing table", m.routing_table_peers.clone());
-        sub.register("stored_entries", "Entries (values and subkeys) in the local store", m.stored_entries.clone());
-        sub.register("stored_keys", "Keys in the local store", m.stored_keys.clone());
+        sub.register(
+            "inbound_requests",
+            "Inbound record requests by kind",
+            m.inbound_requests.clone(),
+        );
+        sub.register(
+            "store_results",
+            "Records offered to the local store, by result",
+            m.store_results.clone(),
+        );
+        sub.register(
+            "refused_requests",
+            "Inbound requests refused before handling, by reason",
+            m.refused_requests.clone(),
+        );
+        sub.register(
+            "routing_table_peers",
+            "Peers in the routing table",
+            m.routing_table_peers.clone(),
+        );
+        sub.register(
+            "stored_entries",
+            "Entries (values and subkeys) in the local store",
+            m.stored_entries.clone(),
+        );
+        sub.register(
+            "stored_keys",
+            "Keys in the local store",
+            m.stored_keys.clone(),
+        );
         m
     }
 
     pub(crate) fn count(family: &Family<Labels, Counter>, label: &'static str, value: &str) {
-        family.get_or_create(&vec![(label, value.to_string())]).inc();
+        family
+            .get_or_create(&vec![(label, value.to_string())])
+            .inc();
     }
 }
 
@@ -73,9 +99,10 @@ pub async fn serve_metrics(
             let registry = registry.clone();
             tokio::spawn(async move {
                 let mut buf = [0u8; 1024];
-                let n = match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf)).await {
-                    Ok(Ok(n)) => n,
-                    _ => return,
+                let read =
+                    tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf));
+                let Ok(Ok(n)) = read.await else {
+                    return;
                 };
                 let req = String::from_utf8_lossy(&buf[..n]);
                 let (status, body) = if req.starts_with("GET /metrics") {

@@ -14,7 +14,9 @@ use libp2p::kad::{self, KBucketKey, RecordKey};
 use libp2p::metrics::Recorder;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{connection_limits, identify, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
+use libp2p::{
+    connection_limits, identify, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
+};
 use mesh_core::validator::SignatureValidator;
 use mesh_core::{CompositeValidator, Expiration, Kind, MergeRefusal, Record, Refusal, StoredValue};
 use mesh_proto::dht as pb;
@@ -158,7 +160,9 @@ pub struct Dht {
 
 impl std::fmt::Debug for Dht {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dht").field("peer_id", &self.inner.peer_id).finish()
+        f.debug_struct("Dht")
+            .field("peer_id", &self.inner.peer_id)
+            .finish()
     }
 }
 
@@ -173,7 +177,8 @@ fn split_p2p(addr: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
 fn valid_subnet_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 impl Dht {
@@ -208,16 +213,22 @@ impl Dht {
         }
 
         let local = config.key.peer_id();
-        let persist = config.store_path.as_deref().map(Persist::open).transpose()?;
+        let persist = config
+            .store_path
+            .as_deref()
+            .map(Persist::open)
+            .transpose()?;
         let store = KadStore::new(local, config.limits, persist)?;
         let mut validator = config.validator;
         validator.add(SignatureValidator::new(Arc::new(config.key.clone())));
         let validator = Arc::new(validator);
 
-        let kad_protocol = StreamProtocol::try_from_owned(format!("/mesh/{}/kad/1.0.0", config.subnet_id))
-            .map_err(|e| DhtError::Transport(e.to_string()))?;
-        let records_protocol = StreamProtocol::try_from_owned(format!("/mesh/{}/records/1.0.0", config.subnet_id))
-            .map_err(|e| DhtError::Transport(e.to_string()))?;
+        let kad_protocol =
+            StreamProtocol::try_from_owned(format!("/mesh/{}/kad/1.0.0", config.subnet_id))
+                .map_err(|e| DhtError::Transport(e.to_string()))?;
+        let records_protocol =
+            StreamProtocol::try_from_owned(format!("/mesh/{}/records/1.0.0", config.subnet_id))
+                .map_err(|e| DhtError::Transport(e.to_string()))?;
 
         let mut kcfg = kad::Config::new(kad_protocol.clone());
         kcfg.set_record_filtering(kad::StoreInserts::FilterBoth)
@@ -251,9 +262,12 @@ impl Dht {
                 .with_max_concurrent_streams(256),
         );
         let identify = identify::Behaviour::new(
-            identify::Config::new(format!("/mesh/{}/1.0.0", config.subnet_id), config.key.public())
-                .with_agent_version(format!("mesh-dht/{}", env!("CARGO_PKG_VERSION")))
-                .with_hide_listen_addrs(!config.announce.is_empty()),
+            identify::Config::new(
+                format!("/mesh/{}/1.0.0", config.subnet_id),
+                config.key.public(),
+            )
+            .with_agent_version(format!("mesh-dht/{}", env!("CARGO_PKG_VERSION")))
+            .with_hide_listen_addrs(!config.announce.is_empty()),
         );
         let limits = connection_limits::Behaviour::new(
             connection_limits::ConnectionLimits::default()
@@ -280,7 +294,8 @@ impl Dht {
             .map_err(|e| DhtError::Transport(e.to_string()))?
             .with_quic()
             .with_other_transport(|key| {
-                let noise = noise::Config::new(key).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
+                let noise = noise::Config::new(key)
+                    .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
                 Ok(MemoryTransport::default()
                     .upgrade(Version::V1)
                     .authenticate(noise)
@@ -297,10 +312,12 @@ impl Dht {
 
         let mut listeners = HashSet::new();
         for addr in &config.listen {
-            let id = swarm.listen_on(addr.clone()).map_err(|e| DhtError::Listen {
-                addr: addr.clone(),
-                reason: e.to_string(),
-            })?;
+            let id = swarm
+                .listen_on(addr.clone())
+                .map_err(|e| DhtError::Listen {
+                    addr: addr.clone(),
+                    reason: e.to_string(),
+                })?;
             listeners.insert(id);
         }
         for addr in &config.announce {
@@ -388,9 +405,16 @@ impl Dht {
         self.inner.registry.clone()
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, DhtError> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, DhtError> {
         let (tx, rx) = oneshot::channel();
-        self.inner.tx.send(make(tx)).await.map_err(|_| DhtError::Stopped)?;
+        self.inner
+            .tx
+            .send(make(tx))
+            .await
+            .map_err(|_| DhtError::Stopped)?;
         rx.await.map_err(|_| DhtError::Stopped)
     }
 
@@ -495,7 +519,9 @@ impl Lookup {
             Op::Store(r) => pb::request::Kind::Store(pb::StoreRequest {
                 records: vec![r.clone().into()],
             }),
-            Op::Find { .. } => pb::request::Kind::Find(pb::FindRequest { key: self.key.clone() }),
+            Op::Find { .. } => pb::request::Kind::Find(pb::FindRequest {
+                key: self.key.clone(),
+            }),
         };
         pb::Request { kind: Some(kind) }
     }
@@ -532,7 +558,8 @@ struct EventLoop {
 
 impl EventLoop {
     async fn run(mut self) {
-        let mut refresh = tokio::time::interval_at(Instant::now() + self.refresh_period, self.refresh_period);
+        let mut refresh =
+            tokio::time::interval_at(Instant::now() + self.refresh_period, self.refresh_period);
         loop {
             let deadline = self.startup.as_ref().map(|s| s.deadline);
             tokio::select! {
@@ -586,14 +613,22 @@ impl EventLoop {
     fn startup_timed_out(&mut self) {
         let Some(s) = &mut self.startup else { return };
         if !s.listeners.is_empty() {
-            self.finish_startup(Err(DhtError::Transport("listeners did not start in time".into())));
+            self.finish_startup(Err(DhtError::Transport(
+                "listeners did not start in time".into(),
+            )));
         } else if !s.connected {
             let mut tried = std::mem::take(&mut s.failed_initial);
-            tried.extend(s.pending_initial.values().map(|a| (a.clone(), "no answer".to_string())));
+            tried.extend(
+                s.pending_initial
+                    .values()
+                    .map(|a| (a.clone(), "no answer".to_string())),
+            );
             let timeout_s = s.timeout.as_secs_f64();
             self.finish_startup(Err(DhtError::NoInitialPeerAnswered { tried, timeout_s }));
         } else {
-            tracing::warn!("first bootstrap did not finish in time; continuing with the peers found so far");
+            tracing::warn!(
+                "first bootstrap did not finish in time; continuing with the peers found so far"
+            );
             self.finish_startup(Ok(()));
         }
     }
@@ -630,7 +665,10 @@ impl EventLoop {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ev)) => self.metrics.libp2p.record(&ev),
             SwarmEvent::Behaviour(BehaviourEvent::Limits(v)) => match v {},
-            SwarmEvent::NewListenAddr { listener_id, address } => {
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
                 let full = address.with_p2p(self.local).expect("our own PeerId");
                 tracing::info!(%full, "listening");
                 self.listen_addrs.push(full);
@@ -640,13 +678,14 @@ impl EventLoop {
                 self.check_ready();
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
-                self.listen_addrs.retain(|a| !a.to_string().starts_with(&address.to_string()));
+                self.listen_addrs
+                    .retain(|a| !a.to_string().starts_with(&address.to_string()));
             }
-            SwarmEvent::ListenerClosed { addresses, reason, .. } => {
-                if let Err(e) = reason {
-                    tracing::error!(?addresses, "listener closed: {e}");
-                }
-            }
+            SwarmEvent::ListenerClosed {
+                addresses,
+                reason: Err(e),
+                ..
+            } => tracing::error!(?addresses, "listener closed: {e}"),
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 if let Some(s) = &mut self.startup {
                     if s.pending_initial.remove(&peer_id).is_some() {
@@ -682,7 +721,8 @@ impl EventLoop {
                 ..
             } => {
                 self.routing = None;
-                self.addr_book.insert(peer, addresses.iter().cloned().collect());
+                self.addr_book
+                    .insert(peer, addresses.iter().cloned().collect());
                 if let Some(old) = old_peer {
                     self.addr_book.remove(&old);
                 }
@@ -692,15 +732,13 @@ impl EventLoop {
                 result: kad::QueryResult::Bootstrap(_),
                 step,
                 ..
-            } => {
-                if step.last {
-                    if let Some(s) = &mut self.startup {
-                        if s.bootstrap == Some(id) {
-                            s.bootstrap = None;
-                        }
+            } if step.last => {
+                if let Some(s) = &mut self.startup {
+                    if s.bootstrap == Some(id) {
+                        s.bootstrap = None;
                     }
-                    self.check_ready();
                 }
+                self.check_ready();
             }
             kad::Event::InboundRequest {
                 request:
@@ -729,11 +767,17 @@ impl EventLoop {
                 }
             }
             kad::Event::InboundRequest {
-                request: kad::InboundRequest::AddProvider { record: Some(record) },
-            } => {
-                if record.addresses.len() <= 16 {
-                    let _ = self.swarm.behaviour_mut().kad.store_mut().add_provider(record);
-                }
+                request:
+                    kad::InboundRequest::AddProvider {
+                        record: Some(record),
+                    },
+            } if record.addresses.len() <= 16 => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .store_mut()
+                    .add_provider(record);
             }
             _ => {}
         }
@@ -746,12 +790,19 @@ impl EventLoop {
         match ev {
             Event::Message {
                 peer,
-                message: Message::Request { request, channel, .. },
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
                 ..
             } => self.on_request(peer, request, channel),
             Event::Message {
                 peer,
-                message: Message::Response { request_id, response },
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
                 ..
             } => self.on_response(request_id, peer, response),
             Event::OutboundFailure {
@@ -785,7 +836,8 @@ impl EventLoop {
             tokens: limit.burst,
             last: now,
         });
-        b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * limit.per_second).min(limit.burst);
+        b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * limit.per_second)
+            .min(limit.burst);
         b.last = now;
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
@@ -803,17 +855,28 @@ impl EventLoop {
             .send_response(channel, pb::Response { kind: Some(kind) });
     }
 
-    fn error_response(code: pb::error_response::Code, message: impl Into<String>) -> pb::response::Kind {
+    fn error_response(
+        code: pb::error_response::Code,
+        message: impl Into<String>,
+    ) -> pb::response::Kind {
         pb::response::Kind::Error(pb::ErrorResponse {
             code: code as i32,
             message: message.into(),
         })
     }
 
-    fn on_request(&mut self, peer: PeerId, request: pb::Request, channel: ResponseChannel<pb::Response>) {
+    fn on_request(
+        &mut self,
+        peer: PeerId,
+        request: pb::Request,
+        channel: ResponseChannel<pb::Response>,
+    ) {
         if self.rate_limited(peer) {
             NodeMetrics::count(&self.metrics.refused_requests, "reason", "rate_limited");
-            let kind = Self::error_response(pb::error_response::Code::RateLimited, "rate limit exceeded; slow down");
+            let kind = Self::error_response(
+                pb::error_response::Code::RateLimited,
+                "rate limit exceeded; slow down",
+            );
             return self.respond(channel, kind);
         }
         let kind = match request.kind {
@@ -876,7 +939,11 @@ impl EventLoop {
         let result = store
             .store()
             .check(record, &publisher, now)
-            .and_then(|()| self.validator.validate(record, Kind::Put).map_err(Refusal::from))
+            .and_then(|()| {
+                self.validator
+                    .validate(record, Kind::Put)
+                    .map_err(Refusal::from)
+            })
             .and_then(|()| store.put(record, publisher, now));
         let label = match &result {
             Ok(()) => "accepted",
@@ -891,7 +958,7 @@ impl EventLoop {
         let kad = &mut self.swarm.behaviour_mut().kad;
         let routing = self.routing.get_or_insert_with(|| {
             kad.kbuckets()
-                .flat_map(|b| b.iter().map(|e| e.node.key.clone()).collect::<Vec<_>>())
+                .flat_map(|b| b.iter().map(|e| *e.node.key).collect::<Vec<_>>())
                 .collect()
         });
         let target = KBucketKey::new(RecordKey::new(&key));
@@ -904,7 +971,7 @@ impl EventLoop {
             by_distance.select_nth_unstable_by(n, |a, b| a.0.cmp(&b.0));
             by_distance.truncate(n);
         }
-        by_distance.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        by_distance.sort_unstable_by_key(|a| a.0);
         by_distance.into_iter().map(|(_, p)| p).collect()
     }
 
@@ -939,7 +1006,10 @@ impl EventLoop {
                         kind: pb::Refusal::try_from(r.refusal).unwrap_or_default().into(),
                         reason: r.reason.clone(),
                     }),
-                    None => l.report.unreachable.push((peer, "empty store response".into())),
+                    None => l
+                        .report
+                        .unreachable
+                        .push((peer, "empty store response".into())),
                 }
                 l.peers.set(&peer, PeerState::Succeeded);
                 s.closer
@@ -953,12 +1023,16 @@ impl EventLoop {
             }
             Some(pb::response::Kind::Error(e)) => {
                 l.peers.set(&peer, PeerState::Failed);
-                l.report.unreachable.push((peer, format!("refused the request: {}", e.message)));
+                l.report
+                    .unreachable
+                    .push((peer, format!("refused the request: {}", e.message)));
                 Vec::new()
             }
             _ => {
                 l.peers.set(&peer, PeerState::Failed);
-                l.report.unreachable.push((peer, "answered with the wrong message".into()));
+                l.report
+                    .unreachable
+                    .push((peer, "answered with the wrong message".into()));
                 Vec::new()
             }
         };
@@ -969,7 +1043,11 @@ impl EventLoop {
             if pid == self.local && self.client_mode {
                 continue;
             }
-            let addrs = p.addrs.into_iter().filter_map(|a| Multiaddr::try_from(a).ok()).collect();
+            let addrs = p
+                .addrs
+                .into_iter()
+                .filter_map(|a| Multiaddr::try_from(a).ok())
+                .collect();
             l.peers.add(pid, addrs);
         }
         self.advance(id);
@@ -1054,7 +1132,12 @@ impl EventLoop {
                 }),
             },
             Op::Find { .. } => {
-                let v = self.swarm.behaviour_mut().kad.store_mut().get(&l.key, Expiration::now());
+                let v = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .store_mut()
+                    .get(&l.key, Expiration::now());
                 if let Some(v) = v {
                     merge_valid(&self.validator, &mut l.found, &l.key, v);
                 }
@@ -1091,7 +1174,12 @@ impl EventLoop {
             }
             Command::Get { key, latest, reply } => {
                 if !latest {
-                    let local = self.swarm.behaviour_mut().kad.store_mut().get(&key, Expiration::now());
+                    let local = self
+                        .swarm
+                        .behaviour_mut()
+                        .kad
+                        .store_mut()
+                        .get(&key, Expiration::now());
                     if let Some(v) = local {
                         let mut found = None;
                         merge_valid(&self.validator, &mut found, &key, v);
@@ -1143,7 +1231,11 @@ impl EventLoop {
     }
 
     fn refresh(&mut self) {
-        self.swarm.behaviour_mut().kad.store_mut().remove_expired(Expiration::now());
+        self.swarm
+            .behaviour_mut()
+            .kad
+            .store_mut()
+            .remove_expired(Expiration::now());
         if let Some(limit) = self.rate_limit {
             // Forget peers whose bucket has refilled.
             let now = Instant::now();
@@ -1155,7 +1247,9 @@ impl EventLoop {
         if stats.routing_table_size > 0 {
             let _ = self.swarm.behaviour_mut().kad.bootstrap();
         }
-        self.metrics.routing_table_peers.set(stats.routing_table_size as i64);
+        self.metrics
+            .routing_table_peers
+            .set(stats.routing_table_size as i64);
         self.metrics.stored_entries.set(stats.stored_entries as i64);
         self.metrics.stored_keys.set(stats.stored_keys as i64);
         tracing::info!(
@@ -1169,7 +1263,12 @@ impl EventLoop {
 }
 
 /// Merges the entries of `value` that pass `Get` validation into `acc`.
-fn merge_valid(validator: &CompositeValidator, acc: &mut Option<StoredValue>, key: &[u8], value: StoredValue) {
+fn merge_valid(
+    validator: &CompositeValidator,
+    acc: &mut Option<StoredValue>,
+    key: &[u8],
+    value: StoredValue,
+) {
     let now = Expiration::now();
     for r in value.into_records(key.to_vec()) {
         if r.expiration <= now {

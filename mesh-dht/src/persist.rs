@@ -14,6 +14,9 @@ use redb::{Database, ReadableTable, TableDefinition};
 
 use crate::DhtError;
 
+/// One key's entries with the publisher of each.
+pub(crate) type KeyEntries = (Vec<u8>, Vec<(Record, PeerId)>);
+
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 
 pub(crate) struct Persist {
@@ -63,13 +66,15 @@ impl Persist {
     }
 
     /// Rewrites the given keys: each to its entries, or removed when empty.
-    pub(crate) fn write(&self, keys: &[(Vec<u8>, Vec<(Record, PeerId)>)]) -> Result<(), DhtError> {
+    pub(crate) fn write(&self, keys: &[KeyEntries]) -> Result<(), DhtError> {
         let tx = self.db.begin_write().map_err(|e| err(&self.path, e))?;
         {
             let mut table = tx.open_table(RECORDS).map_err(|e| err(&self.path, e))?;
             for (key, entries) in keys {
                 if entries.is_empty() {
-                    table.remove(key.as_slice()).map_err(|e| err(&self.path, e))?;
+                    table
+                        .remove(key.as_slice())
+                        .map_err(|e| err(&self.path, e))?;
                 } else {
                     let p = pb::Persisted {
                         publishers: entries.iter().map(|(_, p)| p.to_bytes()).collect(),

@@ -19,12 +19,23 @@ struct Daemon {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn spawn(args: &[&str]) -> Daemon {
     let mut child = Command::new(BIN)
-        .args(["--host_maddrs", "/ip4/127.0.0.1/tcp/0", "--refresh_period", "1", "--subnet_id", "cli-test"])
+        .args([
+            "--host_maddrs",
+            "/ip4/127.0.0.1/tcp/0",
+            "--refresh_period",
+            "1",
+            "--subnet_id",
+            "cli-test",
+        ])
         .args(args)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
@@ -45,7 +56,9 @@ fn spawn(args: &[&str]) -> Daemon {
             let _ = tx.send(line);
         }
     });
-    let first = rx.recv_timeout(Duration::from_secs(30)).expect("the daemon prints its addresses");
+    let first = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the daemon prints its addresses");
     assert!(first.starts_with("mesh-dht "), "{first}");
     let peer_id = first.split_whitespace().nth(1).unwrap().to_string();
     let mut addrs = Vec::new();
@@ -66,9 +79,11 @@ fn spawn(args: &[&str]) -> Daemon {
 
 impl Daemon {
     fn terminate(mut self) -> Vec<String> {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let status = wait_timeout(&mut self.child, Duration::from_secs(10)).expect("exits after SIGTERM");
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: sending a signal to our own child process.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let status =
+            wait_timeout(&mut self.child, Duration::from_secs(10)).expect("exits after SIGTERM");
         assert!(status.success(), "clean exit after SIGTERM: {status}");
         self.stderr.try_iter().collect()
     }
@@ -106,7 +121,8 @@ fn text(b: &[u8]) -> String {
 
 fn scrape(port: u16) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
@@ -118,7 +134,12 @@ fn two_daemons_find_each_other_and_the_client_stores_and_reads() {
     let boot_key = dir.path().join("boot.key");
     let metrics_port = free_port();
     let metrics = format!("127.0.0.1:{metrics_port}");
-    let boot = spawn(&["--identity_path", boot_key.to_str().unwrap(), "--metrics", &metrics]);
+    let boot = spawn(&[
+        "--identity_path",
+        boot_key.to_str().unwrap(),
+        "--metrics",
+        &metrics,
+    ]);
     assert!(Path::new(&boot_key).exists(), "identity file created");
     #[cfg(unix)]
     {
@@ -128,40 +149,85 @@ fn two_daemons_find_each_other_and_the_client_stores_and_reads() {
     }
     let second = spawn(&["--initial_peers", &boot.addrs[0]]);
 
-    let out = client(&["store", "--initial_peers", &boot.addrs[0], "greeting", "hello mesh"]);
+    let out = client(&[
+        "store",
+        "--initial_peers",
+        &boot.addrs[0],
+        "greeting",
+        "hello mesh",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("stored on 2 replicas"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("stored on 2 replicas"),
+        "{}",
+        text(&out.stdout)
+    );
 
     // Read through the *second* daemon: it found the bootnode and holds a replica.
     let out = client(&["get", "--initial_peers", &second.addrs[0], "greeting"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), "hello mesh");
 
-    let out = client(&["store", "--initial_peers", &second.addrs[0], "--subkey", "alice", "roster", "present"]);
+    let out = client(&[
+        "store",
+        "--initial_peers",
+        &second.addrs[0],
+        "--subkey",
+        "alice",
+        "roster",
+        "present",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = client(&["get", "--initial_peers", &boot.addrs[0], "--latest", "--json", "roster"]);
+    let out = client(&[
+        "get",
+        "--initial_peers",
+        &boot.addrs[0],
+        "--latest",
+        "--json",
+        "roster",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["dictionary"]["alice"]["value"], "present", "{v}");
 
     let out = client(&["get", "--initial_peers", &boot.addrs[0], "no-such-key"]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("not found"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not found"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // Metrics: our own and libp2p's.
     std::thread::sleep(Duration::from_millis(1500));
     let m = scrape(metrics_port);
     assert!(m.starts_with("HTTP/1.1 200"), "{m}");
-    assert!(m.contains("mesh_dht_store_results_total{result=\"accepted\"}"), "{m}");
+    assert!(
+        m.contains("mesh_dht_store_results_total{result=\"accepted\"}"),
+        "{m}"
+    );
     assert!(m.contains("mesh_dht_routing_table_peers 1"), "{m}");
     assert!(m.contains("libp2p_"), "{m}");
 
     let boot_id = boot.peer_id.clone();
     let second_logs = second.terminate();
     let boot_logs = boot.terminate();
-    assert!(boot_logs.iter().any(|l| l.contains("refresh") && l.contains("routing_table=1")), "{boot_logs:?}");
-    assert!(boot_logs.iter().any(|l| l.contains("shutting down")), "{boot_logs:?}");
-    assert!(second_logs.iter().any(|l| l.contains("connected to initial peer")), "{second_logs:?}");
+    assert!(
+        boot_logs
+            .iter()
+            .any(|l| l.contains("refresh") && l.contains("routing_table=1")),
+        "{boot_logs:?}"
+    );
+    assert!(
+        boot_logs.iter().any(|l| l.contains("shutting down")),
+        "{boot_logs:?}"
+    );
+    assert!(
+        second_logs
+            .iter()
+            .any(|l| l.contains("connected to initial peer")),
+        "{second_logs:?}"
+    );
 
     // Same identity file, same PeerId.
     let again = spawn(&["--identity_path", boot_key.to_str().unwrap()]);
@@ -173,34 +239,80 @@ fn two_daemons_find_each_other_and_the_client_stores_and_reads() {
 fn wrong_arguments_fail_with_a_clear_message() {
     let out = client(&["get", "greeting"]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("--initial_peers is required"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--initial_peers is required"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = client(&["get", "--initial_peers", "/ip4/127.0.0.1/tcp/1", "k"]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("/p2p/<PeerId>"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("/p2p/<PeerId>"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = client(&["get", "--initial_peers", "not-a-multiaddr", "k"]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("invalid value"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("invalid value"),
+        "{}",
+        text(&out.stderr)
+    );
 
-    let out = Command::new(BIN).args(["--refresh_period", "0", "--host_maddrs", "/ip4/127.0.0.1/tcp/0"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "--refresh_period",
+            "0",
+            "--host_maddrs",
+            "/ip4/127.0.0.1/tcp/0",
+        ])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("--refresh_period must be a positive number"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--refresh_period must be a positive number"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.key");
     std::fs::write(&bad, b"not a key").unwrap();
     let out = Command::new(BIN)
-        .args(["--identity_path", bad.to_str().unwrap(), "--host_maddrs", "/ip4/127.0.0.1/tcp/0"])
+        .args([
+            "--identity_path",
+            bad.to_str().unwrap(),
+            "--host_maddrs",
+            "/ip4/127.0.0.1/tcp/0",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("identity file"), "{}", text(&out.stderr));
-    assert_eq!(std::fs::read(&bad).unwrap(), b"not a key", "a bad identity file is never overwritten");
+    assert!(
+        text(&out.stderr).contains("identity file"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&bad).unwrap(),
+        b"not a key",
+        "a bad identity file is never overwritten"
+    );
 
     let out = Command::new(BIN).arg("--help").output().unwrap();
     let help = text(&out.stdout);
-    for flag in ["--host_maddrs", "--announce_maddrs", "--initial_peers", "--identity_path", "--refresh_period", "--subnet_id", "--store_path", "--metrics"] {
+    for flag in [
+        "--host_maddrs",
+        "--announce_maddrs",
+        "--initial_peers",
+        "--identity_path",
+        "--refresh_period",
+        "--subnet_id",
+        "--store_path",
+        "--metrics",
+    ] {
         assert!(help.contains(flag), "--help lists {flag}");
     }
 }

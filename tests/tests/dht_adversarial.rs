@@ -15,13 +15,17 @@ use mesh_proto::dht as pb;
 
 fn store_req(r: Record) -> pb::Request {
     pb::Request {
-        kind: Some(pb::request::Kind::Store(pb::StoreRequest { records: vec![r.into()] })),
+        kind: Some(pb::request::Kind::Store(pb::StoreRequest {
+            records: vec![r.into()],
+        })),
     }
 }
 
 fn find_req(key: &[u8]) -> pb::Request {
     pb::Request {
-        kind: Some(pb::request::Kind::Find(pb::FindRequest { key: key.to_vec() })),
+        kind: Some(pb::request::Kind::Find(pb::FindRequest {
+            key: key.to_vec(),
+        })),
     }
 }
 
@@ -52,7 +56,10 @@ async fn an_owners_subkey_cannot_be_overwritten_even_after_the_owner_left() {
     let key = b"heartbeats".to_vec();
     let subkey = owner_marker(&owner_key.public());
     let t = in_secs(300);
-    let r = owner.store(key.clone(), Some(subkey.clone()), b"alive".to_vec(), t).await.unwrap();
+    let r = owner
+        .store(key.clone(), Some(subkey.clone()), b"alive".to_vec(), t)
+        .await
+        .unwrap();
     assert_eq!(r.accepted, 5, "{r:?}");
 
     // Through the API, another node cannot even produce such a record.
@@ -67,10 +74,21 @@ async fn an_owners_subkey_cannot_be_overwritten_even_after_the_owner_left() {
     // and the owner's real signature reused with a later expiration.
     let mut by_other = Record::with_subkey(key.clone(), subkey.clone(), b"evil".to_vec(), later);
     by_other.value = [b"evil".as_slice(), b"[signature:", &[b'A'; 88], b"]"].concat();
-    let owner_signs = CompositeValidator::new().with(SignatureValidator::new(Arc::new(owner_key.clone())));
-    let mut replayed = owner_signs.sign(Record::with_subkey(key.clone(), subkey.clone(), b"alive".to_vec(), t));
+    let owner_signs =
+        CompositeValidator::new().with(SignatureValidator::new(Arc::new(owner_key.clone())));
+    let mut replayed = owner_signs.sign(Record::with_subkey(
+        key.clone(),
+        subkey.clone(),
+        b"alive".to_vec(),
+        t,
+    ));
     replayed.expiration = later;
-    let mut reworded = owner_signs.sign(Record::with_subkey(key.clone(), subkey.clone(), b"alive".to_vec(), later));
+    let mut reworded = owner_signs.sign(Record::with_subkey(
+        key.clone(),
+        subkey.clone(),
+        b"alive".to_vec(),
+        later,
+    ));
     reworded.value = [b"evil".as_slice(), &reworded.value[5..]].concat();
 
     let mut raw = RawPeer::new("test");
@@ -81,13 +99,25 @@ async fn an_owners_subkey_cannot_be_overwritten_even_after_the_owner_left() {
         for s in &servers {
             let addr = addr_of(s, Net::Tcp).await;
             for forged in [&by_other, &replayed, &reworded] {
-                let res = store_result(raw.request(s.peer_id(), addr.clone(), store_req(forged.clone())).await);
+                let res = store_result(
+                    raw.request(s.peer_id(), addr.clone(), store_req(forged.clone()))
+                        .await,
+                );
                 assert!(!res.accepted, "{round}: {} accepted a forgery", s.peer_id());
-                assert_eq!(res.refusal, pb::Refusal::Invalid as i32, "{round}: {}", res.reason);
+                assert_eq!(
+                    res.refusal,
+                    pb::Refusal::Invalid as i32,
+                    "{round}: {}",
+                    res.reason
+                );
             }
         }
         let got = other.get(key.clone(), true).await.unwrap();
-        assert_eq!(dict_value(got, &subkey), b"alive", "{round}: the owner's value survives");
+        assert_eq!(
+            dict_value(got, &subkey),
+            b"alive",
+            "{round}: the owner's value survives"
+        );
     }
     other.shutdown().await;
     shutdown(&servers).await;
@@ -106,36 +136,64 @@ async fn garbage_and_oversized_messages_are_refused_while_the_node_keeps_serving
     };
     // Undecodable protobuf in a well-formed frame.
     let garbage = [&7u32.to_be_bytes()[..], &[0xff; 7]].concat();
-    assert!(no_valid_answer(raw.send(target.peer_id(), addr.clone(), garbage).await));
+    assert!(no_valid_answer(
+        raw.send(target.peer_id(), addr.clone(), garbage).await
+    ));
     // Random bytes with a nonsense length.
     let noise: Vec<u8> = (0..1000).map(|_| rand::random::<u8>()).collect();
-    assert!(no_valid_answer(raw.send(target.peer_id(), addr.clone(), noise).await));
+    assert!(no_valid_answer(
+        raw.send(target.peer_id(), addr.clone(), noise).await
+    ));
     // A frame announcing 100 MB: refused before it is read.
     let huge = [&(100u32 << 20).to_be_bytes()[..], &[0u8; 1024]].concat();
-    assert!(no_valid_answer(raw.send(target.peer_id(), addr.clone(), huge).await));
+    assert!(no_valid_answer(
+        raw.send(target.peer_id(), addr.clone(), huge).await
+    ));
 
     // Well-formed but meaningless requests get a typed error.
-    let resp = raw.request(target.peer_id(), addr.clone(), pb::Request { kind: None }).await;
-    assert!(matches!(resp.kind, Some(pb::response::Kind::Error(ref e)) if e.code == pb::error_response::Code::Malformed as i32), "{resp:?}");
+    let resp = raw
+        .request(target.peer_id(), addr.clone(), pb::Request { kind: None })
+        .await;
+    assert!(
+        matches!(resp.kind, Some(pb::response::Kind::Error(ref e)) if e.code == pb::error_response::Code::Malformed as i32),
+        "{resp:?}"
+    );
     let many = pb::Request {
         kind: Some(pb::request::Kind::Store(pb::StoreRequest {
-            records: (0..65).map(|i| Record::new(format!("k{i}"), "v", in_secs(60)).into()).collect(),
+            records: (0..65)
+                .map(|i| Record::new(format!("k{i}"), "v", in_secs(60)).into())
+                .collect(),
         })),
     };
     let resp = raw.request(target.peer_id(), addr.clone(), many).await;
-    assert!(matches!(resp.kind, Some(pb::response::Kind::Error(ref e)) if e.code == pb::error_response::Code::Malformed as i32), "{resp:?}");
-    assert_eq!(target.stats().await.unwrap().stored_entries, 0, "nothing of the bad input was stored");
+    assert!(
+        matches!(resp.kind, Some(pb::response::Kind::Error(ref e)) if e.code == pb::error_response::Code::Malformed as i32),
+        "{resp:?}"
+    );
+    assert_eq!(
+        target.stats().await.unwrap().stored_entries,
+        0,
+        "nothing of the bad input was stored"
+    );
 
     // An oversized record in a valid message is refused with the reason.
     let big = Record::new("big", vec![1u8; 200_000], in_secs(60));
-    let res = store_result(raw.request(target.peer_id(), addr.clone(), store_req(big)).await);
+    let res = store_result(
+        raw.request(target.peer_id(), addr.clone(), store_req(big))
+            .await,
+    );
     assert!(!res.accepted);
     assert_eq!(res.refusal, pb::Refusal::TooLarge as i32, "{}", res.reason);
 
     // The node still serves everyone, the raw peer included.
-    let r = nodes[1].store(b"after".to_vec(), None, b"fine".to_vec(), in_secs(60)).await.unwrap();
+    let r = nodes[1]
+        .store(b"after".to_vec(), None, b"fine".to_vec(), in_secs(60))
+        .await
+        .unwrap();
     assert_eq!(r.accepted, 3, "{r:?}");
-    let resp = raw.request(target.peer_id(), addr.clone(), find_req(b"after")).await;
+    let resp = raw
+        .request(target.peer_id(), addr.clone(), find_req(b"after"))
+        .await;
     match resp.kind {
         Some(pb::response::Kind::Find(f)) => assert!(f.value.is_some()),
         other => panic!("{other:?}"),
@@ -153,13 +211,13 @@ async fn a_flooding_peer_is_rate_limited_and_then_served_again() {
     let node = Dht::start(c).await.unwrap();
     let addr = addr_of(&node, Net::Tcp).await;
     let mut raw = RawPeer::new("test");
-    let limited = |r: &pb::Response| {
-        matches!(r.kind, Some(pb::response::Kind::Error(ref e)) if e.code == pb::error_response::Code::RateLimited as i32)
-    };
+    let limited = |r: &pb::Response| matches!(r.kind, Some(pb::response::Kind::Error(ref e)) if e.code == pb::error_response::Code::RateLimited as i32);
     let mut served = 0;
     let mut refused = 0;
     for _ in 0..8 {
-        let r = raw.request(node.peer_id(), addr.clone(), find_req(b"x")).await;
+        let r = raw
+            .request(node.peer_id(), addr.clone(), find_req(b"x"))
+            .await;
         if limited(&r) {
             refused += 1;
         } else {
@@ -167,11 +225,19 @@ async fn a_flooding_peer_is_rate_limited_and_then_served_again() {
             served += 1;
         }
     }
-    assert!((3..=5).contains(&served), "burst of 3 plus a little refill, got {served}");
+    assert!(
+        (3..=5).contains(&served),
+        "burst of 3 plus a little refill, got {served}"
+    );
     assert!(refused >= 3, "the flood is refused, got {refused}");
     tokio::time::sleep(Duration::from_millis(1600)).await;
-    let r = raw.request(node.peer_id(), addr.clone(), find_req(b"x")).await;
-    assert!(matches!(r.kind, Some(pb::response::Kind::Find(_))), "served again after the refill: {r:?}");
+    let r = raw
+        .request(node.peer_id(), addr.clone(), find_req(b"x"))
+        .await;
+    assert!(
+        matches!(r.kind, Some(pb::response::Kind::Find(_))),
+        "served again after the refill: {r:?}"
+    );
     node.shutdown().await;
 }
 
@@ -181,25 +247,55 @@ async fn records_sent_through_kad_put_value_obey_the_same_rules() {
     let addr = addr_of(&node, Net::Tcp).await;
     let mut raw = RawPeer::new("test");
     let encode = |v: StoredValue| prost::Message::encode_to_vec(&pb::StoredValue::from(v));
-    let regular = |value: &str, exp: Expiration| StoredValue::from_record(&Record::new("", value, exp));
+    let regular =
+        |value: &str, exp: Expiration| StoredValue::from_record(&Record::new("", value, exp));
 
     let t = in_secs(300);
-    raw.kad_put(node.peer_id(), addr.clone(), b"kad-key", encode(regular("via kad", t))).await;
+    raw.kad_put(
+        node.peer_id(),
+        addr.clone(),
+        b"kad-key",
+        encode(regular("via kad", t)),
+    )
+    .await;
     // older, expired, garbage and forged writes
-    raw.kad_put(node.peer_id(), addr.clone(), b"kad-key", encode(regular("older", in_secs(100)))).await;
+    raw.kad_put(
+        node.peer_id(),
+        addr.clone(),
+        b"kad-key",
+        encode(regular("older", in_secs(100))),
+    )
+    .await;
     let past = Expiration::now().saturating_sub(Duration::from_secs(1));
-    raw.kad_put(node.peer_id(), addr.clone(), b"kad-expired", encode(regular("late", past))).await;
-    raw.kad_put(node.peer_id(), addr.clone(), b"kad-garbage", vec![0xff; 64]).await;
+    raw.kad_put(
+        node.peer_id(),
+        addr.clone(),
+        b"kad-expired",
+        encode(regular("late", past)),
+    )
+    .await;
+    raw.kad_put(node.peer_id(), addr.clone(), b"kad-garbage", vec![0xff; 64])
+        .await;
     let victim = PeerKey::generate(KeyType::Ed25519).unwrap();
-    let forged = StoredValue::from_record(&Record::with_subkey("", owner_marker(&victim.public()), "forged[signature:AAAA]", t));
-    raw.kad_put(node.peer_id(), addr.clone(), b"kad-owned", encode(forged)).await;
+    let forged = StoredValue::from_record(&Record::with_subkey(
+        "",
+        owner_marker(&victim.public()),
+        "forged[signature:AAAA]",
+        t,
+    ));
+    raw.kad_put(node.peer_id(), addr.clone(), b"kad-owned", encode(forged))
+        .await;
 
     match node.get(b"kad-key".to_vec(), false).await.unwrap() {
         Some(StoredValue::Regular(item)) => assert_eq!(item.value, b"via kad"),
         other => panic!("{other:?}"),
     }
     for k in ["kad-expired", "kad-garbage", "kad-owned"] {
-        assert_eq!(node.get(k.as_bytes().to_vec(), false).await.unwrap(), None, "{k} must not be stored");
+        assert_eq!(
+            node.get(k.as_bytes().to_vec(), false).await.unwrap(),
+            None,
+            "{k} must not be stored"
+        );
     }
     assert_eq!(node.stats().await.unwrap().stored_entries, 1);
     node.shutdown().await;

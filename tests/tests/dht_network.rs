@@ -25,10 +25,18 @@ async fn twenty_nodes_store_and_read_through_other_nodes() {
         let key = format!("key-{i}").into_bytes();
         let writer = nodes.choose(&mut rng).unwrap();
         let report = writer
-            .store(key.clone(), None, format!("value-{i}").into_bytes(), in_secs(600))
+            .store(
+                key.clone(),
+                None,
+                format!("value-{i}").into_bytes(),
+                in_secs(600),
+            )
             .await
             .unwrap();
-        assert_eq!(report.accepted, 5, "every one of the 5 closest replicas accepts: {report:?}");
+        assert_eq!(
+            report.accepted, 5,
+            "every one of the 5 closest replicas accepts: {report:?}"
+        );
         assert!(report.refused.is_empty(), "{report:?}");
         // Read through a different node, asking the replicas (latest).
         let reader = loop {
@@ -47,7 +55,10 @@ async fn twenty_nodes_store_and_read_through_other_nodes() {
             holders += 1;
         }
     }
-    assert!(holders >= 10, "40 keys spread over at least 10 of 20 nodes, got {holders}");
+    assert!(
+        holders >= 10,
+        "40 keys spread over at least 10 of 20 nodes, got {holders}"
+    );
     assert_eq!(nodes[0].get(b"missing".to_vec(), true).await.unwrap(), None);
     shutdown(&nodes).await;
 }
@@ -55,9 +66,15 @@ async fn twenty_nodes_store_and_read_through_other_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_network_stores_and_reads() {
     let nodes = network(4, Net::Quic).await;
-    let r = nodes[3].store(b"q".to_vec(), None, b"over quic".to_vec(), in_secs(60)).await.unwrap();
+    let r = nodes[3]
+        .store(b"q".to_vec(), None, b"over quic".to_vec(), in_secs(60))
+        .await
+        .unwrap();
     assert!(r.accepted >= 3, "{r:?}");
-    assert_eq!(value_of(nodes[1].get(b"q".to_vec(), true).await.unwrap()), b"over quic");
+    assert_eq!(
+        value_of(nodes[1].get(b"q".to_vec(), true).await.unwrap()),
+        b"over quic"
+    );
     shutdown(&nodes).await;
 }
 
@@ -81,7 +98,12 @@ async fn many_writers_merge_one_dictionary() {
         match n.get(b"members".to_vec(), true).await.unwrap() {
             Some(StoredValue::Dictionary(d)) => {
                 let got: BTreeSet<Vec<u8>> = d.keys().cloned().collect();
-                assert_eq!(got, want, "reader {} sees every writer's subkey", n.peer_id());
+                assert_eq!(
+                    got,
+                    want,
+                    "reader {} sees every writer's subkey",
+                    n.peer_id()
+                );
                 for (sk, item) in &d {
                     let pid = mesh_core::PeerId::from_bytes(sk).unwrap();
                     assert_eq!(item.value, format!("hello from {pid}").into_bytes());
@@ -97,34 +119,66 @@ async fn many_writers_merge_one_dictionary() {
 async fn expired_and_older_writes_are_refused_with_the_reason() {
     let nodes = network(6, Net::Memory).await;
     let past = Expiration::now().saturating_sub(Duration::from_secs(5));
-    let r = nodes[1].store(b"k".to_vec(), None, b"late".to_vec(), past).await.unwrap();
+    let r = nodes[1]
+        .store(b"k".to_vec(), None, b"late".to_vec(), past)
+        .await
+        .unwrap();
     assert_eq!(r.accepted, 0, "{r:?}");
     assert!(!r.refused.is_empty());
     for refusal in &r.refused {
         assert_eq!(refusal.kind, mesh_dht::RefusalKind::Expired, "{refusal:?}");
-        assert!(refusal.reason.contains("already past"), "{}", refusal.reason);
+        assert!(
+            refusal.reason.contains("already past"),
+            "{}",
+            refusal.reason
+        );
     }
 
     let t = in_secs(300);
-    assert_eq!(nodes[2].store(b"k".to_vec(), None, b"v2".to_vec(), t).await.unwrap().accepted, 5);
+    assert_eq!(
+        nodes[2]
+            .store(b"k".to_vec(), None, b"v2".to_vec(), t)
+            .await
+            .unwrap()
+            .accepted,
+        5
+    );
     for older in [t, t.saturating_sub(Duration::from_secs(10))] {
-        let r = nodes[3].store(b"k".to_vec(), None, b"v1".to_vec(), older).await.unwrap();
+        let r = nodes[3]
+            .store(b"k".to_vec(), None, b"v1".to_vec(), older)
+            .await
+            .unwrap();
         assert_eq!(r.accepted, 0, "{r:?}");
         assert_eq!(r.refused.len(), 5, "{r:?}");
         for refusal in &r.refused {
             assert_eq!(refusal.kind, mesh_dht::RefusalKind::NotNewer, "{refusal:?}");
-            assert!(refusal.reason.contains("strictly later"), "{}", refusal.reason);
+            assert!(
+                refusal.reason.contains("strictly later"),
+                "{}",
+                refusal.reason
+            );
         }
     }
     // Nothing was lost: the newer value is still there.
-    assert_eq!(value_of(nodes[4].get(b"k".to_vec(), true).await.unwrap()), b"v2");
+    assert_eq!(
+        value_of(nodes[4].get(b"k".to_vec(), true).await.unwrap()),
+        b"v2"
+    );
     // And a newer write still wins.
     let r = nodes[4]
-        .store(b"k".to_vec(), None, b"v3".to_vec(), t.saturating_add(Duration::from_secs(1)))
+        .store(
+            b"k".to_vec(),
+            None,
+            b"v3".to_vec(),
+            t.saturating_add(Duration::from_secs(1)),
+        )
         .await
         .unwrap();
     assert_eq!(r.accepted, 5);
-    assert_eq!(value_of(nodes[0].get(b"k".to_vec(), true).await.unwrap()), b"v3");
+    assert_eq!(
+        value_of(nodes[0].get(b"k".to_vec(), true).await.unwrap()),
+        b"v3"
+    );
     shutdown(&nodes).await;
 }
 
@@ -132,10 +186,18 @@ async fn expired_and_older_writes_are_refused_with_the_reason() {
 async fn oversized_values_are_refused_by_every_replica() {
     let nodes = network(4, Net::Memory).await;
     let big = vec![7u8; mesh_core::StoreLimits::default().max_value_bytes + 1];
-    let r = nodes[0].store(b"big".to_vec(), None, big, in_secs(60)).await.unwrap();
+    let r = nodes[0]
+        .store(b"big".to_vec(), None, big, in_secs(60))
+        .await
+        .unwrap();
     assert_eq!(r.accepted, 0, "{r:?}");
     assert!(!r.refused.is_empty());
-    assert!(r.refused.iter().all(|x| x.kind == mesh_dht::RefusalKind::TooLarge), "{r:?}");
+    assert!(
+        r.refused
+            .iter()
+            .all(|x| x.kind == mesh_dht::RefusalKind::TooLarge),
+        "{r:?}"
+    );
     assert_eq!(nodes[1].get(b"big".to_vec(), true).await.unwrap(), None);
     shutdown(&nodes).await;
 }
@@ -147,17 +209,33 @@ async fn client_mode_node_stores_and_reads_but_is_in_no_routing_table() {
     c.client_mode = true;
     c.listen.clear();
     let client = Dht::start(c).await.unwrap();
-    let r = client.store(b"from-client".to_vec(), None, b"hi".to_vec(), in_secs(60)).await.unwrap();
-    assert_eq!(r.accepted, 5, "all five servers hold it, the client holds nothing: {r:?}");
+    let r = client
+        .store(b"from-client".to_vec(), None, b"hi".to_vec(), in_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.accepted, 5,
+        "all five servers hold it, the client holds nothing: {r:?}"
+    );
     assert_eq!(client.stats().await.unwrap().stored_entries, 0);
-    assert_eq!(value_of(client.get(b"from-client".to_vec(), true).await.unwrap()), b"hi");
-    assert_eq!(value_of(nodes[3].get(b"from-client".to_vec(), false).await.unwrap()), b"hi");
+    assert_eq!(
+        value_of(client.get(b"from-client".to_vec(), true).await.unwrap()),
+        b"hi"
+    );
+    assert_eq!(
+        value_of(nodes[3].get(b"from-client".to_vec(), false).await.unwrap()),
+        b"hi"
+    );
     // Servers do know each other, and none knows the client.
     tokio::time::sleep(Duration::from_millis(300)).await;
     for n in &nodes {
         let table = n.routing_table().await.unwrap();
         assert!(!table.is_empty());
-        assert!(!table.contains(&client.peer_id()), "client found in {}'s table", n.peer_id());
+        assert!(
+            !table.contains(&client.peer_id()),
+            "client found in {}'s table",
+            n.peer_id()
+        );
     }
     client.shutdown().await;
     shutdown(&nodes).await;
@@ -170,14 +248,24 @@ async fn no_answering_initial_peer_is_a_clear_error() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let ghost = mesh_core::PeerKey::generate(mesh_core::KeyType::Ed25519).unwrap().peer_id();
-    let addr = format!("/ip4/127.0.0.1/tcp/{port}/p2p/{ghost}").parse().unwrap();
+    let ghost = mesh_core::PeerKey::generate(mesh_core::KeyType::Ed25519)
+        .unwrap()
+        .peer_id();
+    let addr = format!("/ip4/127.0.0.1/tcp/{port}/p2p/{ghost}")
+        .parse()
+        .unwrap();
     let mut c = config(Net::Tcp, vec![addr]);
     c.bootstrap_timeout = Duration::from_secs(3);
     let err = Dht::start(c).await.unwrap_err();
-    assert!(matches!(err, DhtError::NoInitialPeerAnswered { ref tried, .. } if tried.len() == 1), "{err}");
+    assert!(
+        matches!(err, DhtError::NoInitialPeerAnswered { ref tried, .. } if tried.len() == 1),
+        "{err}"
+    );
     let msg = err.to_string();
-    assert!(msg.contains("none of the 1 initial peers answered") && msg.contains(&port.to_string()), "{msg}");
+    assert!(
+        msg.contains("none of the 1 initial peers answered") && msg.contains(&port.to_string()),
+        "{msg}"
+    );
 
     let mut c = config(Net::Tcp, vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()]);
     c.bootstrap_timeout = Duration::from_secs(3);
@@ -192,7 +280,8 @@ async fn restart_with_the_same_identity_keeps_peer_id_and_records() {
     let key_path = dir.path().join("node.key");
     let store_path = dir.path().join("store.redb");
     let start = |key_path: std::path::PathBuf, store_path: std::path::PathBuf| async move {
-        let (key, _) = mesh_core::PeerKey::load_or_generate(&key_path, mesh_core::KeyType::Ed25519).unwrap();
+        let (key, _) =
+            mesh_core::PeerKey::load_or_generate(&key_path, mesh_core::KeyType::Ed25519).unwrap();
         let mut c = config(Net::Tcp, vec![]);
         c.key = key;
         c.store_path = Some(store_path);
@@ -200,14 +289,33 @@ async fn restart_with_the_same_identity_keeps_peer_id_and_records() {
     };
     let a = start(key_path.clone(), store_path.clone()).await;
     let first_id = a.peer_id();
-    a.store(b"persisted".to_vec(), None, b"survives".to_vec(), in_secs(600)).await.unwrap();
-    a.store(b"dict".to_vec(), Some(b"x".to_vec()), b"1".to_vec(), in_secs(600)).await.unwrap();
+    a.store(
+        b"persisted".to_vec(),
+        None,
+        b"survives".to_vec(),
+        in_secs(600),
+    )
+    .await
+    .unwrap();
+    a.store(
+        b"dict".to_vec(),
+        Some(b"x".to_vec()),
+        b"1".to_vec(),
+        in_secs(600),
+    )
+    .await
+    .unwrap();
     a.shutdown().await;
     drop(a);
 
     let b = start(key_path, store_path).await;
     assert_eq!(b.peer_id(), first_id);
-    assert_eq!(value_of(b.get(b"persisted".to_vec(), false).await.unwrap()), b"survives");
-    assert!(matches!(b.get(b"dict".to_vec(), false).await.unwrap(), Some(StoredValue::Dictionary(d)) if d.len() == 1));
+    assert_eq!(
+        value_of(b.get(b"persisted".to_vec(), false).await.unwrap()),
+        b"survives"
+    );
+    assert!(
+        matches!(b.get(b"dict".to_vec(), false).await.unwrap(), Some(StoredValue::Dictionary(d)) if d.len() == 1)
+    );
     b.shutdown().await;
 }

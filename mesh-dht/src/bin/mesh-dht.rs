@@ -43,7 +43,11 @@ struct NetArgs {
     #[arg(long = "subnet_id", alias = "subnet-id", default_value = "0")]
     subnet_id: String,
     /// Seconds to wait for the initial peers.
-    #[arg(long = "bootstrap_timeout", alias = "bootstrap-timeout", default_value_t = 15.0)]
+    #[arg(
+        long = "bootstrap_timeout",
+        alias = "bootstrap-timeout",
+        default_value_t = 15.0
+    )]
     bootstrap_timeout: f64,
     /// Log as JSON lines instead of text (RUST_LOG sets the level, default info).
     #[arg(long = "log_json", alias = "log-json")]
@@ -80,7 +84,11 @@ struct RunArgs {
     #[arg(long = "key_type", alias = "key-type", default_value = "ed25519")]
     key_type: KeyType,
     /// Seconds between routing-table refreshes (also logs table size and stored keys).
-    #[arg(long = "refresh_period", alias = "refresh-period", default_value_t = 30.0)]
+    #[arg(
+        long = "refresh_period",
+        alias = "refresh-period",
+        default_value_t = 30.0
+    )]
     refresh_period: f64,
     /// Keep stored records in this file (redb) across restarts.
     #[arg(long = "store_path", alias = "store-path", value_name = "PATH")]
@@ -102,7 +110,11 @@ struct StoreArgs {
     net: NetArgs,
     /// A node to join through: a multiaddr ending in /p2p/<PeerId>
     /// (repeat the flag for several).
-    #[arg(long = "initial_peers", alias = "initial-peers", value_name = "MULTIADDR")]
+    #[arg(
+        long = "initial_peers",
+        alias = "initial-peers",
+        value_name = "MULTIADDR"
+    )]
     initial_peers: Vec<Multiaddr>,
     /// The key.
     key: String,
@@ -122,7 +134,11 @@ struct GetArgs {
     net: NetArgs,
     /// A node to join through: a multiaddr ending in /p2p/<PeerId>
     /// (repeat the flag for several).
-    #[arg(long = "initial_peers", alias = "initial-peers", value_name = "MULTIADDR")]
+    #[arg(
+        long = "initial_peers",
+        alias = "initial-peers",
+        value_name = "MULTIADDR"
+    )]
     initial_peers: Vec<Multiaddr>,
     /// The key.
     key: String,
@@ -203,7 +219,10 @@ async fn run(args: RunArgs) -> Result<()> {
             .with_context(|| format!("serving metrics on {addr}"))?;
         tracing::info!("metrics on http://{bound}/metrics");
     }
-    println!("mesh-dht {} running; other peers can join with:", dht.peer_id());
+    println!(
+        "mesh-dht {} running; other peers can join with:",
+        dht.peer_id()
+    );
     for addr in dht.listen_addrs().await? {
         println!("  --initial_peers {addr}");
     }
@@ -240,7 +259,7 @@ async fn client(net: &NetArgs, initial_peers: &[Multiaddr]) -> Result<Dht> {
     config.client_mode = true;
     config.initial_peers = initial_peers.to_vec();
     config.bootstrap_timeout = secs(net.bootstrap_timeout, "--bootstrap_timeout")?;
-    Ok(Dht::start(config).await.context("joining the DHT")?)
+    Dht::start(config).await.context("joining the DHT")
 }
 
 async fn store(args: StoreArgs) -> Result<()> {
@@ -297,7 +316,10 @@ async fn get(args: GetArgs) -> Result<()> {
                     (text(sk), serde_json::json!({"value": text(&item.value), "expires_in_s": ttl(item.expiration)}))
                 })
                 .collect();
-            println!("{}", serde_json::json!({"key": args.key, "dictionary": entries}));
+            println!(
+                "{}",
+                serde_json::json!({"key": args.key, "dictionary": entries})
+            );
         }
     }
     Ok(())

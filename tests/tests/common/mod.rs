@@ -21,7 +21,9 @@ pub fn listen_addr(net: Net) -> Multiaddr {
     match net {
         Net::Tcp => "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
         Net::Quic => "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(),
-        Net::Memory => format!("/memory/{}", rand::random::<u64>()).parse().unwrap(),
+        Net::Memory => format!("/memory/{}", rand::random::<u64>())
+            .parse()
+            .unwrap(),
     }
 }
 

@@ -20,21 +20,39 @@ impl request_response::Codec for RawCodec {
     type Request = Vec<u8>;
     type Response = Vec<u8>;
 
-    async fn read_request<T: AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>> {
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
         let mut v = Vec::new();
         io.take(1 << 20).read_to_end(&mut v).await?;
         Ok(v)
     }
-    async fn read_response<T: AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>> {
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
         let mut v = Vec::new();
         io.take(4 << 20).read_to_end(&mut v).await?;
         Ok(v)
     }
-    async fn write_request<T: AsyncWrite + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T, req: Vec<u8>) -> io::Result<()> {
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()> {
         io.write_all(&req).await?;
         io.close().await
     }
-    async fn write_response<T: AsyncWrite + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T, res: Vec<u8>) -> io::Result<()> {
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> io::Result<()> {
         io.write_all(&res).await?;
         io.close().await
     }
@@ -65,11 +83,17 @@ pub fn unframe(bytes: &[u8]) -> pb::Response {
 
 impl RawPeer {
     pub fn new(subnet: &str) -> Self {
-        let records = StreamProtocol::try_from_owned(format!("/mesh/{subnet}/records/1.0.0")).unwrap();
-        let kad_proto = StreamProtocol::try_from_owned(format!("/mesh/{subnet}/kad/1.0.0")).unwrap();
+        let records =
+            StreamProtocol::try_from_owned(format!("/mesh/{subnet}/records/1.0.0")).unwrap();
+        let kad_proto =
+            StreamProtocol::try_from_owned(format!("/mesh/{subnet}/kad/1.0.0")).unwrap();
         let swarm = libp2p::SwarmBuilder::with_new_identity()
             .with_tokio()
-            .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+            .with_tcp(
+                tcp::Config::default(),
+                noise::Config::new,
+                yamux::Config::default,
+            )
             .unwrap()
             .with_behaviour(|key| {
                 let mut kad = kad::Behaviour::with_config(
@@ -82,7 +106,8 @@ impl RawPeer {
                     rr: request_response::Behaviour::with_codec(
                         RawCodec,
                         [(records, ProtocolSupport::Outbound)],
-                        request_response::Config::default().with_request_timeout(Duration::from_secs(5)),
+                        request_response::Config::default()
+                            .with_request_timeout(Duration::from_secs(5)),
                     ),
                     kad,
                 }
@@ -94,8 +119,17 @@ impl RawPeer {
     }
 
     /// Sends raw bytes; returns the raw answer, or the failure as text.
-    pub async fn send(&mut self, peer: PeerId, addr: Multiaddr, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
-        let id = self.swarm.behaviour_mut().rr.send_request_with_addresses(&peer, bytes, vec![addr]);
+    pub async fn send(
+        &mut self,
+        peer: PeerId,
+        addr: Multiaddr,
+        bytes: Vec<u8>,
+    ) -> Result<Vec<u8>, String> {
+        let id =
+            self.swarm
+                .behaviour_mut()
+                .rr
+                .send_request_with_addresses(&peer, bytes, vec![addr]);
         let deadline = tokio::time::sleep(Duration::from_secs(10));
         tokio::pin!(deadline);
         loop {
@@ -115,8 +149,16 @@ impl RawPeer {
     }
 
     /// Sends a protobuf request and decodes the answer.
-    pub async fn request(&mut self, peer: PeerId, addr: Multiaddr, req: pb::Request) -> pb::Response {
-        let raw = self.send(peer, addr, frame(&req)).await.expect("the node answers");
+    pub async fn request(
+        &mut self,
+        peer: PeerId,
+        addr: Multiaddr,
+        req: pb::Request,
+    ) -> pb::Response {
+        let raw = self
+            .send(peer, addr, frame(&req))
+            .await
+            .expect("the node answers");
         unframe(&raw)
     }
 
@@ -124,11 +166,11 @@ impl RawPeer {
     pub async fn kad_put(&mut self, peer: PeerId, addr: Multiaddr, key: &[u8], value: Vec<u8>) {
         self.swarm.behaviour_mut().kad.add_address(&peer, addr);
         let record = kad::Record::new(key.to_vec(), value);
-        let id = self
-            .swarm
-            .behaviour_mut()
-            .kad
-            .put_record_to(record, std::iter::once(peer), kad::Quorum::One);
+        let id = self.swarm.behaviour_mut().kad.put_record_to(
+            record,
+            std::iter::once(peer),
+            kad::Quorum::One,
+        );
         let deadline = tokio::time::sleep(Duration::from_secs(10));
         tokio::pin!(deadline);
         loop {
