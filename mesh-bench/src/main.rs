@@ -156,6 +156,15 @@ async fn bench_dht(args: DhtArgs) -> Result<()> {
         for s in started {
             nodes.push(s?);
         }
+        if nodes.len() % 100 < batch {
+            eprintln!(
+                "[mesh-bench] {} of {} nodes up after {:.1} s, rss {:.0} MB",
+                nodes.len(),
+                args.peers,
+                t0.elapsed().as_secs_f64(),
+                rss_kb("VmRSS:") as f64 / 1024.0
+            );
+        }
     }
     let startup_s = t0.elapsed().as_secs_f64();
     let dhts: Vec<Dht> = nodes.into_iter().map(|(d, _)| d).collect();
