@@ -306,16 +306,7 @@ impl Store {
     /// Every key with what it holds and each entry's publisher, for
     /// persistence. Expired entries are included.
     pub fn entries(&self) -> impl Iterator<Item = (Record, PeerId)> + '_ {
-        self.slots.iter().flat_map(|(key, slot)| {
-            slot.value
-                .clone()
-                .into_records(key.clone())
-                .into_iter()
-                .map(|r| {
-                    let p = slot.publishers[&r.subkey];
-                    (r, p)
-                })
-        })
+        self.slots.keys().flat_map(|key| self.key_entries(key))
     }
 
     /// The entries of one key with their publishers (empty if none).

@@ -191,12 +191,7 @@ fn two_daemons_find_each_other_and_the_client_stores_and_reads() {
     assert_eq!(v["dictionary"]["alice"]["value"], "present", "{v}");
 
     let out = client(&["get", "--initial_peers", &boot.addrs[0], "no-such-key"]);
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("not found"),
-        "{}",
-        text(&out.stderr)
-    );
+    fails_with(&out, "not found");
 
     // Metrics: our own and libp2p's.
     std::thread::sleep(Duration::from_millis(1500));
@@ -235,31 +230,22 @@ fn two_daemons_find_each_other_and_the_client_stores_and_reads() {
     again.terminate();
 }
 
+/// Asserts a command failed and said `msg` on stderr.
+fn fails_with(out: &Output, msg: &str) {
+    assert!(!out.status.success(), "expected a failure");
+    assert!(text(&out.stderr).contains(msg), "{}", text(&out.stderr));
+}
+
 #[test]
 fn wrong_arguments_fail_with_a_clear_message() {
     let out = client(&["get", "greeting"]);
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("--initial_peers is required"),
-        "{}",
-        text(&out.stderr)
-    );
+    fails_with(&out, "--initial_peers is required");
 
     let out = client(&["get", "--initial_peers", "/ip4/127.0.0.1/tcp/1", "k"]);
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("/p2p/<PeerId>"),
-        "{}",
-        text(&out.stderr)
-    );
+    fails_with(&out, "/p2p/<PeerId>");
 
     let out = client(&["get", "--initial_peers", "not-a-multiaddr", "k"]);
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("invalid value"),
-        "{}",
-        text(&out.stderr)
-    );
+    fails_with(&out, "invalid value");
 
     let out = Command::new(BIN)
         .args([
@@ -270,12 +256,7 @@ fn wrong_arguments_fail_with_a_clear_message() {
         ])
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("--refresh_period must be a positive number"),
-        "{}",
-        text(&out.stderr)
-    );
+    fails_with(&out, "--refresh_period must be a positive number");
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.key");
@@ -289,12 +270,7 @@ fn wrong_arguments_fail_with_a_clear_message() {
         ])
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("identity file"),
-        "{}",
-        text(&out.stderr)
-    );
+    fails_with(&out, "identity file");
     assert_eq!(
         std::fs::read(&bad).unwrap(),
         b"not a key",
