@@ -239,10 +239,7 @@ impl Dht {
             .set_record_ttl(None)
             .set_periodic_bootstrap_interval(None)
             .set_max_packet_size(config.max_message_bytes)
-            .set_query_timeout(config.bootstrap_timeout)
-            // An idle kad substream holds its codec buffers (~16 KB); do not
-            // keep one open long waiting for a next request.
-            .set_substreams_timeout(Duration::from_secs(2));
+            .set_query_timeout(config.bootstrap_timeout);
         let mut kad = kad::Behaviour::with_config(local, store, kcfg);
         kad.set_mode(Some(if config.client_mode {
             kad::Mode::Client
