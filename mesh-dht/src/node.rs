@@ -933,6 +933,10 @@ impl EventLoop {
     }
 
     /// Validates and stores one record published by `publisher`.
+    ///
+    /// The store's cheap checks (size, merge rules, quota) run before the
+    /// validators so that stale or oversized records never cost a signature
+    /// verification; `put` repeats them, which is cheap.
     fn accept(&mut self, record: &Record, publisher: PeerId) -> Result<(), Refusal> {
         let now = Expiration::now();
         let store = self.swarm.behaviour_mut().kad.store_mut();
