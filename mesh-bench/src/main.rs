@@ -274,6 +274,8 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_ansi(false)
             .with_writer(std::io::stderr)
             .init();
     }
