@@ -678,8 +678,8 @@ impl EventLoop {
                 self.check_ready();
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
-                self.listen_addrs
-                    .retain(|a| !a.to_string().starts_with(&address.to_string()));
+                let full = address.with_p2p(self.local).expect("our own PeerId");
+                self.listen_addrs.retain(|a| *a != full);
             }
             SwarmEvent::ListenerClosed {
                 addresses,
@@ -959,12 +959,7 @@ impl EventLoop {
 
     /// The `n` peers of the routing table closest to `key`, nearest first.
     fn closest_local(&mut self, key: &[u8], n: usize, exclude: Option<&PeerId>) -> Vec<PeerId> {
-        let kad = &mut self.swarm.behaviour_mut().kad;
-        let routing = self.routing.get_or_insert_with(|| {
-            kad.kbuckets()
-                .flat_map(|b| b.iter().map(|e| *e.node.key).collect::<Vec<_>>())
-                .collect()
-        });
+        let routing = self.routing_snapshot();
         let target = KBucketKey::new(RecordKey::new(&key));
         let mut by_distance: Vec<_> = routing
             .iter()
@@ -1214,12 +1209,22 @@ impl EventLoop {
         }
     }
 
+    /// The routing table, from the snapshot. kad removes an entry only
+    /// through `remove_peer`/`remove_address` (never called here) or by an
+    /// eviction it reports as `RoutingUpdated`, which drops the snapshot.
+    fn routing_snapshot(&mut self) -> &[KBucketKey<PeerId>] {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        self.routing.get_or_insert_with(|| {
+            kad.kbuckets()
+                .flat_map(|b| b.iter().map(|e| *e.node.key).collect::<Vec<_>>())
+                .collect()
+        })
+    }
+
     fn routing_table(&mut self) -> Vec<PeerId> {
-        self.swarm
-            .behaviour_mut()
-            .kad
-            .kbuckets()
-            .flat_map(|b| b.iter().map(|e| *e.node.key.preimage()).collect::<Vec<_>>())
+        self.routing_snapshot()
+            .iter()
+            .map(|k| *k.preimage())
             .collect()
     }
 
