@@ -13,17 +13,21 @@
 //!   earliest-expiring eviction and per-publisher quotas.
 //! - [`validator`]: signature, schema and predicate validators and their
 //!   composition.
+//! - [`stake`]: the [`StakeOracle`] question (is this PeerId staked in a
+//!   subnet with at least a class?) and its time-bounded cache.
 //!
 //! `mesh-core` knows nothing of libp2p swarms; `mesh-dht` puts these pieces
 //! on the network.
 
 pub mod identity;
 pub mod record;
+pub mod stake;
 pub mod store;
 pub mod validator;
 
 pub use identity::{KeyError, KeyType, PeerKey};
 pub use libp2p_identity::{PeerId, PublicKey};
 pub use record::{Expiration, Item, MergeRefusal, Record, StoredValue};
+pub use stake::{CachedStakeOracle, NodeClass, StakeError, StakeOracle, SubnetId};
 pub use store::{Refusal, Store, StoreLimits};
 pub use validator::{CompositeValidator, Kind, RecordValidator, ValidationError};

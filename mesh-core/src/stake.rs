@@ -1,0 +1,335 @@
+//! Stake-gated admission: the [`StakeOracle`] question and its cache.
+//!
+//! "Is this PeerId staked in subnet S with at least class C?" is asked by the
+//! DHT before a peer enters the routing table, by the stake validator on
+//! Puts and by the RPC stake authorizer. The chain answers it (the
+//! chain-backed oracle lives in `mesh-chain`); [`CachedStakeOracle`] keeps
+//! answers — positive and negative — for a configurable time (300 s by
+//! default, as the Python mesh does) so the chain is asked once per peer and
+//! period, and can be told to forget a subnet when the chain reports a change.
+
+use libp2p_identity::PeerId;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A subnet's id on chain.
+pub type SubnetId = u32;
+
+/// Classes of subnet nodes on chain, ordered: `>=` means "at least".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NodeClass {
+    /// Taken out of the subnet by its owner.
+    Deactivated = 0,
+    /// Registered and staked, not activated.
+    Registered = 1,
+    /// Activated, waiting for its first full epoch.
+    Idle = 2,
+    /// Part of consensus data.
+    Included = 3,
+    /// May propose and attest.
+    Validator = 4,
+}
+
+impl NodeClass {
+    /// All classes, lowest first.
+    pub const ALL: [NodeClass; 5] = [
+        NodeClass::Deactivated,
+        NodeClass::Registered,
+        NodeClass::Idle,
+        NodeClass::Included,
+        NodeClass::Validator,
+    ];
+
+    /// The class's number on chain (`0..=4`).
+    pub fn as_u8(self) -> u8 {
+        self as u8
+    }
+
+    /// The class for its number on chain.
+    pub fn from_u8(value: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(value)).copied()
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            NodeClass::Deactivated => "deactivated",
+            NodeClass::Registered => "registered",
+            NodeClass::Idle => "idle",
+            NodeClass::Included => "included",
+            NodeClass::Validator => "validator",
+        }
+    }
+}
+
+impl fmt::Display for NodeClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A node class name that is not one of `deactivated`, `registered`, `idle`,
+/// `included`, `validator`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown node class {0:?}: expected deactivated, registered, idle, included or validator")]
+pub struct UnknownNodeClass(pub String);
+
+impl FromStr for NodeClass {
+    type Err = UnknownNodeClass;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let lower = s.to_ascii_lowercase();
+        Self::ALL
+            .into_iter()
+            .find(|c| c.name() == lower)
+            .ok_or_else(|| UnknownNodeClass(s.to_owned()))
+    }
+}
+
+/// Why an oracle could not answer. Not an answer: callers decide whether to
+/// fail open or closed (mesh fails closed: an unanswered peer is not admitted).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StakeError {
+    /// The chain could not be reached or did not answer in time.
+    #[error("stake oracle unavailable: {0}")]
+    Unavailable(String),
+    /// The chain answered something that could not be understood.
+    #[error("stake oracle got an invalid answer: {0}")]
+    InvalidAnswer(String),
+}
+
+/// The future an oracle returns.
+pub type StakeFuture<'a> = Pin<Box<dyn Future<Output = Result<bool, StakeError>> + Send + 'a>>;
+
+/// Answers whether a peer is staked in a subnet with at least a class.
+pub trait StakeOracle: Send + Sync {
+    /// `Ok(true)` when `peer_id` is the peer, bootnode or client PeerId of a
+    /// node of `subnet_id` with class `>= min_class` and at least the minimum stake.
+    fn is_staked<'a>(
+        &'a self,
+        subnet_id: SubnetId,
+        peer_id: &'a PeerId,
+        min_class: NodeClass,
+    ) -> StakeFuture<'a>;
+}
+
+impl<O: StakeOracle + ?Sized> StakeOracle for std::sync::Arc<O> {
+    fn is_staked<'a>(
+        &'a self,
+        subnet_id: SubnetId,
+        peer_id: &'a PeerId,
+        min_class: NodeClass,
+    ) -> StakeFuture<'a> {
+        (**self).is_staked(subnet_id, peer_id, min_class)
+    }
+}
+
+/// How long answers are trusted when nobody says otherwise: 300 s.
+pub const DEFAULT_STAKE_TTL: Duration = Duration::from_secs(300);
+
+type CacheKey = (SubnetId, PeerId, NodeClass);
+
+/// A [`StakeOracle`] that remembers answers of another for `ttl`.
+///
+/// Errors are never cached. At most `max_entries` answers are kept; past that
+/// expired ones are dropped first, then the oldest.
+pub struct CachedStakeOracle<O> {
+    inner: O,
+    ttl: Duration,
+    max_entries: usize,
+    entries: Mutex<HashMap<CacheKey, (bool, Instant)>>,
+}
+
+impl<O: StakeOracle> CachedStakeOracle<O> {
+    /// Cache `inner`'s answers for `ttl`.
+    pub fn new(inner: O, ttl: Duration) -> Self {
+        Self { inner, ttl, max_entries: 100_000, entries: Mutex::new(HashMap::new()) }
+    }
+
+    /// Keep at most this many answers (default 100,000).
+    pub fn with_max_entries(mut self, max_entries: usize) -> Self {
+        self.max_entries = max_entries.max(1);
+        self
+    }
+
+    /// The oracle asked on a miss.
+    pub fn inner(&self) -> &O {
+        &self.inner
+    }
+
+    /// How long answers are trusted.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Forget every answer about `subnet_id` (the chain reported a change).
+    pub fn invalidate_subnet(&self, subnet_id: SubnetId) {
+        self.lock().retain(|(subnet, _, _), _| *subnet != subnet_id);
+    }
+
+    /// Forget everything.
+    pub fn invalidate_all(&self) {
+        self.lock().clear();
+    }
+
+    /// Number of answers held (expired ones included until evicted).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no answer is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, (bool, Instant)>> {
+        // A panic while holding the lock leaves a plain map behind: still usable.
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn cached(&self, key: &CacheKey) -> Option<bool> {
+        let entries = self.lock();
+        let (answer, at) = entries.get(key)?;
+        (at.elapsed() < self.ttl).then_some(*answer)
+    }
+
+    fn remember(&self, key: CacheKey, answer: bool) {
+        let mut entries = self.lock();
+        if entries.len() >= self.max_entries {
+            let ttl = self.ttl;
+            entries.retain(|_, (_, at)| at.elapsed() < ttl);
+            while entries.len() >= self.max_entries {
+                let Some(oldest) = entries.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| *k)
+                else {
+                    break;
+                };
+                entries.remove(&oldest);
+            }
+        }
+        entries.insert(key, (answer, Instant::now()));
+    }
+}
+
+impl<O: StakeOracle> StakeOracle for CachedStakeOracle<O> {
+    fn is_staked<'a>(
+        &'a self,
+        subnet_id: SubnetId,
+        peer_id: &'a PeerId,
+        min_class: NodeClass,
+    ) -> StakeFuture<'a> {
+        Box::pin(async move {
+            let key = (subnet_id, *peer_id, min_class);
+            if let Some(answer) = self.cached(&key) {
+                return Ok(answer);
+            }
+            let answer = self.inner.is_staked(subnet_id, peer_id, min_class).await?;
+            self.remember(key, answer);
+            Ok(answer)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// A test double: a fixed set of staked peers, counting questions.
+    #[derive(Default)]
+    struct Fixed {
+        staked: Mutex<HashSet<(SubnetId, PeerId)>>,
+        asked: AtomicUsize,
+        fail: Mutex<bool>,
+    }
+
+    impl StakeOracle for Fixed {
+        fn is_staked<'a>(&'a self, subnet: SubnetId, peer: &'a PeerId, _: NodeClass) -> StakeFuture<'a> {
+            Box::pin(async move {
+                self.asked.fetch_add(1, Ordering::SeqCst);
+                if *self.fail.lock().unwrap() {
+                    return Err(StakeError::Unavailable("down".into()));
+                }
+                Ok(self.staked.lock().unwrap().contains(&(subnet, *peer)))
+            })
+        }
+    }
+
+    fn ask(oracle: &impl StakeOracle, subnet: SubnetId, peer: &PeerId) -> Result<bool, StakeError> {
+        futures::executor::block_on(oracle.is_staked(subnet, peer, NodeClass::Registered))
+    }
+
+    #[test]
+    fn positive_and_negative_answers_are_cached_until_the_ttl() {
+        let inner = Arc::new(Fixed::default());
+        let (staked, stranger) = (PeerId::random(), PeerId::random());
+        inner.staked.lock().unwrap().insert((1, staked));
+        let cache = CachedStakeOracle::new(inner.clone(), Duration::from_millis(200));
+        for _ in 0..3 {
+            assert!(ask(&cache, 1, &staked).unwrap());
+            assert!(!ask(&cache, 1, &stranger).unwrap());
+        }
+        assert_eq!(inner.asked.load(Ordering::SeqCst), 2, "one question per peer");
+        // The chain changes; the cache keeps its answer until the TTL ends.
+        inner.staked.lock().unwrap().clear();
+        assert!(ask(&cache, 1, &staked).unwrap());
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(!ask(&cache, 1, &staked).unwrap());
+        assert_eq!(inner.asked.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn invalidating_a_subnet_forgets_only_that_subnet() {
+        let inner = Arc::new(Fixed::default());
+        let peer = PeerId::random();
+        inner.staked.lock().unwrap().extend([(1, peer), (2, peer)]);
+        let cache = CachedStakeOracle::new(inner.clone(), DEFAULT_STAKE_TTL);
+        assert!(ask(&cache, 1, &peer).unwrap());
+        assert!(ask(&cache, 2, &peer).unwrap());
+        inner.staked.lock().unwrap().clear();
+        cache.invalidate_subnet(1);
+        assert!(!ask(&cache, 1, &peer).unwrap(), "subnet 1 asked again");
+        assert!(ask(&cache, 2, &peer).unwrap(), "subnet 2 still cached");
+        cache.invalidate_all();
+        assert!(!ask(&cache, 2, &peer).unwrap());
+    }
+
+    #[test]
+    fn errors_are_not_cached() {
+        let inner = Arc::new(Fixed::default());
+        let peer = PeerId::random();
+        *inner.fail.lock().unwrap() = true;
+        let cache = CachedStakeOracle::new(inner.clone(), DEFAULT_STAKE_TTL);
+        assert!(matches!(ask(&cache, 1, &peer), Err(StakeError::Unavailable(_))));
+        *inner.fail.lock().unwrap() = false;
+        assert!(!ask(&cache, 1, &peer).unwrap());
+        assert_eq!(inner.asked.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let inner = Arc::new(Fixed::default());
+        let cache = CachedStakeOracle::new(inner, DEFAULT_STAKE_TTL).with_max_entries(10);
+        for _ in 0..50 {
+            ask(&cache, 1, &PeerId::random()).unwrap();
+        }
+        assert_eq!(cache.len(), 10);
+    }
+
+    #[test]
+    fn node_classes_parse_order_and_number() {
+        assert!(NodeClass::Validator > NodeClass::Included);
+        assert!(NodeClass::Idle > NodeClass::Registered);
+        assert_eq!("Validator".parse::<NodeClass>().unwrap(), NodeClass::Validator);
+        assert_eq!("idle".parse::<NodeClass>().unwrap().as_u8(), 2);
+        assert_eq!(NodeClass::from_u8(3), Some(NodeClass::Included));
+        assert_eq!(NodeClass::from_u8(5), None);
+        let err = "boss".parse::<NodeClass>().unwrap_err();
+        assert!(err.to_string().contains("boss"), "{err}");
+    }
+}
