@@ -59,9 +59,7 @@ impl SubstrateCli for Cli {
     fn load_spec(&self, id: &str) -> Result<Box<dyn sc_service::ChainSpec>, String> {
         Ok(match id {
             "" | "dev" | "local" => Box::new(chain_spec::development_chain_spec()?),
-            path => Box::new(sc_service::GenericChainSpec::<()>::from_json_file(
-                std::path::PathBuf::from(path),
-            )?),
+            path => Box::new(chain_spec::ChainSpec::from_json_file(std::path::PathBuf::from(path))?),
         })
     }
 }

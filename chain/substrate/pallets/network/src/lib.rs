@@ -96,7 +96,7 @@ pub mod pallet {
         Eq,
         PartialOrd,
         Ord,
-        RuntimeDebug,
+        Debug,
         TypeInfo,
         MaxEncodedLen,
     )]
@@ -128,7 +128,7 @@ pub mod pallet {
     }
 
     /// A node's class and the subnet epoch from which it holds it.
-    #[derive(Encode, Decode, Clone, PartialEq, Eq, RuntimeDebug, TypeInfo, MaxEncodedLen)]
+    #[derive(Encode, Decode, Clone, PartialEq, Eq, Debug, TypeInfo, MaxEncodedLen)]
     pub struct SubnetNodeClassification {
         /// The class.
         pub node_class: SubnetNodeClass,
@@ -137,7 +137,7 @@ pub mod pallet {
     }
 
     /// A registered subnet node.
-    #[derive(Encode, Decode, Clone, PartialEq, Eq, RuntimeDebug, TypeInfo, MaxEncodedLen)]
+    #[derive(Encode, Decode, Clone, PartialEq, Eq, Debug, TypeInfo, MaxEncodedLen)]
     pub struct SubnetNode<AccountId> {
         /// Its id within the subnet.
         pub id: SubnetNodeId,
@@ -170,7 +170,7 @@ pub mod pallet {
         Copy,
         PartialEq,
         Eq,
-        RuntimeDebug,
+        Debug,
         TypeInfo,
         MaxEncodedLen,
     )]
@@ -182,7 +182,7 @@ pub mod pallet {
     }
 
     /// A subnet.
-    #[derive(Encode, Decode, Clone, PartialEq, Eq, RuntimeDebug, TypeInfo, MaxEncodedLen)]
+    #[derive(Encode, Decode, Clone, PartialEq, Eq, Debug, TypeInfo, MaxEncodedLen)]
     pub struct SubnetData {
         /// Its id.
         pub id: SubnetId,
@@ -202,7 +202,7 @@ pub mod pallet {
         Clone,
         PartialEq,
         Eq,
-        RuntimeDebug,
+        Debug,
         TypeInfo,
         MaxEncodedLen,
     )]
@@ -214,7 +214,7 @@ pub mod pallet {
     }
 
     /// The elected validator's submission for one epoch and who attested it.
-    #[derive(Encode, Decode, Clone, PartialEq, Eq, RuntimeDebug, TypeInfo, MaxEncodedLen)]
+    #[derive(Encode, Decode, Clone, PartialEq, Eq, Debug, TypeInfo, MaxEncodedLen)]
     pub struct ConsensusData<BlockNumber> {
         /// The proposer.
         pub validator_id: SubnetNodeId,
