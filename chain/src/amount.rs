@@ -59,7 +59,11 @@ impl FromStr for Amount {
             return Err(AmountError::TooPrecise(text.to_owned()));
         }
         let too_large = || AmountError::TooLarge(text.to_owned());
-        let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| too_large())? };
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| too_large())?
+        };
         let mut fraction_units: u128 = 0;
         if !fraction.is_empty() {
             let padded = format!("{fraction:0<18}");
@@ -110,12 +114,33 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_an_amount() {
-        assert!(matches!("".parse::<Amount>(), Err(AmountError::Malformed(_))));
-        assert!(matches!(".".parse::<Amount>(), Err(AmountError::Malformed(_))));
-        assert!(matches!("-1".parse::<Amount>(), Err(AmountError::Malformed(_))));
-        assert!(matches!("1e18".parse::<Amount>(), Err(AmountError::Malformed(_))));
-        assert!(matches!("1.2.3".parse::<Amount>(), Err(AmountError::Malformed(_))));
-        assert!(matches!("0.0000000000000000001".parse::<Amount>(), Err(AmountError::TooPrecise(_))));
-        assert!(matches!("1000000000000000000000000".parse::<Amount>(), Err(AmountError::TooLarge(_))));
+        assert!(matches!(
+            "".parse::<Amount>(),
+            Err(AmountError::Malformed(_))
+        ));
+        assert!(matches!(
+            ".".parse::<Amount>(),
+            Err(AmountError::Malformed(_))
+        ));
+        assert!(matches!(
+            "-1".parse::<Amount>(),
+            Err(AmountError::Malformed(_))
+        ));
+        assert!(matches!(
+            "1e18".parse::<Amount>(),
+            Err(AmountError::Malformed(_))
+        ));
+        assert!(matches!(
+            "1.2.3".parse::<Amount>(),
+            Err(AmountError::Malformed(_))
+        ));
+        assert!(matches!(
+            "0.0000000000000000001".parse::<Amount>(),
+            Err(AmountError::TooPrecise(_))
+        ));
+        assert!(matches!(
+            "1000000000000000000000000".parse::<Amount>(),
+            Err(AmountError::TooLarge(_))
+        ));
     }
 }

@@ -19,6 +19,9 @@ pub type MeshConfig = SubstrateConfig;
 /// Events of a finalized transaction.
 pub type TxEvents = subxt::extrinsics::ExtrinsicEvents<MeshConfig>;
 
+/// The metadata version pinned in `metadata/mesh-dev.scale`.
+pub const METADATA_VERSION: u32 = 16;
+
 /// Default time to wait for a transaction to be finalized.
 pub const DEFAULT_TX_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -115,7 +118,12 @@ pub struct RegistrationQuote {
 impl RegistrationQuote {
     /// Stake + burn + fee.
     pub fn total(&self) -> Amount {
-        Amount(self.stake.0.saturating_add(self.burn.0).saturating_add(self.fee.0))
+        Amount(
+            self.stake
+                .0
+                .saturating_add(self.burn.0)
+                .saturating_add(self.fee.0),
+        )
     }
 }
 
@@ -161,7 +169,9 @@ pub struct ChainClient {
 
 impl std::fmt::Debug for ChainClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChainClient").field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("ChainClient")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -188,8 +198,10 @@ impl ChainClient {
     /// Connect to `url` (`ws://` or `wss://`). Fails if the first connection
     /// cannot be made within 10 s; later drops are reconnected.
     pub async fn connect(url: &str) -> Result<Self, ChainError> {
-        let connect_error =
-            |reason: String| ChainError::Connect { url: url.to_owned(), reason };
+        let connect_error = |reason: String| ChainError::Connect {
+            url: url.to_owned(),
+            reason,
+        };
         let inner = tokio::time::timeout(
             Duration::from_secs(10),
             ReconnectingRpcClient::builder()
@@ -207,7 +219,12 @@ impl ChainClient {
         let client = OnlineClient::<MeshConfig>::from_rpc_client(rpc.clone())
             .await
             .map_err(|e| connect_error(e.to_string()))?;
-        Ok(Self { client, rpc, url: url.to_owned(), tx_timeout: DEFAULT_TX_TIMEOUT })
+        Ok(Self {
+            client,
+            rpc,
+            url: url.to_owned(),
+            tx_timeout: DEFAULT_TX_TIMEOUT,
+        })
     }
 
     /// Wait at most this long for each transaction to be finalized.
@@ -226,14 +243,32 @@ impl ChainClient {
         &self.client
     }
 
-    /// The node's current runtime metadata (SCALE `RuntimeMetadataPrefixed`).
+    /// The node's runtime metadata at [`METADATA_VERSION`] (SCALE
+    /// `RuntimeMetadataPrefixed`, what `metadata/mesh-dev.scale` pins).
+    /// Versions 15 and later carry the runtime APIs, which `state_getMetadata`
+    /// (version 14) leaves out.
     pub async fn fetch_metadata_bytes(&self) -> Result<Vec<u8>, ChainError> {
+        use subxt::ext::codec::{Decode, Encode};
         let hex: String = self
             .rpc
-            .request("state_getMetadata", rpc_params![])
+            .request(
+                "state_call",
+                rpc_params![
+                    "Metadata_metadata_at_version",
+                    to_hex(&METADATA_VERSION.encode())
+                ],
+            )
             .await
             .map_err(|e| ChainError::Rpc(e.to_string()))?;
-        decode_hex(&hex).ok_or_else(|| ChainError::Rpc("state_getMetadata: not hex".into()))
+        let bytes =
+            decode_hex(&hex).ok_or_else(|| ChainError::Rpc("state_call: not hex".into()))?;
+        Option::<Vec<u8>>::decode(&mut &bytes[..])
+            .map_err(|e| ChainError::Rpc(format!("metadata: {e}")))?
+            .ok_or_else(|| {
+                ChainError::NotFound(format!(
+                    "the node has no metadata version {METADATA_VERSION}"
+                ))
+            })
     }
 
     /// Whether this client's typed API was generated from the node's runtime.
@@ -271,7 +306,10 @@ impl ChainClient {
         signer: &Keypair,
     ) -> Result<Amount, ChainError> {
         let mut tx = self.client.tx().await.map_err(sx)?;
-        let signed = tx.create_signed(call, signer, Default::default()).await.map_err(sx)?;
+        let signed = tx
+            .create_signed(call, signer, Default::default())
+            .await
+            .map_err(sx)?;
         signed.partial_fee_estimate().await.map(Amount).map_err(sx)
     }
 
@@ -290,7 +328,12 @@ impl ChainClient {
 
     /// Latest finalized block number.
     pub async fn finalized_block(&self) -> Result<u64, ChainError> {
-        Ok(self.client.at_current_block().await.map_err(sx)?.block_number())
+        Ok(self
+            .client
+            .at_current_block()
+            .await
+            .map_err(sx)?
+            .block_number())
     }
 
     // ----- subnets -----------------------------------------------------------
@@ -303,15 +346,17 @@ impl ChainClient {
         name: &str,
         activate: bool,
     ) -> Result<SubnetId, ChainError> {
-        let events =
-            self.submit(&api::tx().network().register_subnet(bytes(name)), owner).await?;
+        let events = self
+            .submit(&api::tx().network().register_subnet(bytes(name)), owner)
+            .await?;
         let subnet_id = events
             .find_first::<api::network::events::SubnetRegistered>()
-            .map_err(sx)?
             .ok_or_else(|| ChainError::NotFound("no SubnetRegistered event".into()))?
+            .map_err(sx)?
             .subnet_id;
         if activate {
-            self.submit(&api::tx().network().activate_subnet(subnet_id), owner).await?;
+            self.submit(&api::tx().network().activate_subnet(subnet_id), owner)
+                .await?;
         }
         Ok(subnet_id)
     }
@@ -327,8 +372,10 @@ impl ChainClient {
             .ok_or_else(|| ChainError::NotFound(format!("subnet {subnet_id} is not active")))?
             .decode()
             .map_err(sx)?;
-        let epoch_length =
-            at.constants().entry(api::constants().network().epoch_length()).map_err(sx)?;
+        let epoch_length = at
+            .constants()
+            .entry(api::constants().network().epoch_length())
+            .map_err(sx)?;
         Ok(EpochInfo::at(at.block_number(), slot, epoch_length))
     }
 
@@ -341,7 +388,10 @@ impl ChainClient {
         let at = self.client.at_current_block().await.map_err(sx)?;
         match at
             .storage()
-            .try_fetch(api::storage().network().subnet_elected_validator(), (subnet_id, epoch))
+            .try_fetch(
+                api::storage().network().subnet_elected_validator(),
+                (subnet_id, epoch),
+            )
             .await
             .map_err(sx)?
         {
@@ -353,10 +403,14 @@ impl ChainClient {
     /// The network pallet's minimum stake and registration burn.
     pub async fn registration_terms(&self) -> Result<(Amount, Amount), ChainError> {
         let at = self.client.at_current_block().await.map_err(sx)?;
-        let min_stake =
-            at.constants().entry(api::constants().network().min_stake()).map_err(sx)?;
-        let burn =
-            at.constants().entry(api::constants().network().registration_burn()).map_err(sx)?;
+        let min_stake = at
+            .constants()
+            .entry(api::constants().network().min_stake())
+            .map_err(sx)?;
+        let burn = at
+            .constants()
+            .entry(api::constants().network().registration_burn())
+            .map_err(sx)?;
         Ok((Amount(min_stake), Amount(burn)))
     }
 
@@ -387,9 +441,18 @@ impl ChainClient {
         node: &RegisterNode,
     ) -> Result<RegistrationQuote, ChainError> {
         let (_, burn) = self.registration_terms().await?;
-        let fee = self.estimate_fee(&Self::register_call(node), coldkey).await?;
-        let balance = self.free_balance(&coldkey.public_key().to_account_id()).await?;
-        Ok(RegistrationQuote { stake: node.stake_to_be_added, burn, fee, balance })
+        let fee = self
+            .estimate_fee(&Self::register_call(node), coldkey)
+            .await?;
+        let balance = self
+            .free_balance(&coldkey.public_key().to_account_id())
+            .await?;
+        Ok(RegistrationQuote {
+            stake: node.stake_to_be_added,
+            burn,
+            fee,
+            balance,
+        })
     }
 
     /// Register a node, signed by its coldkey. Returns the new subnet node id.
@@ -401,8 +464,8 @@ impl ChainClient {
         let events = self.submit(&Self::register_call(node), coldkey).await?;
         Ok(events
             .find_first::<api::network::events::SubnetNodeRegistered>()
-            .map_err(sx)?
             .ok_or_else(|| ChainError::NotFound("no SubnetNodeRegistered event".into()))?
+            .map_err(sx)?
             .subnet_node_id)
     }
 
@@ -413,7 +476,9 @@ impl ChainClient {
         subnet_id: SubnetId,
         subnet_node_id: u32,
     ) -> Result<(), ChainError> {
-        let call = api::tx().network().activate_subnet_node(subnet_id, subnet_node_id);
+        let call = api::tx()
+            .network()
+            .activate_subnet_node(subnet_id, subnet_node_id);
         self.submit(&call, coldkey).await.map(drop)
     }
 
@@ -424,7 +489,9 @@ impl ChainClient {
         subnet_id: SubnetId,
         subnet_node_id: u32,
     ) -> Result<(), ChainError> {
-        let call = api::tx().network().deactivate_subnet_node(subnet_id, subnet_node_id);
+        let call = api::tx()
+            .network()
+            .deactivate_subnet_node(subnet_id, subnet_node_id);
         self.submit(&call, coldkey).await.map(drop)
     }
 
@@ -435,7 +502,9 @@ impl ChainClient {
         subnet_id: SubnetId,
         subnet_node_id: u32,
     ) -> Result<(), ChainError> {
-        let call = api::tx().network().remove_subnet_node(subnet_id, subnet_node_id);
+        let call = api::tx()
+            .network()
+            .remove_subnet_node(subnet_id, subnet_node_id);
         self.submit(&call, coldkey).await.map(drop)
     }
 
@@ -449,7 +518,9 @@ impl ChainClient {
         amount: Amount,
     ) -> Result<(), ChainError> {
         let call =
-            api::tx().network().add_to_stake(subnet_id, subnet_node_id, hotkey.clone(), amount.0);
+            api::tx()
+                .network()
+                .add_to_stake(subnet_id, subnet_node_id, hotkey.clone(), amount.0);
         self.submit(&call, coldkey).await.map(drop)
     }
 
@@ -461,7 +532,9 @@ impl ChainClient {
         hotkey: &AccountId32,
         amount: Amount,
     ) -> Result<(), ChainError> {
-        let call = api::tx().network().remove_stake(subnet_id, hotkey.clone(), amount.0);
+        let call = api::tx()
+            .network()
+            .remove_stake(subnet_id, hotkey.clone(), amount.0);
         self.submit(&call, coldkey).await.map(drop)
     }
 
@@ -474,7 +547,10 @@ impl ChainClient {
         let at = self.client.at_current_block().await.map_err(sx)?;
         let Some(value) = at
             .storage()
-            .try_fetch(api::storage().network().subnet_nodes_data(), (subnet_id, subnet_node_id))
+            .try_fetch(
+                api::storage().network().subnet_nodes_data(),
+                (subnet_id, subnet_node_id),
+            )
             .await
             .map_err(sx)?
         else {
@@ -483,14 +559,20 @@ impl ChainClient {
         let node = value.decode().map_err(sx)?;
         let stake = at
             .storage()
-            .fetch(api::storage().network().account_subnet_stake(), (node.hotkey.clone(), subnet_id))
+            .fetch(
+                api::storage().network().account_subnet_stake(),
+                (node.hotkey.clone(), subnet_id),
+            )
             .await
             .map_err(sx)?
             .decode()
             .map_err(sx)?;
         let coldkey = match at
             .storage()
-            .try_fetch(api::storage().network().hotkey_owner(), (node.hotkey.clone(),))
+            .try_fetch(
+                api::storage().network().hotkey_owner(),
+                (node.hotkey.clone(),),
+            )
             .await
             .map_err(sx)?
         {
@@ -543,7 +625,10 @@ impl ChainClient {
         let at = self.client.at_current_block().await.map_err(sx)?;
         match at
             .storage()
-            .try_fetch(api::storage().network().hotkey_subnet_node_id(), (subnet_id, hotkey.clone()))
+            .try_fetch(
+                api::storage().network().hotkey_subnet_node_id(),
+                (subnet_id, hotkey.clone()),
+            )
             .await
             .map_err(sx)?
         {
@@ -570,7 +655,10 @@ impl ChainClient {
             let node = entry.value().decode().map_err(sx)?;
             let owner = at
                 .storage()
-                .try_fetch(api::storage().network().hotkey_owner(), (node.hotkey.clone(),))
+                .try_fetch(
+                    api::storage().network().hotkey_owner(),
+                    (node.hotkey.clone(),),
+                )
                 .await
                 .map_err(sx)?;
             if let Some(owner) = owner {
@@ -608,6 +696,14 @@ impl ChainClient {
     pub fn rpc(&self) -> &RpcClient {
         &self.rpc
     }
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    let mut out = String::from("0x");
+    for b in bytes {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {

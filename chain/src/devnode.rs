@@ -34,7 +34,9 @@ pub enum DevNodeError {
         source: std::io::Error,
     },
     /// It exited or said nothing about its RPC server in time.
-    #[error("mesh-chain-node did not open its RPC server within {timeout:?}; its last output:\n{log}")]
+    #[error(
+        "mesh-chain-node did not open its RPC server within {timeout:?}; its last output:\n{log}"
+    )]
     NoRpc {
         /// How long we waited.
         timeout: Duration,
@@ -56,7 +58,11 @@ pub struct DevNodeOptions {
 
 impl Default for DevNodeOptions {
     fn default() -> Self {
-        Self { block_millis: 250, start_timeout: Duration::from_secs(120), binary: None }
+        Self {
+            block_millis: 250,
+            start_timeout: Duration::from_secs(120),
+            binary: None,
+        }
     }
 }
 
@@ -80,7 +86,15 @@ impl DevNode {
             None => find_node_binary()?,
         };
         let mut child = Command::new(&binary)
-            .args(["--dev", "--tmp", "--rpc-port", "0", "--port", "0", "--no-prometheus"])
+            .args([
+                "--dev",
+                "--tmp",
+                "--rpc-port",
+                "0",
+                "--port",
+                "0",
+                "--no-prometheus",
+            ])
             .args(["--no-telemetry", "--no-mdns", "--block-millis"])
             .arg(options.block_millis.to_string())
             .env("RUST_LOG", "info")
@@ -88,7 +102,10 @@ impl DevNode {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|source| DevNodeError::Spawn { path: binary.clone(), source })?;
+            .map_err(|source| DevNodeError::Spawn {
+                path: binary.clone(),
+                source,
+            })?;
         let stderr = child.stderr.take().expect("stderr is piped");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -124,10 +141,24 @@ impl DevNode {
             let _ = child.kill();
             let _ = child.wait();
             let lines = log.lock().unwrap_or_else(|e| e.into_inner());
-            let tail = lines.iter().rev().take(30).rev().cloned().collect::<Vec<_>>().join("\n");
-            return Err(DevNodeError::NoRpc { timeout: options.start_timeout, log: tail });
+            let tail = lines
+                .iter()
+                .rev()
+                .take(30)
+                .rev()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n");
+            return Err(DevNodeError::NoRpc {
+                timeout: options.start_timeout,
+                log: tail,
+            });
         };
-        Ok(Self { child, url: format!("ws://{addr}"), log })
+        Ok(Self {
+            child,
+            url: format!("ws://{addr}"),
+            log,
+        })
     }
 
     /// The node's JSON-RPC URL (`ws://127.0.0.1:PORT`).
@@ -172,9 +203,17 @@ pub fn find_node_binary() -> Result<PathBuf, DevNodeError> {
     if let Some(home) = std::env::var_os("HOME") {
         candidates.push(Path::new(&home).join(".cache/mesh-target/release/mesh-chain-node"));
     }
-    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| DevNodeError::NotBuilt {
-        looked: candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
-    })
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| DevNodeError::NotBuilt {
+            looked: candidates
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
 }
 
 #[cfg(test)]

@@ -67,7 +67,9 @@ impl ChainError {
 
     /// Turn any subxt error into a typed one, decoding module errors by name.
     pub(crate) fn from_subxt(error: subxt::Error) -> Self {
-        use subxt::error::{DispatchError, TransactionEventsError, TransactionFinalizedSuccessError};
+        use subxt::error::{
+            DispatchError, TransactionEventsError, TransactionFinalizedSuccessError,
+        };
         let text = error.to_string();
         match error {
             subxt::Error::TransactionFinalizedSuccessError(

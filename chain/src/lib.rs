@@ -48,7 +48,7 @@ pub mod api {}
 pub use amount::{Amount, AmountError, TOKEN};
 pub use client::{
     ChainClient, EpochInfo, MeshConfig, RegisterNode, RegistrationQuote, SubnetNodeInfo, TxEvents,
-    DEFAULT_TX_TIMEOUT,
+    DEFAULT_TX_TIMEOUT, METADATA_VERSION,
 };
 pub use error::ChainError;
 pub use oracle::{chain_stake_oracle, ChainStakeOracle, WatchedStakeOracle};

@@ -70,7 +70,10 @@ impl Drop for WatchedStakeOracle {
 
 /// Build the cached, block-watching oracle over `client`. Needs a tokio runtime.
 pub fn chain_stake_oracle(client: ChainClient, ttl: Duration) -> WatchedStakeOracle {
-    let oracle = Arc::new(CachedStakeOracle::new(ChainStakeOracle::new(client.clone()), ttl));
+    let oracle = Arc::new(CachedStakeOracle::new(
+        ChainStakeOracle::new(client.clone()),
+        ttl,
+    ));
     let watcher = tokio::spawn(watch_blocks(client, Arc::downgrade(&oracle)));
     WatchedStakeOracle { oracle, watcher }
 }
@@ -102,11 +105,12 @@ async fn follow(
     client: &ChainClient,
     oracle: &std::sync::Weak<CachedStakeOracle<ChainStakeOracle>>,
 ) -> Result<(), crate::ChainError> {
-    use futures::StreamExt;
     let mut blocks = client.subxt().stream_blocks().await.map_err(sx)?;
     while let Some(block) = blocks.next().await {
         let block = block.map_err(sx)?;
-        let Some(oracle) = oracle.upgrade() else { return Ok(()) };
+        let Some(oracle) = oracle.upgrade() else {
+            return Ok(());
+        };
         let at = block.at().await.map_err(sx)?;
         let events = at.events().fetch().await.map_err(sx)?;
         for event in events.iter() {
@@ -115,12 +119,18 @@ async fn follow(
                 continue;
             }
             if let Some(subnet_id) = membership_change(&event) {
-                tracing::debug!(subnet_id, event = event.event_name(), "stake oracle: forgetting subnet");
+                tracing::debug!(
+                    subnet_id,
+                    event = event.event_name(),
+                    "stake oracle: forgetting subnet"
+                );
                 oracle.invalidate_subnet(subnet_id);
             }
         }
     }
-    Err(crate::ChainError::Rpc("finalized block stream ended".into()))
+    Err(crate::ChainError::Rpc(
+        "finalized block stream ended".into(),
+    ))
 }
 
 /// The subnet whose membership an event changes, if it does.

@@ -97,7 +97,8 @@ impl SignerSource {
 }
 
 fn from_phrase(phrase: &str) -> Result<Keypair, SignerError> {
-    let uri = SecretUri::from_str(phrase.trim()).map_err(|e| SignerError::BadPhrase(e.to_string()))?;
+    let uri =
+        SecretUri::from_str(phrase.trim()).map_err(|e| SignerError::BadPhrase(e.to_string()))?;
     Keypair::from_uri(&uri).map_err(|e| SignerError::BadPhrase(e.to_string()))
 }
 
@@ -116,8 +117,10 @@ fn from_hex_seed(hex: &str) -> Result<Keypair, SignerError> {
 }
 
 fn from_file(path: &Path) -> Result<Keypair, SignerError> {
-    let content = std::fs::read_to_string(path)
-        .map_err(|e| SignerError::File { path: path.to_owned(), reason: e.to_string() })?;
+    let content = std::fs::read_to_string(path).map_err(|e| SignerError::File {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
     let content = content.trim();
     let hex = content.strip_prefix("0x").unwrap_or(content);
     if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -137,13 +140,21 @@ mod tests {
         "bottom drive obey lake curtain smoke basket hold race lonely fit walk";
 
     fn ss58(source: SignerSource) -> String {
-        source.keypair().unwrap().public_key().to_account_id().to_string()
+        source
+            .keypair()
+            .unwrap()
+            .public_key()
+            .to_account_id()
+            .to_string()
     }
 
     #[test]
     fn phrases_uris_seeds_and_files_give_the_same_keys() {
         assert_eq!(ss58(SignerSource::Phrase("//Alice".into())), ALICE_SS58);
-        assert_eq!(ss58(SignerSource::Phrase(format!("{DEV_PHRASE}//Alice"))), ALICE_SS58);
+        assert_eq!(
+            ss58(SignerSource::Phrase(format!("{DEV_PHRASE}//Alice"))),
+            ALICE_SS58
+        );
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("coldkey");
         std::fs::write(&file, "//Alice\n").unwrap();
@@ -152,25 +163,42 @@ mod tests {
         let from_hex = ss58(SignerSource::PrivateKey(seed.clone()));
         std::fs::write(&file, &seed).unwrap();
         assert_eq!(ss58(SignerSource::File(file)), from_hex);
-        assert_eq!(ss58(SignerSource::PrivateKey(seed[2..].to_owned())), from_hex);
+        assert_eq!(
+            ss58(SignerSource::PrivateKey(seed[2..].to_owned())),
+            from_hex
+        );
     }
 
     #[test]
     fn bad_sources_are_refused_without_echoing_secrets() {
-        assert!(matches!(SignerSource::from_options(None, None, None), Err(SignerError::Missing)));
+        assert!(matches!(
+            SignerSource::from_options(None, None, None),
+            Err(SignerError::Missing)
+        ));
         assert!(matches!(
             SignerSource::from_options(Some("//Alice".into()), Some("00".into()), None),
             Err(SignerError::Ambiguous)
         ));
-        let err = SignerSource::PrivateKey("0x1234".into()).keypair().unwrap_err();
+        let err = SignerSource::PrivateKey("0x1234".into())
+            .keypair()
+            .unwrap_err();
         assert!(matches!(err, SignerError::BadPrivateKey));
-        let err = SignerSource::PrivateKey("zz".repeat(32)).keypair().unwrap_err();
+        let err = SignerSource::PrivateKey("zz".repeat(32))
+            .keypair()
+            .unwrap_err();
         assert!(matches!(err, SignerError::BadPrivateKey));
-        let err = SignerSource::Phrase("not a mnemonic at all".into()).keypair().unwrap_err();
+        let err = SignerSource::Phrase("not a mnemonic at all".into())
+            .keypair()
+            .unwrap_err();
         assert!(matches!(err, SignerError::BadPhrase(_)));
         assert!(!err.to_string().contains("mnemonic at all"), "{err}");
-        let err = SignerSource::File("/nonexistent/key".into()).keypair().unwrap_err();
+        let err = SignerSource::File("/nonexistent/key".into())
+            .keypair()
+            .unwrap_err();
         assert!(matches!(err, SignerError::File { .. }));
-        assert_eq!(format!("{:?}", SignerSource::Phrase("//Alice".into())), "Phrase(<secret>)");
+        assert_eq!(
+            format!("{:?}", SignerSource::Phrase("//Alice".into())),
+            "Phrase(<secret>)"
+        );
     }
 }

@@ -18,9 +18,12 @@ async fn start() -> (DevNode, ChainClient) {
 }
 
 async fn start_with_blocks(block_millis: u64) -> (DevNode, ChainClient) {
-    let options = DevNodeOptions { block_millis, ..Default::default() };
-    let node =
-        DevNode::start_with(options).expect("start mesh-chain-node (run scripts/build-chain.sh first)");
+    let options = DevNodeOptions {
+        block_millis,
+        ..Default::default()
+    };
+    let node = DevNode::start_with(options)
+        .expect("start mesh-chain-node (run scripts/build-chain.sh first)");
     let client = ChainClient::connect(node.url()).await.expect("connect");
     (node, client)
 }
@@ -43,8 +46,16 @@ fn registration(subnet_id: u32, hotkey: &Keypair, stake: u128) -> RegisterNode {
 
 fn assert_refused(result: Result<impl std::fmt::Debug, ChainError>, expected: &str) {
     match result {
-        Err(ChainError::Module { pallet, error, docs }) => {
-            assert_eq!((pallet.as_str(), error.as_str()), ("Network", expected), "{docs}");
+        Err(ChainError::Module {
+            pallet,
+            error,
+            docs,
+        }) => {
+            assert_eq!(
+                (pallet.as_str(), error.as_str()),
+                ("Network", expected),
+                "{docs}"
+            );
             assert!(!docs.is_empty(), "the error carries its explanation");
         }
         other => panic!("expected Network.{expected}, got {other:?}"),
@@ -71,23 +82,48 @@ async fn register_activate_query_and_remove() {
     let info = client.epoch_info(subnet).await.unwrap();
     assert_eq!(info.epoch_length, 10);
 
-    let before = client.free_balance(&alice.public_key().to_account_id()).await.unwrap();
+    let before = client
+        .free_balance(&alice.public_key().to_account_id())
+        .await
+        .unwrap();
     let node = registration(subnet, &bob, 100);
     let quote = client.quote_registration(&alice, &node).await.unwrap();
     assert_eq!(quote.burn, Amount::tokens(1));
     assert!(quote.fee.0 > 0 && quote.balance == before);
     let id = client.register_node(&alice, &node).await.unwrap();
-    let after = client.free_balance(&alice.public_key().to_account_id()).await.unwrap();
-    assert!(before.0 - after.0 >= quote.stake.0 + quote.burn.0, "stake and burn left the coldkey");
+    let after = client
+        .free_balance(&alice.public_key().to_account_id())
+        .await
+        .unwrap();
+    assert!(
+        before.0 - after.0 >= quote.stake.0 + quote.burn.0,
+        "stake and burn left the coldkey"
+    );
 
-    let shown = client.subnet_node(subnet, id).await.unwrap().expect("the node is on chain");
+    let shown = client
+        .subnet_node(subnet, id)
+        .await
+        .unwrap()
+        .expect("the node is on chain");
     assert_eq!(shown.class, NodeClass::Registered);
     assert_eq!(shown.stake, 100 * mesh_chain::TOKEN);
     assert_eq!(shown.peer_id, node.peer_id.to_base58());
     assert_eq!(shown.hotkey, bob.public_key().to_account_id().to_string());
-    assert_eq!(shown.coldkey.as_deref(), Some(alice.public_key().to_account_id().to_string().as_str()));
-    assert_eq!(client.node_id_by_peer(subnet, &node.peer_id).await.unwrap(), Some(id));
-    assert_eq!(client.nodes_owned_by(subnet, &alice.public_key().to_account_id()).await.unwrap(), vec![id]);
+    assert_eq!(
+        shown.coldkey.as_deref(),
+        Some(alice.public_key().to_account_id().to_string().as_str())
+    );
+    assert_eq!(
+        client.node_id_by_peer(subnet, &node.peer_id).await.unwrap(),
+        Some(id)
+    );
+    assert_eq!(
+        client
+            .nodes_owned_by(subnet, &alice.public_key().to_account_id())
+            .await
+            .unwrap(),
+        vec![id]
+    );
 
     client.activate_node(&alice, subnet, id).await.unwrap();
     let shown = client.subnet_node(subnet, id).await.unwrap().unwrap();
@@ -97,12 +133,24 @@ async fn register_activate_query_and_remove() {
     let watched = chain_stake_oracle(client.clone(), Duration::from_secs(300));
     let oracle = watched.oracle();
     for peer in [node.peer_id, node.bootnode_peer_id, node.client_peer_id] {
-        assert!(oracle.is_staked(subnet, &peer, NodeClass::Idle).await.unwrap());
+        assert!(oracle
+            .is_staked(subnet, &peer, NodeClass::Idle)
+            .await
+            .unwrap());
     }
-    assert!(!oracle.is_staked(subnet, &node.peer_id, NodeClass::Validator).await.unwrap());
+    assert!(!oracle
+        .is_staked(subnet, &node.peer_id, NodeClass::Validator)
+        .await
+        .unwrap());
     let stranger = PeerId::random();
-    assert!(!oracle.is_staked(subnet, &stranger, NodeClass::Registered).await.unwrap());
-    assert!(!oracle.is_staked(subnet + 1, &node.peer_id, NodeClass::Registered).await.unwrap());
+    assert!(!oracle
+        .is_staked(subnet, &stranger, NodeClass::Registered)
+        .await
+        .unwrap());
+    assert!(!oracle
+        .is_staked(subnet + 1, &node.peer_id, NodeClass::Registered)
+        .await
+        .unwrap());
 
     // The Hypertensor-style RPC answers the same question.
     let rpc: bool = client
@@ -117,17 +165,41 @@ async fn register_activate_query_and_remove() {
 
     // Removal is seen at the next finalized block, long before the 300 s TTL.
     client.remove_node(&alice, subnet, id).await.unwrap();
-    wait_until("the oracle drops the removed node", Duration::from_secs(10), || {
-        let oracle = oracle.clone();
-        async move { !oracle.is_staked(subnet, &node.peer_id, NodeClass::Registered).await.unwrap() }
-    })
+    wait_until(
+        "the oracle drops the removed node",
+        Duration::from_secs(10),
+        || {
+            let oracle = oracle.clone();
+            async move {
+                !oracle
+                    .is_staked(subnet, &node.peer_id, NodeClass::Registered)
+                    .await
+                    .unwrap()
+            }
+        },
+    )
     .await;
     assert!(client.subnet_node(subnet, id).await.unwrap().is_none());
 
     // Its stake is withdrawn back to the coldkey.
-    client.remove_stake(&alice, subnet, &bob.public_key().to_account_id(), Amount::tokens(100)).await.unwrap();
+    client
+        .remove_stake(
+            &alice,
+            subnet,
+            &bob.public_key().to_account_id(),
+            Amount::tokens(100),
+        )
+        .await
+        .unwrap();
     assert_refused(
-        client.remove_stake(&alice, subnet, &bob.public_key().to_account_id(), Amount::tokens(1)).await,
+        client
+            .remove_stake(
+                &alice,
+                subnet,
+                &bob.public_key().to_account_id(),
+                Amount::tokens(1),
+            )
+            .await,
         "NotEnoughStakeToWithdraw",
     );
 }
@@ -138,33 +210,77 @@ async fn refusals_are_named_and_only_the_elected_validator_proposes() {
     let (_node, client) = start_with_blocks(600).await;
     let alice = key("//Alice");
     let (bob, charlie, dave) = (key("//Bob"), key("//Charlie"), key("//Dave"));
-    let subnet = client.create_subnet(&alice, "refusals", true).await.unwrap();
+    let subnet = client
+        .create_subnet(&alice, "refusals", true)
+        .await
+        .unwrap();
 
-    assert_refused(client.register_node(&alice, &registration(subnet, &bob, 99)).await, "MinStakeNotReached");
-    assert_refused(client.register_node(&alice, &registration(subnet + 7, &bob, 100)).await, "SubnetNotExist");
-    assert_refused(client.register_node(&alice, &registration(subnet, &alice, 100)).await, "ColdkeyMatchesHotkey");
+    assert_refused(
+        client
+            .register_node(&alice, &registration(subnet, &bob, 99))
+            .await,
+        "MinStakeNotReached",
+    );
+    assert_refused(
+        client
+            .register_node(&alice, &registration(subnet + 7, &bob, 100))
+            .await,
+        "SubnetNotExist",
+    );
+    assert_refused(
+        client
+            .register_node(&alice, &registration(subnet, &alice, 100))
+            .await,
+        "ColdkeyMatchesHotkey",
+    );
     let mut cheap = registration(subnet, &bob, 100);
     cheap.max_burn_amount = Amount(1);
-    assert_refused(client.register_node(&alice, &cheap).await, "MaxBurnAmountExceeded");
+    assert_refused(
+        client.register_node(&alice, &cheap).await,
+        "MaxBurnAmountExceeded",
+    );
 
     let first = registration(subnet, &bob, 100);
     let bob_id = client.register_node(&alice, &first).await.unwrap();
     let mut duplicate = registration(subnet, &charlie, 100);
     duplicate.peer_id = first.peer_id;
-    assert_refused(client.register_node(&alice, &duplicate).await, "PeerIdExist");
-    let charlie_id = client.register_node(&alice, &registration(subnet, &charlie, 100)).await.unwrap();
-    let dave_id = client.register_node(&alice, &registration(subnet, &dave, 100)).await.unwrap();
+    assert_refused(
+        client.register_node(&alice, &duplicate).await,
+        "PeerIdExist",
+    );
+    let charlie_id = client
+        .register_node(&alice, &registration(subnet, &charlie, 100))
+        .await
+        .unwrap();
+    let dave_id = client
+        .register_node(&alice, &registration(subnet, &dave, 100))
+        .await
+        .unwrap();
     client.activate_node(&alice, subnet, bob_id).await.unwrap();
-    client.activate_node(&alice, subnet, charlie_id).await.unwrap();
-    assert_refused(client.activate_node(&alice, subnet, bob_id).await, "SubnetNodeAlreadyActive");
-    assert_refused(client.activate_node(&bob, subnet, dave_id).await, "NotKeyOwner");
+    client
+        .activate_node(&alice, subnet, charlie_id)
+        .await
+        .unwrap();
+    assert_refused(
+        client.activate_node(&alice, subnet, bob_id).await,
+        "SubnetNodeAlreadyActive",
+    );
+    assert_refused(
+        client.activate_node(&bob, subnet, dave_id).await,
+        "NotKeyOwner",
+    );
 
     // Bob and Charlie climb Idle → Included → Validator; then one is elected
     // each epoch. Propose early in an epoch so the exchange fits inside it.
     let deadline = Instant::now() + Duration::from_secs(90);
     let elected = loop {
         let info = client.epoch_info(subnet).await.unwrap();
-        if info.blocks_into_epoch <= 1 {
+        let mut both_validators = true;
+        for id in [bob_id, charlie_id] {
+            let class = client.subnet_node(subnet, id).await.unwrap().unwrap().class;
+            both_validators &= class == NodeClass::Validator;
+        }
+        if both_validators && info.blocks_into_epoch <= 1 {
             if let Some(id) = client.elected_validator(subnet, info.epoch).await.unwrap() {
                 break id;
             }
@@ -172,33 +288,71 @@ async fn refusals_are_named_and_only_the_elected_validator_proposes() {
         assert!(Instant::now() < deadline, "no validator elected in time");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(elected == bob_id || elected == charlie_id, "elected {elected}");
-    let (proposer, other) = if elected == bob_id { (&bob, &charlie) } else { (&charlie, &bob) };
+    assert!(
+        elected == bob_id || elected == charlie_id,
+        "elected {elected}"
+    );
+    let (proposer, other) = if elected == bob_id {
+        (&bob, &charlie)
+    } else {
+        (&charlie, &bob)
+    };
     use api::runtime_types::bounded_collections::bounded_vec::BoundedVec;
     use api::runtime_types::pallet_network::pallet::SubnetNodeConsensusData;
     let scores = BoundedVec(vec![
-        SubnetNodeConsensusData { subnet_node_id: bob_id, score: mesh_chain::TOKEN },
-        SubnetNodeConsensusData { subnet_node_id: charlie_id, score: mesh_chain::TOKEN },
+        SubnetNodeConsensusData {
+            subnet_node_id: bob_id,
+            score: mesh_chain::TOKEN,
+        },
+        SubnetNodeConsensusData {
+            subnet_node_id: charlie_id,
+            score: mesh_chain::TOKEN,
+        },
     ]);
-    let propose = api::tx().network().propose_attestation(subnet, scores, None);
+    let propose = api::tx()
+        .network()
+        .propose_attestation(subnet, scores, None);
     let attest = api::tx().network().attest(subnet);
     let epoch = client.epoch_info(subnet).await.unwrap().epoch;
-    assert_refused(client.submit(&propose, other).await.map(drop), "InvalidValidator");
+    assert_refused(
+        client.submit(&propose, other).await.map(drop),
+        "InvalidValidator",
+    );
     client.submit(&propose, proposer).await.unwrap();
-    assert_refused(client.submit(&propose, proposer).await.map(drop), "SubnetRewardsAlreadySubmitted");
+    assert_refused(
+        client.submit(&propose, proposer).await.map(drop),
+        "SubnetRewardsAlreadySubmitted",
+    );
     client.submit(&attest, other).await.unwrap();
-    assert_refused(client.submit(&attest, other).await.map(drop), "AlreadyAttested");
-    assert_eq!(client.epoch_info(subnet).await.unwrap().epoch, epoch, "all within one epoch");
+    assert_refused(
+        client.submit(&attest, other).await.map(drop),
+        "AlreadyAttested",
+    );
+    assert_eq!(
+        client.epoch_info(subnet).await.unwrap().epoch,
+        epoch,
+        "all within one epoch"
+    );
     // Not a validator, whatever the epoch: Dave never activated.
-    assert_refused(client.submit(&propose, &dave).await.map(drop), "InvalidValidator");
-    assert_refused(client.submit(&attest, &dave).await.map(drop), "NotValidatorClass");
+    assert_refused(
+        client.submit(&propose, &dave).await.map(drop),
+        "InvalidValidator",
+    );
+    assert_refused(
+        client.submit(&attest, &dave).await.map(drop),
+        "NotValidatorClass",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pinned_metadata_matches_the_node() {
     let (_node, client) = start().await;
     let live = client.fetch_metadata_bytes().await.unwrap();
-    let pinned = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/metadata/mesh-dev.scale")).unwrap();
+    let pinned = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/metadata/mesh-dev.scale"
+    ))
+    .unwrap();
     assert!(
         live == pinned,
         "chain/metadata/mesh-dev.scale is stale: run scripts/update-chain-metadata.sh and commit it"

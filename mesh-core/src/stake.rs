@@ -147,7 +147,12 @@ pub struct CachedStakeOracle<O> {
 impl<O: StakeOracle> CachedStakeOracle<O> {
     /// Cache `inner`'s answers for `ttl`.
     pub fn new(inner: O, ttl: Duration) -> Self {
-        Self { inner, ttl, max_entries: 100_000, entries: Mutex::new(HashMap::new()) }
+        Self {
+            inner,
+            ttl,
+            max_entries: 100_000,
+            entries: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Keep at most this many answers (default 100,000).
@@ -188,7 +193,9 @@ impl<O: StakeOracle> CachedStakeOracle<O> {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, (bool, Instant)>> {
         // A panic while holding the lock leaves a plain map behind: still usable.
-        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn cached(&self, key: &CacheKey) -> Option<bool> {
@@ -203,7 +210,10 @@ impl<O: StakeOracle> CachedStakeOracle<O> {
             let ttl = self.ttl;
             entries.retain(|_, (_, at)| at.elapsed() < ttl);
             while entries.len() >= self.max_entries {
-                let Some(oldest) = entries.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| *k)
+                let Some(oldest) = entries
+                    .iter()
+                    .min_by_key(|(_, (_, at))| *at)
+                    .map(|(k, _)| *k)
                 else {
                     break;
                 };
@@ -249,7 +259,12 @@ mod tests {
     }
 
     impl StakeOracle for Fixed {
-        fn is_staked<'a>(&'a self, subnet: SubnetId, peer: &'a PeerId, _: NodeClass) -> StakeFuture<'a> {
+        fn is_staked<'a>(
+            &'a self,
+            subnet: SubnetId,
+            peer: &'a PeerId,
+            _: NodeClass,
+        ) -> StakeFuture<'a> {
             Box::pin(async move {
                 self.asked.fetch_add(1, Ordering::SeqCst);
                 if *self.fail.lock().unwrap() {
@@ -274,7 +289,11 @@ mod tests {
             assert!(ask(&cache, 1, &staked).unwrap());
             assert!(!ask(&cache, 1, &stranger).unwrap());
         }
-        assert_eq!(inner.asked.load(Ordering::SeqCst), 2, "one question per peer");
+        assert_eq!(
+            inner.asked.load(Ordering::SeqCst),
+            2,
+            "one question per peer"
+        );
         // The chain changes; the cache keeps its answer until the TTL ends.
         inner.staked.lock().unwrap().clear();
         assert!(ask(&cache, 1, &staked).unwrap());
@@ -305,7 +324,10 @@ mod tests {
         let peer = PeerId::random();
         *inner.fail.lock().unwrap() = true;
         let cache = CachedStakeOracle::new(inner.clone(), DEFAULT_STAKE_TTL);
-        assert!(matches!(ask(&cache, 1, &peer), Err(StakeError::Unavailable(_))));
+        assert!(matches!(
+            ask(&cache, 1, &peer),
+            Err(StakeError::Unavailable(_))
+        ));
         *inner.fail.lock().unwrap() = false;
         assert!(!ask(&cache, 1, &peer).unwrap());
         assert_eq!(inner.asked.load(Ordering::SeqCst), 2);
@@ -325,7 +347,10 @@ mod tests {
     fn node_classes_parse_order_and_number() {
         assert!(NodeClass::Validator > NodeClass::Included);
         assert!(NodeClass::Idle > NodeClass::Registered);
-        assert_eq!("Validator".parse::<NodeClass>().unwrap(), NodeClass::Validator);
+        assert_eq!(
+            "Validator".parse::<NodeClass>().unwrap(),
+            NodeClass::Validator
+        );
         assert_eq!("idle".parse::<NodeClass>().unwrap().as_u8(), 2);
         assert_eq!(NodeClass::from_u8(3), Some(NodeClass::Included));
         assert_eq!(NodeClass::from_u8(5), None);

@@ -101,7 +101,11 @@ enum Command {
         #[arg(long = "subnet_id", alias = "subnet-id")]
         subnet_id: u32,
         /// The node's id.
-        #[arg(long = "subnet_node_id", alias = "subnet-node-id", conflicts_with = "peer_id")]
+        #[arg(
+            long = "subnet_node_id",
+            alias = "subnet-node-id",
+            conflicts_with = "peer_id"
+        )]
         subnet_node_id: Option<u32>,
         /// Or its server PeerId.
         #[arg(long = "peer_id", alias = "peer-id", value_parser = common::peer_id)]
@@ -145,51 +149,86 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     let chain = &cli.chain;
     match &cli.command {
-        Command::CreateSubnet { signer, name, no_activate } => {
+        Command::CreateSubnet {
+            signer,
+            name,
+            no_activate,
+        } => {
             let owner = signer.keypair()?;
             let client = chain.connect().await?;
             let subnet_id = client.create_subnet(&owner, name, !no_activate).await?;
             if chain.json {
-                println!("{}", serde_json::json!({ "subnet_id": subnet_id, "active": !no_activate }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "subnet_id": subnet_id, "active": !no_activate })
+                );
             } else {
-                let state = if *no_activate { "registered" } else { "registered and activated" };
+                let state = if *no_activate {
+                    "registered"
+                } else {
+                    "registered and activated"
+                };
                 println!("subnet {subnet_id} ({name}) {state}");
             }
         }
-        Command::RegisterNode { signer, args } => common::register_node(chain, signer, args).await?,
-        Command::ActivateNode { signer, args } => common::activate_node(chain, signer, args).await?,
+        Command::RegisterNode { signer, args } => {
+            common::register_node(chain, signer, args).await?
+        }
+        Command::ActivateNode { signer, args } => {
+            common::activate_node(chain, signer, args).await?
+        }
         Command::DeactivateNode { signer, args } => {
             let coldkey = signer.keypair()?;
             let client = chain.connect().await?;
-            let id = common::owned_node(&client, &coldkey, args.subnet_id, args.subnet_node_id).await?;
+            let id =
+                common::owned_node(&client, &coldkey, args.subnet_id, args.subnet_node_id).await?;
             client.deactivate_node(&coldkey, args.subnet_id, id).await?;
             println!("deactivated subnet node {id} in subnet {}", args.subnet_id);
         }
         Command::RemoveNode { signer, args } => {
             let coldkey = signer.keypair()?;
             let client = chain.connect().await?;
-            let id = common::owned_node(&client, &coldkey, args.subnet_id, args.subnet_node_id).await?;
+            let id =
+                common::owned_node(&client, &coldkey, args.subnet_id, args.subnet_node_id).await?;
             client.remove_node(&coldkey, args.subnet_id, id).await?;
             println!("removed subnet node {id} from subnet {}", args.subnet_id);
         }
-        Command::AddStake { signer, args, amount } => {
+        Command::AddStake {
+            signer,
+            args,
+            amount,
+        } => {
             let coldkey = signer.keypair()?;
             let client = chain.connect().await?;
-            let id = common::owned_node(&client, &coldkey, args.subnet_id, args.subnet_node_id).await?;
+            let id =
+                common::owned_node(&client, &coldkey, args.subnet_id, args.subnet_node_id).await?;
             let Some(node) = client.subnet_node(args.subnet_id, id).await? else {
                 bail!("no node {id} in subnet {}", args.subnet_id);
             };
             let hotkey: AccountId32 = node.hotkey.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-            client.add_stake(&coldkey, args.subnet_id, id, &hotkey, *amount).await?;
+            client
+                .add_stake(&coldkey, args.subnet_id, id, &hotkey, *amount)
+                .await?;
             println!("added {amount} tokens of stake to node {id} (hotkey {hotkey})");
         }
-        Command::RemoveStake { signer, subnet_id, hotkey, amount } => {
+        Command::RemoveStake {
+            signer,
+            subnet_id,
+            hotkey,
+            amount,
+        } => {
             let coldkey = signer.keypair()?;
             let client = chain.connect().await?;
-            client.remove_stake(&coldkey, *subnet_id, hotkey, *amount).await?;
+            client
+                .remove_stake(&coldkey, *subnet_id, hotkey, *amount)
+                .await?;
             println!("returned {amount} tokens of stake from {hotkey} in subnet {subnet_id}");
         }
-        Command::ShowNode { subnet_id, subnet_node_id, peer_id } => {
+        Command::ShowNode {
+            subnet_id,
+            subnet_node_id,
+            peer_id,
+        } => {
             let client = chain.connect().await?;
             let id = match (subnet_node_id, peer_id) {
                 (Some(id), _) => *id,
@@ -205,11 +244,20 @@ async fn main() -> Result<()> {
             if chain.json {
                 println!("{}", serde_json::to_string_pretty(&node)?);
             } else {
-                println!("subnet node {} in subnet {}", node.subnet_node_id, node.subnet_id);
-                println!("  class          {} (since epoch {})", node.class, node.class_since_epoch);
+                println!(
+                    "subnet node {} in subnet {}",
+                    node.subnet_node_id, node.subnet_id
+                );
+                println!(
+                    "  class          {} (since epoch {})",
+                    node.class, node.class_since_epoch
+                );
                 println!("  stake          {} tokens", Amount(node.stake));
                 println!("  hotkey         {}", node.hotkey);
-                println!("  coldkey        {}", node.coldkey.as_deref().unwrap_or("?"));
+                println!(
+                    "  coldkey        {}",
+                    node.coldkey.as_deref().unwrap_or("?")
+                );
                 println!("  peer_id        {}", node.peer_id);
                 println!("  bootnode_peer  {}", node.bootnode_peer_id);
                 println!("  client_peer    {}", node.client_peer_id);
@@ -218,9 +266,15 @@ async fn main() -> Result<()> {
                 }
             }
         }
-        Command::ProofOfStake { subnet_id, peer_id, min_class } => {
+        Command::ProofOfStake {
+            subnet_id,
+            peer_id,
+            min_class,
+        } => {
             let client = chain.connect().await?;
-            let staked = client.proof_of_stake(*subnet_id, peer_id, *min_class).await?;
+            let staked = client
+                .proof_of_stake(*subnet_id, peer_id, *min_class)
+                .await?;
             if chain.json {
                 println!("{}", serde_json::json!({ "staked": staked }));
             } else {

@@ -13,7 +13,12 @@ use std::time::Duration;
 #[derive(Debug, clap::Args)]
 pub(crate) struct ChainOpts {
     /// The chain node's JSON-RPC URL.
-    #[arg(long = "rpc_url", alias = "rpc-url", env = "MESH_RPC_URL", default_value = "ws://127.0.0.1:9944")]
+    #[arg(
+        long = "rpc_url",
+        alias = "rpc-url",
+        env = "MESH_RPC_URL",
+        default_value = "ws://127.0.0.1:9944"
+    )]
     pub(crate) rpc_url: String,
     /// Seconds to wait for a transaction to be finalized.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
@@ -38,7 +43,12 @@ pub(crate) struct SignerOpts {
     #[arg(long, env = "PHRASE", hide_env_values = true)]
     pub(crate) phrase: Option<String>,
     /// The signing key's 32-byte secret seed in hex.
-    #[arg(long = "private_key", alias = "private-key", env = "PRIVATE_KEY", hide_env_values = true)]
+    #[arg(
+        long = "private_key",
+        alias = "private-key",
+        env = "PRIVATE_KEY",
+        hide_env_values = true
+    )]
     pub(crate) private_key: Option<String>,
     /// A file holding the phrase or the hex seed.
     #[arg(long = "key_file", alias = "key-file", env = "MESH_KEY_FILE")]
@@ -56,17 +66,20 @@ impl SignerOpts {
     }
 }
 
-fn parse_account(text: &str) -> Result<AccountId32, String> {
+pub(crate) fn account(text: &str) -> Result<AccountId32, String> {
     text.parse::<AccountId32>()
         .map_err(|e| format!("{text:?} is not an ss58 account address: {e}"))
 }
 
-fn parse_peer_id(text: &str) -> Result<PeerId, String> {
-    text.parse::<PeerId>().map_err(|e| format!("{text:?} is not a libp2p PeerId: {e}"))
+pub(crate) fn peer_id(text: &str) -> Result<PeerId, String> {
+    text.parse::<PeerId>()
+        .map_err(|e| format!("{text:?} is not a libp2p PeerId: {e}"))
 }
 
 fn parse_rate(text: &str) -> Result<Amount, String> {
-    let rate: Amount = text.parse().map_err(|e: mesh_chain::AmountError| e.to_string())?;
+    let rate: Amount = text
+        .parse()
+        .map_err(|e: mesh_chain::AmountError| e.to_string())?;
     if rate > Amount::tokens(1) {
         return Err(format!("{text} is above 1 (100 %)"));
     }
@@ -80,16 +93,16 @@ pub(crate) struct RegisterArgs {
     #[arg(long = "subnet_id", alias = "subnet-id")]
     pub(crate) subnet_id: u32,
     /// The node machine's account (ss58); must differ from the signing coldkey.
-    #[arg(long, value_parser = parse_account)]
+    #[arg(long, value_parser = account)]
     pub(crate) hotkey: AccountId32,
     /// PeerId of the node's server (e.g. from `keygen`).
-    #[arg(long = "peer_id", alias = "peer-id", value_parser = parse_peer_id)]
+    #[arg(long = "peer_id", alias = "peer-id", value_parser = peer_id)]
     pub(crate) peer_id: PeerId,
     /// PeerId of the node's DHT bootnode.
-    #[arg(long = "bootnode_peer_id", alias = "bootnode-peer-id", value_parser = parse_peer_id)]
+    #[arg(long = "bootnode_peer_id", alias = "bootnode-peer-id", value_parser = peer_id)]
     pub(crate) bootnode_peer_id: PeerId,
     /// PeerId of the node's client.
-    #[arg(long = "client_peer_id", alias = "client-peer-id", value_parser = parse_peer_id)]
+    #[arg(long = "client_peer_id", alias = "client-peer-id", value_parser = peer_id)]
     pub(crate) client_peer_id: PeerId,
     /// Multiaddr others may bootstrap from, e.g. /ip4/1.2.3.4/tcp/31330/p2p/12D3Koo….
     #[arg(long)]
@@ -242,13 +255,13 @@ pub(crate) async fn activate_node(
 pub(crate) fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Parse a node class name.
 pub(crate) fn parse_class(text: &str) -> Result<NodeClass, String> {
     text.parse::<NodeClass>().map_err(|e| e.to_string())
 }
-
-pub(crate) use parse_account as account;
-pub(crate) use parse_peer_id as peer_id;
