@@ -54,6 +54,8 @@ pub struct DevNodeOptions {
     pub start_timeout: Duration,
     /// The binary; found by [`find_node_binary`] when `None`.
     pub binary: Option<PathBuf>,
+    /// The RPC port; a free one when `None`.
+    pub rpc_port: Option<u16>,
 }
 
 impl Default for DevNodeOptions {
@@ -164,6 +166,15 @@ impl DevNode {
     /// The node's JSON-RPC URL (`ws://127.0.0.1:PORT`).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The RPC port.
+    pub fn rpc_port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
     }
 
     /// The node's output so far (at most the last ~2,000 lines).

@@ -366,3 +366,40 @@ async fn unreachable_chain_is_a_clear_error() {
     assert!(matches!(err, ChainError::Connect { .. }), "{err:?}");
     assert!(err.to_string().contains("ws://127.0.0.1:1"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_reconnects_after_the_node_restarts() {
+    let (node, client) = start().await;
+    let port = node.rpc_port();
+    let before = client.finalized_block().await.unwrap();
+    drop(node); // the connection drops
+    assert!(
+        client.finalized_block().await.is_err(),
+        "no node, no answer"
+    );
+    // The same dev chain (same genesis) comes back on the same port.
+    let options = DevNodeOptions {
+        rpc_port: Some(port),
+        ..Default::default()
+    };
+    let _node = DevNode::start_with(options).expect("restart the node");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match client.finalized_block().await {
+            Ok(block) => {
+                assert!(block > 0 && before > 0, "blocks {before} then {block}");
+                break;
+            }
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no reconnection in 30 s: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    // And transactions work again on the new connection.
+    let subnet = client
+        .create_subnet(&key("//Alice"), "after-restart", true)
+        .await
+        .unwrap();
+    assert_eq!(subnet, 1, "a fresh chain");
+}

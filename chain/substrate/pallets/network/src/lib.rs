@@ -196,15 +196,7 @@ pub mod pallet {
 
     /// One node's score in a consensus submission.
     #[derive(
-        Encode,
-        Decode,
-        DecodeWithMemTracking,
-        Clone,
-        PartialEq,
-        Eq,
-        Debug,
-        TypeInfo,
-        MaxEncodedLen,
+        Encode, Decode, DecodeWithMemTracking, Clone, PartialEq, Eq, Debug, TypeInfo, MaxEncodedLen,
     )]
     pub struct SubnetNodeConsensusData {
         /// The node scored.

@@ -1,6 +1,6 @@
 //! Unit tests of every call and refusal.
 
-use crate::{mock::*, pallet::*, Error, Event};
+use crate::{mock::*, pallet::*, Error, Event, SubnetId, SubnetNodeId};
 use polkadot_sdk::frame_support::traits::fungible::Inspect;
 use polkadot_sdk::polkadot_sdk_frame::testing_prelude::*;
 
