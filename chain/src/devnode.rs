@@ -56,6 +56,9 @@ pub struct DevNodeOptions {
     pub binary: Option<PathBuf>,
     /// The RPC port; a free one when `None`.
     pub rpc_port: Option<u16>,
+    /// Keep the chain's state here (so a restart continues the same chain);
+    /// a temporary directory removed on exit when `None`.
+    pub base_path: Option<PathBuf>,
 }
 
 impl Default for DevNodeOptions {
@@ -64,6 +67,8 @@ impl Default for DevNodeOptions {
             block_millis: 250,
             start_timeout: Duration::from_secs(120),
             binary: None,
+            rpc_port: None,
+            base_path: None,
         }
     }
 }
@@ -88,15 +93,12 @@ impl DevNode {
             None => find_node_binary()?,
         };
         let mut child = Command::new(&binary)
-            .args([
-                "--dev",
-                "--tmp",
-                "--rpc-port",
-                "0",
-                "--port",
-                "0",
-                "--no-prometheus",
-            ])
+            .args(["--dev", "--port", "0", "--no-prometheus"])
+            .args(["--rpc-port", &options.rpc_port.unwrap_or(0).to_string()])
+            .args(match &options.base_path {
+                Some(path) => vec!["--base-path".to_owned(), path.display().to_string()],
+                None => vec!["--tmp".to_owned()],
+            })
             .args(["--no-telemetry", "--no-mdns", "--block-millis"])
             .arg(options.block_millis.to_string())
             .env("RUST_LOG", "info")
