@@ -318,7 +318,7 @@ impl ChainClient {
         let at = self.client.at_current_block().await.map_err(sx)?;
         let info = at
             .storage()
-            .fetch(api::storage().system().account(), (account.clone(),))
+            .fetch(api::storage().system().account(), (*account,))
             .await
             .map_err(sx)?
             .decode()
@@ -421,7 +421,7 @@ impl ChainClient {
     ) -> subxt::tx::StaticPayload<api::network::calls::RegisterSubnetNode> {
         api::tx().network().register_subnet_node(
             node.subnet_id,
-            node.hotkey.clone(),
+            node.hotkey,
             bytes(&node.peer_id.to_base58()),
             bytes(&node.bootnode_peer_id.to_base58()),
             bytes(&node.client_peer_id.to_base58()),
@@ -517,10 +517,9 @@ impl ChainClient {
         hotkey: &AccountId32,
         amount: Amount,
     ) -> Result<(), ChainError> {
-        let call =
-            api::tx()
-                .network()
-                .add_to_stake(subnet_id, subnet_node_id, hotkey.clone(), amount.0);
+        let call = api::tx()
+            .network()
+            .add_to_stake(subnet_id, subnet_node_id, *hotkey, amount.0);
         self.submit(&call, coldkey).await.map(drop)
     }
 
@@ -534,7 +533,7 @@ impl ChainClient {
     ) -> Result<(), ChainError> {
         let call = api::tx()
             .network()
-            .remove_stake(subnet_id, hotkey.clone(), amount.0);
+            .remove_stake(subnet_id, *hotkey, amount.0);
         self.submit(&call, coldkey).await.map(drop)
     }
 
@@ -561,7 +560,7 @@ impl ChainClient {
             .storage()
             .fetch(
                 api::storage().network().account_subnet_stake(),
-                (node.hotkey.clone(), subnet_id),
+                (node.hotkey, subnet_id),
             )
             .await
             .map_err(sx)?
@@ -569,10 +568,7 @@ impl ChainClient {
             .map_err(sx)?;
         let coldkey = match at
             .storage()
-            .try_fetch(
-                api::storage().network().hotkey_owner(),
-                (node.hotkey.clone(),),
-            )
+            .try_fetch(api::storage().network().hotkey_owner(), (node.hotkey,))
             .await
             .map_err(sx)?
         {
@@ -627,7 +623,7 @@ impl ChainClient {
             .storage()
             .try_fetch(
                 api::storage().network().hotkey_subnet_node_id(),
-                (subnet_id, hotkey.clone()),
+                (subnet_id, *hotkey),
             )
             .await
             .map_err(sx)?
@@ -655,10 +651,7 @@ impl ChainClient {
             let node = entry.value().decode().map_err(sx)?;
             let owner = at
                 .storage()
-                .try_fetch(
-                    api::storage().network().hotkey_owner(),
-                    (node.hotkey.clone(),),
-                )
+                .try_fetch(api::storage().network().hotkey_owner(), (node.hotkey,))
                 .await
                 .map_err(sx)?;
             if let Some(owner) = owner {
@@ -708,7 +701,7 @@ fn to_hex(bytes: &[u8]) -> String {
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
     let text = text.strip_prefix("0x").unwrap_or(text);
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())

@@ -391,7 +391,10 @@ async fn the_client_reconnects_after_the_node_restarts() {
     loop {
         match tokio::time::timeout(Duration::from_secs(10), client.finalized_block()).await {
             Ok(Ok(block)) => {
-                assert!(block >= before, "the same chain continues: {before} then {block}");
+                assert!(
+                    block >= before,
+                    "the same chain continues: {before} then {block}"
+                );
                 break;
             }
             failure => {

@@ -31,6 +31,7 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per run
 enum Command {
     /// Register a subnet owned by the signer and activate it (dev-friendly, no deposit).
     CreateSubnet {

@@ -148,7 +148,7 @@ pub(crate) async fn register_node(
     }
     let node = RegisterNode {
         subnet_id: args.subnet_id,
-        hotkey: args.hotkey.clone(),
+        hotkey: args.hotkey,
         peer_id: args.peer_id,
         bootnode_peer_id: args.bootnode_peer_id,
         client_peer_id: args.client_peer_id,
