@@ -1,10 +1,37 @@
 //! Configuration of a DHT node.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::Multiaddr;
-use mesh_core::{CompositeValidator, PeerKey, StoreLimits};
+use mesh_core::{CompositeValidator, NodeClass, PeerKey, StakeOracle, StoreLimits, SubnetId};
+
+/// Stake-gated admission (DESIGN §5): only peers the oracle calls staked in
+/// `subnet_id` with at least `min_class` enter the routing table and may
+/// store records here. Reads stay open. Peers are asked again every refresh
+/// period, and dropped from the routing table once the oracle says no.
+///
+/// Give it a cached oracle (e.g. `mesh_chain::chain_stake_oracle`): it is
+/// asked on every inbound store.
+#[derive(Clone)]
+pub struct StakeGate {
+    /// Who answers.
+    pub oracle: Arc<dyn StakeOracle>,
+    /// The subnet on chain.
+    pub subnet_id: SubnetId,
+    /// The least class admitted.
+    pub min_class: NodeClass,
+}
+
+impl std::fmt::Debug for StakeGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StakeGate")
+            .field("subnet_id", &self.subnet_id)
+            .field("min_class", &self.min_class)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Per-peer limit on inbound record requests: a token bucket.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -63,6 +90,8 @@ pub struct DhtConfig {
     pub idle_connection_timeout: Duration,
     /// Most established connections in total.
     pub max_connections: u32,
+    /// Admit only staked peers (`None`: everyone).
+    pub stake_gate: Option<StakeGate>,
 }
 
 impl DhtConfig {
@@ -86,6 +115,7 @@ impl DhtConfig {
             validator: CompositeValidator::new(),
             idle_connection_timeout: Duration::from_secs(60),
             max_connections: 1024,
+            stake_gate: None,
         }
     }
 }

@@ -57,7 +57,7 @@ mod metrics;
 mod node;
 mod persist;
 
-pub use config::{DhtConfig, RateLimit};
+pub use config::{DhtConfig, RateLimit, StakeGate};
 pub use libp2p::{Multiaddr, PeerId};
 pub use metrics::serve_metrics;
 pub use node::{Dht, DhtStats, RefusalKind, RemoteRefusal, StoreReport};

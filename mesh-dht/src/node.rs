@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::RecordCodec;
-use crate::config::{DhtConfig, RateLimit};
+use crate::config::{DhtConfig, RateLimit, StakeGate};
 use crate::kad_store::KadStore;
 use crate::lookup::{PeerSet, PeerState};
 use crate::metrics::NodeMetrics;
@@ -73,6 +73,8 @@ pub enum RefusalKind {
     QuotaExceeded,
     /// The store is full of later-expiring entries.
     StoreFull,
+    /// The publisher is not staked in the subnet.
+    NotStaked,
     /// Anything else.
     Other,
 }
@@ -86,6 +88,7 @@ impl From<pb::Refusal> for RefusalKind {
             pb::Refusal::Invalid => Self::Invalid,
             pb::Refusal::QuotaExceeded => Self::QuotaExceeded,
             pb::Refusal::StoreFull => Self::StoreFull,
+            pb::Refusal::NotStaked => Self::NotStaked,
             pb::Refusal::Unspecified => Self::Other,
         }
     }
@@ -326,7 +329,11 @@ impl Dht {
         let mut addr_book: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
         let mut pending_initial = HashMap::new();
         for (peer, base, full) in &initial {
-            swarm.behaviour_mut().kad.add_address(peer, base.clone());
+            // With a stake gate, initial peers enter the routing table like
+            // any other: after identify, once the oracle says they are staked.
+            if config.stake_gate.is_none() {
+                swarm.behaviour_mut().kad.add_address(peer, base.clone());
+            }
             addr_book.entry(*peer).or_default().push(base.clone());
             pending_initial.insert(*peer, full.clone());
             if let Err(e) = swarm.dial(full.clone()) {
@@ -335,6 +342,7 @@ impl Dht {
         }
 
         let (tx, rx) = mpsc::channel(1024);
+        let (gate_tx, gate_rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel();
         let cancel = CancellationToken::new();
         let event_loop = EventLoop {
@@ -356,12 +364,19 @@ impl Dht {
             requests: HashMap::new(),
             next_lookup: 0,
             metrics,
+            gate: config.stake_gate.clone(),
+            gate_tx,
+            gate_rx,
+            admitted: HashMap::new(),
+            awaiting: HashMap::new(),
+            checking: HashSet::new(),
             startup: Some(Startup {
                 listeners,
                 pending_initial,
                 failed_initial: Vec::new(),
                 connected: initial.is_empty(),
                 needs_bootstrap: !initial.is_empty(),
+                awaiting_verdict: config.stake_gate.is_some() && !initial.is_empty(),
                 bootstrap: None,
                 deadline: Instant::now() + config.bootstrap_timeout,
                 timeout: config.bootstrap_timeout,
@@ -488,6 +503,9 @@ struct Startup {
     failed_initial: Vec<(Multiaddr, String)>,
     connected: bool,
     needs_bootstrap: bool,
+    /// With a stake gate: no routing entry exists before the oracle's first
+    /// answer, so the first bootstrap waits for it.
+    awaiting_verdict: bool,
     bootstrap: Option<kad::QueryId>,
     deadline: Instant,
     timeout: Duration,
@@ -554,6 +572,29 @@ struct EventLoop {
     next_lookup: u64,
     metrics: NodeMetrics,
     startup: Option<Startup>,
+    gate: Option<StakeGate>,
+    gate_tx: mpsc::UnboundedSender<GateMsg>,
+    gate_rx: mpsc::UnboundedReceiver<GateMsg>,
+    /// The oracle's latest answer per peer.
+    admitted: HashMap<PeerId, bool>,
+    /// Addresses of peers waiting for the oracle before entering the table.
+    awaiting: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Peers the oracle is being asked about.
+    checking: HashSet<PeerId>,
+}
+
+/// Answers of the stake oracle, back in the event loop.
+enum GateMsg {
+    Verdict {
+        peer: PeerId,
+        staked: Result<bool, mesh_core::StakeError>,
+    },
+    Store {
+        peer: PeerId,
+        store: pb::StoreRequest,
+        channel: ResponseChannel<pb::Response>,
+        staked: Result<bool, mesh_core::StakeError>,
+    },
 }
 
 impl EventLoop {
@@ -568,6 +609,7 @@ impl EventLoop {
                     Some(cmd) => self.on_command(cmd),
                     None => break,
                 },
+                Some(msg) = self.gate_rx.recv() => self.on_gate(msg),
                 _ = refresh.tick() => self.refresh(),
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     self.startup_timed_out();
@@ -594,6 +636,9 @@ impl EventLoop {
             return;
         }
         if s.needs_bootstrap {
+            if s.awaiting_verdict {
+                return;
+            }
             s.needs_bootstrap = false;
             match self.swarm.behaviour_mut().kad.bootstrap() {
                 Ok(id) => {
@@ -657,8 +702,16 @@ impl EventLoop {
                 self.metrics.libp2p.record(&ev);
                 if let identify::Event::Received { peer_id, info, .. } = ev {
                     if info.protocols.contains(&self.kad_protocol) {
-                        for addr in info.listen_addrs {
-                            self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                        if self.gate.is_some() {
+                            self.awaiting
+                                .entry(peer_id)
+                                .or_default()
+                                .extend(info.listen_addrs);
+                            self.check_stake(peer_id);
+                        } else {
+                            for addr in info.listen_addrs {
+                                self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                            }
                         }
                     }
                 }
@@ -749,6 +802,12 @@ impl EventLoop {
                     },
             } => {
                 // A record written through kad's own PUT_VALUE: same rules.
+                if self.gate.is_some() && self.admitted.get(&source) != Some(&true) {
+                    NodeMetrics::count(&self.metrics.refused_requests, "reason", "not_staked");
+                    tracing::debug!(%source, "kad PUT_VALUE from a peer not known staked refused");
+                    self.check_stake(source);
+                    return;
+                }
                 let decoded = prost::Message::decode(record.value.as_slice())
                     .ok()
                     .and_then(|v: pb::StoredValue| StoredValue::try_from(v).ok());
@@ -880,35 +939,27 @@ impl EventLoop {
             return self.respond(channel, kind);
         }
         let kind = match request.kind {
-            Some(pb::request::Kind::Store(s)) => {
+            Some(pb::request::Kind::Store(store)) => {
                 NodeMetrics::count(&self.metrics.inbound_requests, "kind", "store");
-                if s.records.is_empty() || s.records.len() > MAX_RECORDS_PER_REQUEST {
-                    Self::error_response(
-                        pb::error_response::Code::Malformed,
-                        format!("a store carries 1 to {MAX_RECORDS_PER_REQUEST} records"),
-                    )
-                } else {
-                    let key = s.records[0].key.clone();
-                    let results = s
-                        .records
-                        .into_iter()
-                        .map(|r| match self.accept(&Record::from(r), peer) {
-                            Ok(()) => pb::StoreResult {
-                                accepted: true,
-                                ..Default::default()
-                            },
-                            Err(e) => pb::StoreResult {
-                                accepted: false,
-                                refusal: refusal_code(&e).0 as i32,
-                                reason: e.to_string(),
-                            },
-                        })
-                        .collect();
-                    pb::response::Kind::Store(pb::StoreResponse {
-                        results,
-                        closer: self.closer_peers(&key, &peer),
-                    })
+                if let Some(gate) = self.gate.clone() {
+                    // Ask the (cached) oracle off the event loop; the answer
+                    // comes back as a GateMsg with the request.
+                    let tx = self.gate_tx.clone();
+                    tokio::spawn(async move {
+                        let staked = gate
+                            .oracle
+                            .is_staked(gate.subnet_id, &peer, gate.min_class)
+                            .await;
+                        let _ = tx.send(GateMsg::Store {
+                            peer,
+                            store,
+                            channel,
+                            staked,
+                        });
+                    });
+                    return;
                 }
+                self.store_response(peer, store)
             }
             Some(pb::request::Kind::Find(f)) => {
                 NodeMetrics::count(&self.metrics.inbound_requests, "kind", "find");
@@ -930,6 +981,135 @@ impl EventLoop {
             }
         };
         self.respond(channel, kind);
+    }
+
+    fn store_response(&mut self, peer: PeerId, s: pb::StoreRequest) -> pb::response::Kind {
+        if s.records.is_empty() || s.records.len() > MAX_RECORDS_PER_REQUEST {
+            return Self::error_response(
+                pb::error_response::Code::Malformed,
+                format!("a store carries 1 to {MAX_RECORDS_PER_REQUEST} records"),
+            );
+        }
+        let key = s.records[0].key.clone();
+        let results = s
+            .records
+            .into_iter()
+            .map(|r| match self.accept(&Record::from(r), peer) {
+                Ok(()) => pb::StoreResult {
+                    accepted: true,
+                    ..Default::default()
+                },
+                Err(e) => pb::StoreResult {
+                    accepted: false,
+                    refusal: refusal_code(&e).0 as i32,
+                    reason: e.to_string(),
+                },
+            })
+            .collect();
+        pb::response::Kind::Store(pb::StoreResponse {
+            results,
+            closer: self.closer_peers(&key, &peer),
+        })
+    }
+
+    // ---- stake gate ---------------------------------------------------------
+
+    /// Ask the oracle about `peer` (once at a time per peer).
+    fn check_stake(&mut self, peer: PeerId) {
+        let Some(gate) = self.gate.clone() else {
+            return;
+        };
+        if !self.checking.insert(peer) {
+            return;
+        }
+        let tx = self.gate_tx.clone();
+        tokio::spawn(async move {
+            let staked = gate
+                .oracle
+                .is_staked(gate.subnet_id, &peer, gate.min_class)
+                .await;
+            let _ = tx.send(GateMsg::Verdict { peer, staked });
+        });
+    }
+
+    fn on_gate(&mut self, msg: GateMsg) {
+        match msg {
+            GateMsg::Verdict { peer, staked } => {
+                self.checking.remove(&peer);
+                if let Some(s) = &mut self.startup {
+                    s.awaiting_verdict = false;
+                }
+                let admitted = self.verdict(peer, &staked);
+                let kad = &mut self.swarm.behaviour_mut().kad;
+                if admitted {
+                    if let Some(addrs) = self.awaiting.remove(&peer) {
+                        for addr in addrs {
+                            kad.add_address(&peer, addr);
+                        }
+                        tracing::debug!(%peer, "staked: admitted to the routing table");
+                    }
+                } else {
+                    self.awaiting.remove(&peer);
+                    if kad.remove_peer(&peer).is_some() {
+                        self.routing = None;
+                        self.addr_book.remove(&peer);
+                        tracing::info!(%peer, "no longer staked: dropped from the routing table");
+                        let _ = self.swarm.disconnect_peer_id(peer);
+                    }
+                }
+                self.check_ready();
+            }
+            GateMsg::Store {
+                peer,
+                store,
+                channel,
+                staked,
+            } => {
+                let kind = if self.verdict(peer, &staked) {
+                    self.store_response(peer, store)
+                } else {
+                    let gate = self.gate.as_ref().expect("only sent with a gate");
+                    let reason = match &staked {
+                        Err(e) => format!("cannot check the publisher's stake: {e}"),
+                        Ok(_) => format!(
+                            "publisher {peer} is not staked in subnet {} with class {} or above",
+                            gate.subnet_id, gate.min_class
+                        ),
+                    };
+                    NodeMetrics::count(&self.metrics.refused_requests, "reason", "not_staked");
+                    let results = store
+                        .records
+                        .iter()
+                        .map(|_| pb::StoreResult {
+                            accepted: false,
+                            refusal: pb::Refusal::NotStaked as i32,
+                            reason: reason.clone(),
+                        })
+                        .collect();
+                    pb::response::Kind::Store(pb::StoreResponse {
+                        results,
+                        closer: Vec::new(),
+                    })
+                };
+                self.respond(channel, kind);
+            }
+        }
+    }
+
+    /// Record the oracle's answer; errors count as "not staked" (fail closed).
+    fn verdict(&mut self, peer: PeerId, staked: &Result<bool, mesh_core::StakeError>) -> bool {
+        let admitted = match staked {
+            Ok(staked) => *staked,
+            Err(e) => {
+                tracing::warn!(%peer, "stake oracle did not answer, treating the peer as unstaked: {e}");
+                false
+            }
+        };
+        if !admitted && self.admitted.get(&peer) != Some(&false) {
+            tracing::info!(%peer, "peer is not staked in this subnet");
+        }
+        self.admitted.insert(peer, admitted);
+        admitted
     }
 
     /// Validates and stores one record published by `publisher`.
@@ -1251,6 +1431,15 @@ impl EventLoop {
             self.buckets.retain(|_, b| {
                 b.tokens + now.duration_since(b.last).as_secs_f64() * limit.per_second < limit.burst
             });
+        }
+        if self.gate.is_some() {
+            // Peers lose stake: ask again about everyone in the table (the
+            // oracle's cache keeps this cheap) and forget peers we no longer see.
+            for peer in self.routing_table() {
+                self.check_stake(peer);
+            }
+            let swarm = &self.swarm;
+            self.admitted.retain(|peer, _| swarm.is_connected(peer));
         }
         let stats = self.stats();
         if stats.routing_table_size > 0 {

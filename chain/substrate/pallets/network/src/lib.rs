@@ -23,6 +23,8 @@
 //!   at least class C" and backs the [`runtime_api::NetworkRuntimeApi`].
 
 #![cfg_attr(not(feature = "std"), no_std)]
+// `register_subnet_node` keeps the Hypertensor pallet's eleven arguments.
+#![allow(clippy::too_many_arguments)]
 
 extern crate alloc;
 
@@ -486,7 +488,7 @@ pub mod pallet {
                 let Some(slot) = SubnetSlot::<T>::get(subnet_id) else {
                     continue;
                 };
-                if block < slot || (block - slot) % epoch_length != 0 {
+                if block < slot || !(block - slot).is_multiple_of(epoch_length) {
                     continue;
                 }
                 let epoch = (block - slot) / epoch_length;
