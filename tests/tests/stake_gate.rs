@@ -1,0 +1,111 @@
+//! Stake-gated admission (DESIGN §5) across real libp2p nodes and the real
+//! dev chain: only peers staked on chain enter routing tables and may store;
+//! a node removed on chain is dropped at the next refresh.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{addr_of, in_secs, Net};
+use mesh_chain::devnode::DevNode;
+use mesh_chain::{chain_stake_oracle, Amount, ChainClient, RegisterNode, SignerSource};
+use mesh_core::{KeyType, NodeClass, PeerId, PeerKey};
+use mesh_dht::{Dht, DhtConfig, Multiaddr, RefusalKind, StakeGate};
+
+async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn start(key: PeerKey, initial_peers: Vec<Multiaddr>, gate: &StakeGate) -> Dht {
+    let mut config = DhtConfig::new(key);
+    config.subnet_id = "gated".into();
+    config.listen = vec![common::listen_addr(Net::Tcp)];
+    config.initial_peers = initial_peers;
+    config.refresh_period = Duration::from_secs(1);
+    config.bootstrap_timeout = Duration::from_secs(10);
+    config.request_timeout = Duration::from_secs(5);
+    config.stake_gate = Some(gate.clone());
+    Dht::start(config).await.expect("node starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_staked_peers_enter_routing_tables_and_store() {
+    let chain = DevNode::start().expect("start mesh-chain-node (run scripts/build-chain.sh first)");
+    let client = ChainClient::connect(chain.url()).await.unwrap();
+    let alice = SignerSource::Phrase("//Alice".into()).keypair().unwrap();
+    let subnet = client.create_subnet(&alice, "gated", true).await.unwrap();
+
+    let keys: Vec<PeerKey> = (0..3).map(|_| PeerKey::generate(KeyType::Ed25519).unwrap()).collect();
+    let (a_id, b_id, c_id) = (keys[0].peer_id(), keys[1].peer_id(), keys[2].peer_id());
+    let mut node_ids = Vec::new();
+    for (peer_id, hotkey) in [(a_id, "//Bob"), (b_id, "//Charlie")] {
+        let hotkey = SignerSource::Phrase(hotkey.into()).keypair().unwrap();
+        let registration = RegisterNode {
+            subnet_id: subnet,
+            hotkey: hotkey.public_key().to_account_id(),
+            peer_id,
+            bootnode_peer_id: PeerId::random(),
+            client_peer_id: PeerId::random(),
+            bootnode: None,
+            delegate_reward_rate: 0,
+            stake_to_be_added: Amount::tokens(100),
+            unique: None,
+            non_unique: None,
+            max_burn_amount: Amount::tokens(1),
+        };
+        node_ids.push(client.register_node(&alice, &registration).await.unwrap());
+    }
+
+    let watched = chain_stake_oracle(client.clone(), Duration::from_secs(300));
+    let gate = StakeGate { oracle: watched.oracle(), subnet_id: subnet, min_class: NodeClass::Registered };
+    let mut keys = keys.into_iter();
+    let a = start(keys.next().unwrap(), vec![], &gate).await;
+    let a_addr = addr_of(&a, Net::Tcp).await;
+    let b = start(keys.next().unwrap(), vec![a_addr.clone()], &gate).await;
+    let c = start(keys.next().unwrap(), vec![a_addr], &gate).await; // not staked
+
+    wait_until("staked a and b know each other", || async {
+        a.routing_table().await.unwrap().contains(&b_id) && b.routing_table().await.unwrap().contains(&a_id)
+    })
+    .await;
+    // Several refresh rounds later the unstaked peer is still in nobody's table.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!a.routing_table().await.unwrap().contains(&c_id));
+    assert!(!b.routing_table().await.unwrap().contains(&c_id));
+
+    // The unstaked peer's writes are refused by every staked replica, with the reason.
+    let report = c.store(b"from-c".to_vec(), None, b"x".to_vec(), in_secs(60)).await.unwrap();
+    let refusers: Vec<PeerId> = report
+        .refused
+        .iter()
+        .filter(|r| r.kind == RefusalKind::NotStaked && r.reason.contains("not staked"))
+        .map(|r| r.peer)
+        .collect();
+    assert!(refusers.contains(&a_id) && refusers.contains(&b_id), "{report:?}");
+    // A staked peer's writes are accepted, and reads stay open to everyone.
+    let report = b.store(b"from-b".to_vec(), None, b"hello".to_vec(), in_secs(60)).await.unwrap();
+    assert!(report.accepted >= 2, "b and a accept: {report:?}");
+    assert!(report.refused.is_empty(), "{report:?}");
+    let read = c.get(b"from-b".to_vec(), true).await.unwrap();
+    assert!(read.is_some(), "an unstaked peer may read");
+
+    // b is removed on chain: a drops it within a refresh or two.
+    client.remove_node(&alice, subnet, node_ids[1]).await.unwrap();
+    wait_until("a drops the removed b", || async { !a.routing_table().await.unwrap().contains(&b_id) }).await;
+    let report = b.store(b"late".to_vec(), None, b"y".to_vec(), in_secs(60)).await.unwrap();
+    assert!(
+        report.refused.iter().any(|r| r.peer == a_id && r.kind == RefusalKind::NotStaked),
+        "{report:?}"
+    );
+    for node in [a, b, c] {
+        node.shutdown().await;
+    }
+}
