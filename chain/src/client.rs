@@ -400,6 +400,31 @@ impl ChainClient {
         }
     }
 
+    /// The epoch's consensus submission: its proposer and how many
+    /// attestations it holds (the proposer's own included).
+    pub async fn consensus_submission(
+        &self,
+        subnet_id: SubnetId,
+        epoch: u32,
+    ) -> Result<Option<(u32, usize)>, ChainError> {
+        let at = self.client.at_current_block().await.map_err(sx)?;
+        match at
+            .storage()
+            .try_fetch(
+                api::storage().network().subnet_consensus_submission(),
+                (subnet_id, epoch),
+            )
+            .await
+            .map_err(sx)?
+        {
+            Some(value) => {
+                let data = value.decode().map_err(sx)?;
+                Ok(Some((data.validator_id, data.attests.0.len())))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// The network pallet's minimum stake and registration burn.
     pub async fn registration_terms(&self) -> Result<(Amount, Amount), ChainError> {
         let at = self.client.at_current_block().await.map_err(sx)?;

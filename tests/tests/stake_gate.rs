@@ -43,7 +43,9 @@ async fn only_staked_peers_enter_routing_tables_and_store() {
     let alice = SignerSource::Phrase("//Alice".into()).keypair().unwrap();
     let subnet = client.create_subnet(&alice, "gated", true).await.unwrap();
 
-    let keys: Vec<PeerKey> = (0..3).map(|_| PeerKey::generate(KeyType::Ed25519).unwrap()).collect();
+    let keys: Vec<PeerKey> = (0..3)
+        .map(|_| PeerKey::generate(KeyType::Ed25519).unwrap())
+        .collect();
     let (a_id, b_id, c_id) = (keys[0].peer_id(), keys[1].peer_id(), keys[2].peer_id());
     let mut node_ids = Vec::new();
     for (peer_id, hotkey) in [(a_id, "//Bob"), (b_id, "//Charlie")] {
@@ -65,7 +67,11 @@ async fn only_staked_peers_enter_routing_tables_and_store() {
     }
 
     let watched = chain_stake_oracle(client.clone(), Duration::from_secs(300));
-    let gate = StakeGate { oracle: watched.oracle(), subnet_id: subnet, min_class: NodeClass::Registered };
+    let gate = StakeGate {
+        oracle: watched.oracle(),
+        subnet_id: subnet,
+        min_class: NodeClass::Registered,
+    };
     let mut keys = keys.into_iter();
     let a = start(keys.next().unwrap(), vec![], &gate).await;
     let a_addr = addr_of(&a, Net::Tcp).await;
@@ -73,7 +79,8 @@ async fn only_staked_peers_enter_routing_tables_and_store() {
     let c = start(keys.next().unwrap(), vec![a_addr], &gate).await; // not staked
 
     wait_until("staked a and b know each other", || async {
-        a.routing_table().await.unwrap().contains(&b_id) && b.routing_table().await.unwrap().contains(&a_id)
+        a.routing_table().await.unwrap().contains(&b_id)
+            && b.routing_table().await.unwrap().contains(&a_id)
     })
     .await;
     // Several refresh rounds later the unstaked peer is still in nobody's table.
@@ -82,27 +89,48 @@ async fn only_staked_peers_enter_routing_tables_and_store() {
     assert!(!b.routing_table().await.unwrap().contains(&c_id));
 
     // The unstaked peer's writes are refused by every staked replica, with the reason.
-    let report = c.store(b"from-c".to_vec(), None, b"x".to_vec(), in_secs(60)).await.unwrap();
+    let report = c
+        .store(b"from-c".to_vec(), None, b"x".to_vec(), in_secs(60))
+        .await
+        .unwrap();
     let refusers: Vec<PeerId> = report
         .refused
         .iter()
         .filter(|r| r.kind == RefusalKind::NotStaked && r.reason.contains("not staked"))
         .map(|r| r.peer)
         .collect();
-    assert!(refusers.contains(&a_id) && refusers.contains(&b_id), "{report:?}");
+    assert!(
+        refusers.contains(&a_id) && refusers.contains(&b_id),
+        "{report:?}"
+    );
     // A staked peer's writes are accepted, and reads stay open to everyone.
-    let report = b.store(b"from-b".to_vec(), None, b"hello".to_vec(), in_secs(60)).await.unwrap();
+    let report = b
+        .store(b"from-b".to_vec(), None, b"hello".to_vec(), in_secs(60))
+        .await
+        .unwrap();
     assert!(report.accepted >= 2, "b and a accept: {report:?}");
     assert!(report.refused.is_empty(), "{report:?}");
     let read = c.get(b"from-b".to_vec(), true).await.unwrap();
     assert!(read.is_some(), "an unstaked peer may read");
 
     // b is removed on chain: a drops it within a refresh or two.
-    client.remove_node(&alice, subnet, node_ids[1]).await.unwrap();
-    wait_until("a drops the removed b", || async { !a.routing_table().await.unwrap().contains(&b_id) }).await;
-    let report = b.store(b"late".to_vec(), None, b"y".to_vec(), in_secs(60)).await.unwrap();
+    client
+        .remove_node(&alice, subnet, node_ids[1])
+        .await
+        .unwrap();
+    wait_until("a drops the removed b", || async {
+        !a.routing_table().await.unwrap().contains(&b_id)
+    })
+    .await;
+    let report = b
+        .store(b"late".to_vec(), None, b"y".to_vec(), in_secs(60))
+        .await
+        .unwrap();
     assert!(
-        report.refused.iter().any(|r| r.peer == a_id && r.kind == RefusalKind::NotStaked),
+        report
+            .refused
+            .iter()
+            .any(|r| r.peer == a_id && r.kind == RefusalKind::NotStaked),
         "{report:?}"
     );
     for node in [a, b, c] {
