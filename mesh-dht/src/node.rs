@@ -44,6 +44,8 @@ struct Behaviour {
     records: request_response::Behaviour<RecordCodec>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
+    /// Raw streams for protocols built on top (the RPC of `mesh-server`).
+    streams: libp2p_stream::Behaviour,
 }
 
 /// Why one replica refused a store.
@@ -148,6 +150,7 @@ enum Command {
 struct Inner {
     tx: mpsc::Sender<Command>,
     peer_id: PeerId,
+    streams: libp2p_stream::Control,
     validator: Arc<CompositeValidator>,
     registry: Arc<Mutex<Registry>>,
     cancel: CancellationToken,
@@ -278,12 +281,15 @@ impl Dht {
                 .with_max_established_per_peer(Some(4))
                 .with_max_pending_incoming(Some(256)),
         );
+        let streams = libp2p_stream::Behaviour::new();
+        let stream_control = streams.new_control();
         let behaviour = Behaviour {
             limits,
             kad,
             records,
             identify,
             ping: ping::Behaviour::default(),
+            streams,
         };
 
         let idle = config.idle_connection_timeout;
@@ -397,12 +403,20 @@ impl Dht {
             inner: Arc::new(Inner {
                 tx,
                 peer_id: local,
+                streams: stream_control,
                 validator,
                 registry: Arc::new(Mutex::new(registry)),
                 cancel,
                 task: Mutex::new(Some(task)),
             }),
         })
+    }
+
+    /// Open and accept raw libp2p streams on this node's swarm, for
+    /// protocols built on top of the DHT (e.g. `mesh-server`'s RPC). Streams
+    /// share the node's connections, identity and transports.
+    pub fn streams(&self) -> libp2p_stream::Control {
+        self.inner.streams.clone()
     }
 
     /// This node's PeerId.

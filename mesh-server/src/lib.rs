@@ -1,0 +1,17 @@
+//! # mesh-server
+//!
+//! The node runtime's RPC layer: subnet builders define services in `.proto`
+//! files, implement them as tonic services, and call them on other peers by
+//! PeerId. Calls travel over libp2p streams on `/mesh/<subnet_id>/rpc/1`
+//! (Noise-authenticated, multiplexed by Yamux on the node's one swarm); each
+//! stream carries one HTTP/2 connection, so unary and streaming calls,
+//! deadlines and cancellation are tonic's own. Handlers learn who called
+//! with [`rpc::caller`].
+//!
+//! Still to come (issue 3): authorizers, heartbeats, the `Subnet` trait,
+//! the consensus loop and the `mesh-server` binary.
+
+pub mod echo;
+pub mod rpc;
+
+pub use rpc::{caller, connect, incoming, rpc_protocol, Caller, PeerIo, RpcError};

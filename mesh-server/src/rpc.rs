@@ -1,0 +1,148 @@
+//! Typed RPC between peers: tonic over libp2p streams.
+//!
+//! Server side: [`incoming`] turns the inbound streams of the RPC protocol
+//! into connections for `tonic::transport::Server::serve_with_incoming*`;
+//! every request then carries a [`Caller`] (the remote PeerId that Noise
+//! authenticated) in its extensions. Client side: [`connect`] gives a tonic
+//! `Channel` to one PeerId that opens a libp2p stream whenever it needs a
+//! connection; calls to a peer that cannot be reached fail with
+//! `Code::Unavailable`.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use libp2p::{PeerId, StreamProtocol};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// The RPC protocol of a subnet: `/mesh/<subnet_id>/rpc/1`.
+pub fn rpc_protocol(subnet_id: &str) -> StreamProtocol {
+    StreamProtocol::try_from_owned(format!("/mesh/{subnet_id}/rpc/1"))
+        .expect("a protocol that starts with '/'")
+}
+
+/// Who made a call: found in every request's extensions on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    /// The caller's PeerId, authenticated by the libp2p connection.
+    pub peer_id: PeerId,
+}
+
+/// The PeerId that made `request` (`None` outside an RPC server).
+pub fn caller<T>(request: &tonic::Request<T>) -> Option<PeerId> {
+    request.extensions().get::<Caller>().map(|c| c.peer_id)
+}
+
+/// Why RPC could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    /// Another part of this node already serves the protocol.
+    #[error("the RPC protocol {0} is already served on this node")]
+    AlreadyServed(StreamProtocol),
+}
+
+/// One libp2p stream used as one HTTP/2 connection.
+pub struct PeerIo {
+    io: Compat<libp2p::Stream>,
+    peer: PeerId,
+}
+
+impl PeerIo {
+    /// Wrap a stream opened by or to `peer`.
+    pub fn new(stream: libp2p::Stream, peer: PeerId) -> Self {
+        Self {
+            io: stream.compat(),
+            peer,
+        }
+    }
+
+    /// The remote peer.
+    pub fn peer(&self) -> PeerId {
+        self.peer
+    }
+}
+
+impl AsyncRead for PeerIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for PeerIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for PeerIo {
+    type ConnectInfo = Caller;
+
+    fn connect_info(&self) -> Caller {
+        Caller { peer_id: self.peer }
+    }
+}
+
+/// The inbound RPC streams of `protocol`, as connections for
+/// `tonic::transport::Server::serve_with_incoming_shutdown`.
+pub fn incoming(
+    control: &mut libp2p_stream::Control,
+    protocol: StreamProtocol,
+) -> Result<impl Stream<Item = Result<PeerIo, io::Error>> + Send + 'static, RpcError> {
+    let streams = control
+        .accept(protocol.clone())
+        .map_err(|_| RpcError::AlreadyServed(protocol))?;
+    Ok(streams.map(|(peer, stream)| {
+        tracing::debug!(%peer, "inbound RPC connection");
+        Ok(PeerIo::new(stream, peer))
+    }))
+}
+
+/// A channel to `peer`'s services on `protocol`. Lazy: the libp2p stream is
+/// opened (and the peer dialed, if need be) at the first call and again
+/// after it breaks; a call that cannot reach the peer within
+/// `connect_timeout` fails with `Code::Unavailable`.
+pub fn connect(
+    control: libp2p_stream::Control,
+    peer: PeerId,
+    protocol: StreamProtocol,
+    connect_timeout: Duration,
+) -> Channel {
+    let connector = tower::service_fn(move |_: Uri| {
+        let mut control = control.clone();
+        let protocol = protocol.clone();
+        async move {
+            let stream = control.open_stream(peer, protocol).await.map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::ConnectionRefused,
+                    format!("peer {peer}: {e}"),
+                )
+            })?;
+            Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(PeerIo::new(stream, peer)))
+        }
+    });
+    // The URI only names the HTTP/2 authority; the connector decides where
+    // bytes go.
+    Endpoint::from_static("http://mesh.peer")
+        .connect_timeout(connect_timeout)
+        .connect_with_connector_lazy(connector)
+}
