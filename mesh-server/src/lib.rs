@@ -8,10 +8,14 @@
 //! deadlines and cancellation are tonic's own. Handlers learn who called
 //! with [`rpc::caller`].
 //!
-//! Still to come (issue 3): authorizers, heartbeats, the `Subnet` trait,
+//! [`auth`] adds authorizers (stake, rate limit) as a tower layer.
+//!
+//! Still to come (issue 3): the signature authorizer, heartbeats, the `Subnet` trait,
 //! the consensus loop and the `mesh-server` binary.
 
+pub mod auth;
 pub mod echo;
 pub mod rpc;
 
+pub use auth::{AuthLayer, Authorizer, RateLimitAuthorizer, RateLimits, StakeAuthorizer};
 pub use rpc::{caller, connect, incoming, rpc_protocol, Caller, PeerIo, RpcError};

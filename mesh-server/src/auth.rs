@@ -1,0 +1,483 @@
+//! Authorizers: checks that run before a handler sees a request.
+//!
+//! An [`Authorizer`] looks at the call (caller PeerId, method path) and
+//! either lets it through or refuses it with a gRPC status. [`AuthLayer`]
+//! runs a list of them, in order, as a tower layer on a tonic server
+//! (`Server::builder().layer(AuthLayer::new(...))`) or around one service.
+//! A refused call gets a status whose message names the authorizer and the
+//! reason (`"stake: peer … is not staked in subnet 3 …"`), and is counted.
+//!
+//! Provided: [`StakeAuthorizer`] (the caller must be staked, via a
+//! [`StakeOracle`]) and [`RateLimitAuthorizer`] (per-peer burst and sustained
+//! limits with escalating blocks, the Python mesh's numbers by default).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+use mesh_core::{NodeClass, StakeOracle, SubnetId};
+use tonic::{Code, Status};
+
+use crate::rpc::Caller;
+
+/// What an authorizer sees of a call.
+#[derive(Debug, Clone)]
+pub struct CallInfo {
+    /// The caller, when the call came over a libp2p stream.
+    pub caller: Option<PeerId>,
+    /// `/<package>.<Service>/<Method>`.
+    pub path: String,
+}
+
+/// Why an authorizer refused a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The gRPC code the caller gets.
+    pub code: Code,
+    /// Why, for the caller and the logs.
+    pub reason: String,
+}
+
+impl Refusal {
+    /// A refusal with `code` and `reason`.
+    pub fn new(code: Code, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The future an authorizer returns.
+pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Refusal>> + Send + 'a>>;
+
+/// A check that runs before a handler.
+pub trait Authorizer: Send + Sync + 'static {
+    /// Short name used in statuses and metrics (`"stake"`, `"rate_limit"`).
+    fn name(&self) -> &'static str;
+    /// Let the call through, or refuse it.
+    fn authorize<'a>(&'a self, call: &'a CallInfo) -> AuthFuture<'a>;
+}
+
+/// Refusals counted per authorizer.
+#[derive(Debug, Default)]
+pub struct AuthMetrics {
+    refused: Mutex<HashMap<&'static str, u64>>,
+    allowed: AtomicU64,
+}
+
+impl AuthMetrics {
+    /// Calls refused by the authorizer named `name`.
+    pub fn refused(&self, name: &str) -> u64 {
+        self.refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Calls every authorizer let through.
+    pub fn allowed(&self) -> u64 {
+        self.allowed.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs authorizers, in order, before the wrapped service.
+#[derive(Clone)]
+pub struct AuthLayer {
+    authorizers: Arc<Vec<Arc<dyn Authorizer>>>,
+    metrics: Arc<AuthMetrics>,
+}
+
+impl AuthLayer {
+    /// A layer running `authorizers` in order; the first refusal wins.
+    pub fn new(authorizers: Vec<Arc<dyn Authorizer>>) -> Self {
+        Self {
+            authorizers: Arc::new(authorizers),
+            metrics: Arc::default(),
+        }
+    }
+
+    /// Allowed and refused counts.
+    pub fn metrics(&self) -> Arc<AuthMetrics> {
+        self.metrics.clone()
+    }
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> AuthService<S> {
+        AuthService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service [`AuthLayer`] makes.
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    layer: AuthLayer,
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for AuthService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+    RB: Default + Send + 'static,
+{
+    type Response = http::Response<RB>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        // The ready inner service goes with this call; a clone waits for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let call = CallInfo {
+                caller: request.extensions().get::<Caller>().map(|c| c.peer_id),
+                path: request.uri().path().to_owned(),
+            };
+            for authorizer in layer.authorizers.iter() {
+                if let Err(refusal) = authorizer.authorize(&call).await {
+                    let name = authorizer.name();
+                    tracing::info!(caller = ?call.caller, path = %call.path, authorizer = name,
+                        reason = %refusal.reason, "call refused");
+                    *layer
+                        .metrics
+                        .refused
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(name)
+                        .or_default() += 1;
+                    let status = Status::new(refusal.code, format!("{name}: {}", refusal.reason));
+                    return Ok(status.into_http());
+                }
+            }
+            layer.metrics.allowed.fetch_add(1, Ordering::Relaxed);
+            inner.call(request).await
+        })
+    }
+}
+
+/// Refuses callers that are not staked in the subnet (DESIGN §5). Give it a
+/// cached oracle (`mesh_chain::chain_stake_oracle`): it is asked on every call.
+pub struct StakeAuthorizer {
+    oracle: Arc<dyn StakeOracle>,
+    subnet_id: SubnetId,
+    min_class: NodeClass,
+}
+
+impl StakeAuthorizer {
+    /// Callers must be staked in `subnet_id` with at least `min_class`.
+    pub fn new(oracle: Arc<dyn StakeOracle>, subnet_id: SubnetId, min_class: NodeClass) -> Self {
+        Self {
+            oracle,
+            subnet_id,
+            min_class,
+        }
+    }
+}
+
+impl Authorizer for StakeAuthorizer {
+    fn name(&self) -> &'static str {
+        "stake"
+    }
+
+    fn authorize<'a>(&'a self, call: &'a CallInfo) -> AuthFuture<'a> {
+        Box::pin(async move {
+            let peer = call
+                .caller
+                .ok_or_else(|| Refusal::new(Code::Unauthenticated, "the caller has no PeerId"))?;
+            match self
+                .oracle
+                .is_staked(self.subnet_id, &peer, self.min_class)
+                .await
+            {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(Refusal::new(
+                    Code::PermissionDenied,
+                    format!(
+                        "peer {peer} is not staked in subnet {} with class {} or above",
+                        self.subnet_id, self.min_class
+                    ),
+                )),
+                Err(e) => Err(Refusal::new(
+                    Code::Unavailable,
+                    format!("cannot check the stake of {peer}: {e}"),
+                )),
+            }
+        })
+    }
+}
+
+/// Per-peer limits of [`RateLimitAuthorizer`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimits {
+    /// Sustained calls per second (token refill rate).
+    pub per_second: f64,
+    /// Calls allowed at once (token bucket size).
+    pub burst: f64,
+    /// Calls per minute.
+    pub per_minute: u32,
+    /// Calls per hour.
+    pub per_hour: u32,
+    /// Block lengths for the first, second and further violations.
+    pub blocks: Vec<Duration>,
+}
+
+impl Default for RateLimits {
+    /// The Python mesh's: 10/s, burst 20, 100/min, 1000/h; blocks of 5 min,
+    /// 1 h, 24 h.
+    fn default() -> Self {
+        Self {
+            per_second: 10.0,
+            burst: 20.0,
+            per_minute: 100,
+            per_hour: 1_000,
+            blocks: vec![
+                Duration::from_secs(300),
+                Duration::from_secs(3_600),
+                Duration::from_secs(86_400),
+            ],
+        }
+    }
+}
+
+#[derive(Debug)]
+struct PeerUse {
+    tokens: f64,
+    last: Instant,
+    minute: (Instant, u32),
+    hour: (Instant, u32),
+    strikes: usize,
+    blocked_until: Option<Instant>,
+}
+
+/// Per-peer burst and sustained limits; each violation blocks the peer, for
+/// longer each time.
+pub struct RateLimitAuthorizer {
+    limits: RateLimits,
+    peers: Mutex<HashMap<PeerId, PeerUse>>,
+}
+
+impl RateLimitAuthorizer {
+    /// An authorizer with these limits.
+    pub fn new(limits: RateLimits) -> Self {
+        Self {
+            limits,
+            peers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Count one call of `peer` at `now`.
+    pub fn check(&self, peer: PeerId, now: Instant) -> Result<(), Refusal> {
+        let limits = &self.limits;
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if peers.len() > 100_000 {
+            // Forget peers that are neither blocked nor recently seen.
+            peers.retain(|_, u| {
+                u.blocked_until.is_some_and(|t| t > now)
+                    || now.duration_since(u.last) < Duration::from_secs(3_600)
+            });
+        }
+        let usage = peers.entry(peer).or_insert_with(|| PeerUse {
+            tokens: limits.burst,
+            last: now,
+            minute: (now, 0),
+            hour: (now, 0),
+            strikes: 0,
+            blocked_until: None,
+        });
+        if let Some(until) = usage.blocked_until {
+            if now < until {
+                return Err(Refusal::new(
+                    Code::ResourceExhausted,
+                    format!(
+                        "peer {peer} is blocked for {} s more after {} violation(s)",
+                        until.duration_since(now).as_secs().max(1),
+                        usage.strikes
+                    ),
+                ));
+            }
+            usage.blocked_until = None;
+            usage.tokens = limits.burst;
+        }
+        let elapsed = now.duration_since(usage.last).as_secs_f64();
+        usage.tokens = (usage.tokens + elapsed * limits.per_second).min(limits.burst);
+        usage.last = now;
+        if now.duration_since(usage.minute.0) >= Duration::from_secs(60) {
+            usage.minute = (now, 0);
+        }
+        if now.duration_since(usage.hour.0) >= Duration::from_secs(3_600) {
+            usage.hour = (now, 0);
+        }
+        let violation = if usage.tokens < 1.0 {
+            Some(format!(
+                "more than {} calls at once or {}/s",
+                limits.burst, limits.per_second
+            ))
+        } else if usage.minute.1 >= limits.per_minute {
+            Some(format!("more than {} calls a minute", limits.per_minute))
+        } else if usage.hour.1 >= limits.per_hour {
+            Some(format!("more than {} calls an hour", limits.per_hour))
+        } else {
+            None
+        };
+        if let Some(what) = violation {
+            usage.strikes += 1;
+            let block = limits
+                .blocks
+                .get(usage.strikes - 1)
+                .or(limits.blocks.last())
+                .copied()
+                .unwrap_or(Duration::ZERO);
+            usage.blocked_until = Some(now + block);
+            return Err(Refusal::new(
+                Code::ResourceExhausted,
+                format!(
+                    "peer {peer} made {what}: blocked for {} s (violation {})",
+                    block.as_secs(),
+                    usage.strikes
+                ),
+            ));
+        }
+        usage.tokens -= 1.0;
+        usage.minute.1 += 1;
+        usage.hour.1 += 1;
+        Ok(())
+    }
+}
+
+impl Authorizer for RateLimitAuthorizer {
+    fn name(&self) -> &'static str {
+        "rate_limit"
+    }
+
+    fn authorize<'a>(&'a self, call: &'a CallInfo) -> AuthFuture<'a> {
+        Box::pin(async move {
+            let peer = call
+                .caller
+                .ok_or_else(|| Refusal::new(Code::Unauthenticated, "the caller has no PeerId"))?;
+            self.check(peer, Instant::now())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> RateLimits {
+        RateLimits {
+            per_second: 10.0,
+            burst: 20.0,
+            per_minute: 100,
+            per_hour: 1_000,
+            blocks: vec![
+                Duration::from_secs(300),
+                Duration::from_secs(3_600),
+                Duration::from_secs(86_400),
+            ],
+        }
+    }
+
+    #[test]
+    fn bursts_then_blocks_that_escalate() {
+        let limiter = RateLimitAuthorizer::new(limits());
+        let peer = PeerId::random();
+        let t0 = Instant::now();
+        for _ in 0..20 {
+            limiter.check(peer, t0).unwrap();
+        }
+        let refusal = limiter.check(peer, t0).unwrap_err();
+        assert_eq!(refusal.code, Code::ResourceExhausted);
+        assert!(
+            refusal.reason.contains("blocked for 300 s (violation 1)"),
+            "{}",
+            refusal.reason
+        );
+        // Still blocked 4 minutes later, free after 5.
+        assert!(limiter.check(peer, t0 + Duration::from_secs(240)).is_err());
+        let t1 = t0 + Duration::from_secs(301);
+        for _ in 0..20 {
+            limiter.check(peer, t1).unwrap();
+        }
+        let refusal = limiter.check(peer, t1).unwrap_err();
+        assert!(
+            refusal.reason.contains("blocked for 3600 s (violation 2)"),
+            "{}",
+            refusal.reason
+        );
+        let t2 = t1 + Duration::from_secs(3_601);
+        for _ in 0..20 {
+            limiter.check(peer, t2).unwrap();
+        }
+        let refusal = limiter.check(peer, t2).unwrap_err();
+        assert!(
+            refusal.reason.contains("blocked for 86400 s (violation 3)"),
+            "{}",
+            refusal.reason
+        );
+        // Other peers are not affected.
+        limiter.check(PeerId::random(), t2).unwrap();
+    }
+
+    #[test]
+    fn sustained_rate_and_minute_limit() {
+        let limiter = RateLimitAuthorizer::new(limits());
+        let peer = PeerId::random();
+        let t0 = Instant::now();
+        // 10/s for 10 s stays within the bucket but hits 100 a minute.
+        let mut refused_at = None;
+        for i in 0..120u64 {
+            if limiter
+                .check(peer, t0 + Duration::from_millis(100 * i))
+                .is_err()
+            {
+                refused_at = Some(i);
+                break;
+            }
+        }
+        assert_eq!(
+            refused_at,
+            Some(100),
+            "the 101st call in a minute is refused"
+        );
+    }
+
+    #[test]
+    fn hour_limit() {
+        let mut l = limits();
+        l.per_minute = 10_000;
+        let limiter = RateLimitAuthorizer::new(l);
+        let peer = PeerId::random();
+        let t0 = Instant::now();
+        let mut refused_at = None;
+        for i in 0..1_100u64 {
+            if limiter
+                .check(peer, t0 + Duration::from_millis(200 * i))
+                .is_err()
+            {
+                refused_at = Some(i);
+                break;
+            }
+        }
+        assert_eq!(refused_at, Some(1_000));
+    }
+}
