@@ -10,12 +10,16 @@
 //!
 //! [`auth`] adds authorizers (stake, rate limit) as a tower layer.
 //!
-//! Still to come (issue 3): the signature authorizer, heartbeats, the `Subnet` trait,
+//! [`heartbeat`] publishes and reads signed heartbeats with typed server info.
+//!
+//! Still to come (issue 3): the signature authorizer, the `Subnet` trait,
 //! the consensus loop and the `mesh-server` binary.
 
 pub mod auth;
 pub mod echo;
+pub mod heartbeat;
 pub mod rpc;
 
 pub use auth::{AuthLayer, Authorizer, RateLimitAuthorizer, RateLimits, StakeAuthorizer};
+pub use heartbeat::{alive_peers, spawn_heartbeats, Heartbeat, HeartbeatError};
 pub use rpc::{caller, connect, incoming, rpc_protocol, Caller, PeerIo, RpcError};

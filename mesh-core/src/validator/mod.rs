@@ -25,7 +25,7 @@ mod signature;
 pub use composite::CompositeValidator;
 pub use predicate::PredicateValidator;
 pub use schema::{SchemaValidator, SubkeyRule};
-pub use signature::{owner_marker, SignatureValidator};
+pub use signature::{owner_in_field, owner_marker, SignatureValidator};
 
 /// Whether a record is being stored or was read back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

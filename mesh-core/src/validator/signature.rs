@@ -149,6 +149,12 @@ fn owner_in(field: &[u8]) -> Result<Option<PublicKey>, ValidationError> {
     Ok(owner)
 }
 
+/// The owner that a key or subkey names with owner markers: `None` without
+/// a marker; an error for a malformed marker or markers naming different keys.
+pub fn owner_in_field(field: &[u8]) -> Result<Option<PublicKey>, ValidationError> {
+    owner_in(field)
+}
+
 /// The owner a record names in its key and/or subkey (`None`: unprotected).
 fn owner_of(record: &Record) -> Result<Option<PublicKey>, ValidationError> {
     let key_owner = owner_in(&record.key)?;
