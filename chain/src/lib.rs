@@ -12,6 +12,8 @@
 //! - [`oracle`]: the chain-backed [`mesh_core::StakeOracle`] with a cache and a
 //!   block watcher; the epoch clock ([`ChainClient::epoch_info`]) and elected
 //!   validator lookup ([`ChainClient::elected_validator`]).
+//! - [`consensus`]: [`HotkeyChain`], the chain side of `mesh-server`'s
+//!   consensus loop (proposals and attestations signed by the hotkey).
 //! - [`devnode`]: start a local `mesh-chain-node --dev` for tests and demos.
 //! - Binaries: `mesh-chain` (all subcommands), `register-node` and
 //!   `activate-node` (the Python mesh's flags).
@@ -35,6 +37,7 @@
 
 pub mod amount;
 mod client;
+pub mod consensus;
 pub mod devnode;
 mod error;
 pub mod oracle;
@@ -50,6 +53,7 @@ pub use client::{
     ChainClient, EpochInfo, MeshConfig, RegisterNode, RegistrationQuote, SubnetNodeInfo, TxEvents,
     DEFAULT_TX_TIMEOUT, METADATA_VERSION,
 };
+pub use consensus::HotkeyChain;
 pub use error::ChainError;
 pub use oracle::{chain_stake_oracle, ChainStakeOracle, WatchedStakeOracle};
 pub use signer::{SignerError, SignerSource};

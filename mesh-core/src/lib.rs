@@ -13,12 +13,14 @@
 //!   earliest-expiring eviction and per-publisher quotas.
 //! - [`validator`]: signature, schema and predicate validators and their
 //!   composition.
+//! - [`consensus`]: what the per-epoch consensus loop needs from the chain.
 //! - [`stake`]: the [`StakeOracle`] question (is this PeerId staked in a
 //!   subnet with at least a class?) and its time-bounded cache.
 //!
 //! `mesh-core` knows nothing of libp2p swarms; `mesh-dht` puts these pieces
 //! on the network.
 
+pub mod consensus;
 pub mod identity;
 pub mod record;
 pub mod stake;

@@ -12,10 +12,14 @@
 //!
 //! [`heartbeat`] publishes and reads signed heartbeats with typed server info.
 //!
+//! [`consensus`] runs the per-epoch propose/attest loop over a
+//! [`mesh_core::consensus::ConsensusChain`].
+//!
 //! Still to come (issue 3): the signature authorizer, the `Subnet` trait,
 //! the consensus loop and the `mesh-server` binary.
 
 pub mod auth;
+pub mod consensus;
 pub mod echo;
 pub mod heartbeat;
 pub mod rpc;
