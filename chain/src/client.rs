@@ -386,18 +386,16 @@ impl ChainClient {
         epoch: u32,
     ) -> Result<Option<u32>, ChainError> {
         let at = self.client.at_current_block().await.map_err(sx)?;
-        match at
-            .storage()
+        at.storage()
             .try_fetch(
                 api::storage().network().subnet_elected_validator(),
                 (subnet_id, epoch),
             )
             .await
             .map_err(sx)?
-        {
-            Some(value) => Ok(Some(value.decode().map_err(sx)?)),
-            None => Ok(None),
-        }
+            .map(|v| v.decode())
+            .transpose()
+            .map_err(sx)
     }
 
     /// The epoch's consensus submission: its proposer and how many
@@ -408,7 +406,7 @@ impl ChainClient {
         epoch: u32,
     ) -> Result<Option<(u32, usize)>, ChainError> {
         let at = self.client.at_current_block().await.map_err(sx)?;
-        match at
+        let submission = at
             .storage()
             .try_fetch(
                 api::storage().network().subnet_consensus_submission(),
@@ -416,13 +414,10 @@ impl ChainClient {
             )
             .await
             .map_err(sx)?
-        {
-            Some(value) => {
-                let data = value.decode().map_err(sx)?;
-                Ok(Some((data.validator_id, data.attests.0.len())))
-            }
-            None => Ok(None),
-        }
+            .map(|v| v.decode())
+            .transpose()
+            .map_err(sx)?;
+        Ok(submission.map(|data| (data.validator_id, data.attests.0.len())))
     }
 
     /// The network pallet's minimum stake and registration burn.
@@ -591,15 +586,14 @@ impl ChainClient {
             .map_err(sx)?
             .decode()
             .map_err(sx)?;
-        let coldkey = match at
+        let coldkey = at
             .storage()
             .try_fetch(api::storage().network().hotkey_owner(), (node.hotkey,))
             .await
             .map_err(sx)?
-        {
-            Some(v) => Some(v.decode().map_err(sx)?.to_string()),
-            None => None,
-        };
+            .map(|v| v.decode().map(|owner| owner.to_string()))
+            .transpose()
+            .map_err(sx)?;
         Ok(Some(SubnetNodeInfo {
             subnet_id,
             subnet_node_id,
@@ -623,18 +617,16 @@ impl ChainClient {
         peer_id: &PeerId,
     ) -> Result<Option<u32>, ChainError> {
         let at = self.client.at_current_block().await.map_err(sx)?;
-        match at
-            .storage()
+        at.storage()
             .try_fetch(
                 api::storage().network().peer_id_subnet_node_id(),
                 (subnet_id, bytes(&peer_id.to_base58())),
             )
             .await
             .map_err(sx)?
-        {
-            Some(v) => Ok(Some(v.decode().map_err(sx)?)),
-            None => Ok(None),
-        }
+            .map(|v| v.decode())
+            .transpose()
+            .map_err(sx)
     }
 
     /// The node id of a hotkey in a subnet.
@@ -644,18 +636,16 @@ impl ChainClient {
         hotkey: &AccountId32,
     ) -> Result<Option<u32>, ChainError> {
         let at = self.client.at_current_block().await.map_err(sx)?;
-        match at
-            .storage()
+        at.storage()
             .try_fetch(
                 api::storage().network().hotkey_subnet_node_id(),
                 (subnet_id, *hotkey),
             )
             .await
             .map_err(sx)?
-        {
-            Some(v) => Ok(Some(v.decode().map_err(sx)?)),
-            None => Ok(None),
-        }
+            .map(|v| v.decode())
+            .transpose()
+            .map_err(sx)
     }
 
     /// Ids of the nodes in a subnet whose hotkey `coldkey` owns.
