@@ -15,6 +15,9 @@
 //! [`consensus`] runs the per-epoch propose/attest loop over a
 //! [`mesh_core::consensus::ConsensusChain`].
 //!
+//! [`runtime`] wires them for a [`Subnet`]: DHT, RPC server behind the
+//! authorizers, heartbeats and (with a chain) consensus.
+//!
 //! Still to come (issue 3): the signature authorizer, the `Subnet` trait,
 //! the consensus loop and the `mesh-server` binary.
 
@@ -23,7 +26,9 @@ pub mod consensus;
 pub mod echo;
 pub mod heartbeat;
 pub mod rpc;
+pub mod runtime;
 
 pub use auth::{AuthLayer, Authorizer, RateLimitAuthorizer, RateLimits, StakeAuthorizer};
 pub use heartbeat::{alive_peers, spawn_heartbeats, Heartbeat, HeartbeatError};
 pub use rpc::{caller, connect, incoming, rpc_protocol, Caller, PeerIo, RpcError};
+pub use runtime::{ChainHooks, Runtime, RuntimeConfig, RuntimeError, Subnet, SubnetContext};

@@ -1,0 +1,218 @@
+//! The node runtime: what a subnet gives, what it gets, and the parts wired.
+//!
+//! A [`Subnet`] gives its tonic services, its heartbeat payload and its
+//! scoring hook; [`Runtime::start`] gives it a [`SubnetContext`] (the DHT,
+//! an RPC client to any peer, its identity, a cancellation token) and runs
+//! the DHT, the RPC server behind the authorizers, the heartbeats and — when
+//! a chain is configured — the consensus loop.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::PeerId;
+use mesh_core::consensus::{ConsensusChain, Score};
+use mesh_core::{PeerKey, SubnetId};
+use mesh_dht::{Dht, DhtConfig, DhtError};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::auth::{AuthLayer, Authorizer};
+use crate::consensus::{ConsensusLoop, ScoreFn};
+use crate::heartbeat::{alive_peers, spawn_heartbeats, Heartbeat};
+use crate::rpc::{connect, incoming, rpc_protocol, RpcError};
+
+/// What the runtime gives a subnet.
+#[derive(Clone)]
+pub struct SubnetContext {
+    /// The node's DHT.
+    pub dht: Dht,
+    /// The node's identity.
+    pub key: Arc<PeerKey>,
+    /// The DHT/RPC subnet name (`/mesh/<subnet>/…`).
+    pub subnet: String,
+    /// Cancelled when the node shuts down.
+    pub cancel: CancellationToken,
+}
+
+impl SubnetContext {
+    /// A channel to the subnet's services on `peer` (see [`connect`]).
+    pub fn client(&self, peer: PeerId) -> Channel {
+        connect(
+            self.dht.streams(),
+            peer,
+            rpc_protocol(&self.subnet),
+            Duration::from_secs(10),
+        )
+    }
+}
+
+/// A boxed future of a subnet hook.
+pub type HookFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An application running on mesh.
+pub trait Subnet: Send + Sync + 'static {
+    /// What each node publishes in its heartbeat (server info).
+    type Info: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
+
+    /// The subnet's tonic services.
+    fn routes(&self, ctx: &SubnetContext) -> tonic::service::Routes;
+
+    /// This node's heartbeat payload, asked every update period.
+    fn heartbeat(&self) -> Self::Info;
+
+    /// Scores for the alive peers this epoch (consensus); peers left out score 0.
+    fn score<'a>(
+        &'a self,
+        epoch: u32,
+        alive: &'a [Heartbeat<Self::Info>],
+    ) -> HookFuture<'a, Vec<(PeerId, u128)>>;
+
+    /// Called once the node is up.
+    fn start(&self, _ctx: SubnetContext) -> HookFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    /// Called when the node shuts down.
+    fn stop(&self) -> HookFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// The chain side of a node, when it takes part in consensus.
+#[derive(Clone)]
+pub struct ChainHooks {
+    /// The chain, signing with the node's hotkey.
+    pub chain: Arc<dyn ConsensusChain>,
+    /// The subnet on chain.
+    pub subnet_id: SubnetId,
+    /// PeerId → node id on chain (for turning scores into submissions).
+    pub node_of: Arc<dyn Fn(PeerId) -> HookFuture<'static, Option<u32>> + Send + Sync>,
+}
+
+/// How to run a node.
+pub struct RuntimeConfig {
+    /// The DHT (identity, addresses, subnet name, stake gate).
+    pub dht: DhtConfig,
+    /// Heartbeat period (expiry is twice this).
+    pub update_period: Duration,
+    /// Authorizers in front of every RPC, in order.
+    pub authorizers: Vec<Arc<dyn Authorizer>>,
+    /// Consensus with the chain; `None` for a node without chain.
+    pub chain: Option<ChainHooks>,
+}
+
+/// Why a node did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The DHT did not start.
+    #[error(transparent)]
+    Dht(#[from] DhtError),
+    /// The RPC server could not be set up.
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+}
+
+/// A running node.
+pub struct Runtime {
+    ctx: SubnetContext,
+    tasks: Vec<JoinHandle<()>>,
+    stop_hook: Box<dyn FnOnce() -> HookFuture<'static, ()> + Send>,
+}
+
+impl Runtime {
+    /// Start the DHT, the RPC server, heartbeats and (with a chain) consensus.
+    pub async fn start<S: Subnet>(
+        config: RuntimeConfig,
+        subnet: Arc<S>,
+    ) -> Result<Self, RuntimeError> {
+        let key = Arc::new(config.dht.key.clone());
+        let name = config.dht.subnet_id.clone();
+        let dht = Dht::start(config.dht).await?;
+        let cancel = CancellationToken::new();
+        let ctx = SubnetContext {
+            dht: dht.clone(),
+            key: key.clone(),
+            subnet: name.clone(),
+            cancel: cancel.clone(),
+        };
+
+        let connections = incoming(&mut dht.streams(), rpc_protocol(&name))?;
+        let routes = subnet.routes(&ctx);
+        let layer = AuthLayer::new(config.authorizers);
+        let stop = cancel.clone();
+        let mut tasks = vec![tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .layer(layer)
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(connections, stop.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!("RPC server stopped: {e}");
+            }
+        })];
+
+        let beating = subnet.clone();
+        tasks.push(spawn_heartbeats(
+            dht.clone(),
+            key.public(),
+            move || beating.heartbeat(),
+            config.update_period,
+            cancel.clone(),
+        ));
+
+        if let Some(hooks) = config.chain {
+            let scorer = subnet.clone();
+            let dht = dht.clone();
+            let node_of = hooks.node_of.clone();
+            let score: ScoreFn = Arc::new(move |epoch| {
+                let (scorer, dht, node_of) = (scorer.clone(), dht.clone(), node_of.clone());
+                Box::pin(async move {
+                    let alive = alive_peers::<S::Info>(&dht).await.unwrap_or_default();
+                    let mut scores = Vec::new();
+                    for (peer, score) in scorer.score(epoch, &alive).await {
+                        if let Some(node_id) = node_of(peer).await {
+                            scores.push(Score { node_id, score });
+                        }
+                    }
+                    scores.sort();
+                    scores.dedup_by_key(|s| s.node_id);
+                    scores
+                })
+            });
+            let consensus = ConsensusLoop::new(hooks.chain, hooks.subnet_id, score);
+            tasks.push(tokio::spawn(
+                consensus.run(Duration::from_secs(1), cancel.clone()),
+            ));
+        }
+
+        subnet.start(ctx.clone()).await;
+        tracing::info!(peer_id = %dht.peer_id(), subnet = %name, "node runtime started");
+        let stopping = subnet.clone();
+        Ok(Self {
+            ctx,
+            tasks,
+            stop_hook: Box::new(move || Box::pin(async move { stopping.stop().await })),
+        })
+    }
+
+    /// What the subnet got.
+    pub fn context(&self) -> &SubnetContext {
+        &self.ctx
+    }
+
+    /// Stop everything: the subnet's hook, heartbeats, consensus, RPC, DHT.
+    pub async fn shutdown(self) {
+        (self.stop_hook)().await;
+        self.ctx.cancel.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.ctx.dht.shutdown().await;
+        tracing::info!("node runtime stopped");
+    }
+}
