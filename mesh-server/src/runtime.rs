@@ -92,6 +92,10 @@ pub struct ChainHooks {
     pub subnet_id: SubnetId,
     /// PeerId → node id on chain (for turning scores into submissions).
     pub node_of: Arc<dyn Fn(PeerId) -> HookFuture<'static, Option<u32>> + Send + Sync>,
+    /// How often the consensus loop looks at the chain (a fraction of a block time).
+    pub poll: Duration,
+    /// Share of an epoch within which a node attests ([`crate::consensus::ATTEST_WINDOW`]).
+    pub attest_window: f64,
 }
 
 /// How to run a node.

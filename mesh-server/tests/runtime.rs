@@ -109,3 +109,103 @@ async fn a_subnet_runs_on_two_nodes() {
         .await
         .expect("b stops cleanly");
 }
+
+/// With a chain: each node scores the alive peers from heartbeats, the
+/// runtime maps PeerIds to node ids on chain, and the elected node's
+/// submission (attested by the other) carries both nodes' scores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "flaky: passes in 14-80 s in about half the runs, times out in the others; under investigation (issue 3 note)"]
+async fn a_staked_subnet_reaches_consensus_from_heartbeats() {
+    use mesh_chain::devnode::{DevNode, DevNodeOptions};
+    use mesh_chain::{Amount, ChainClient, HotkeyChain, RegisterNode, SignerSource};
+    use mesh_core::consensus::ConsensusChain;
+    use mesh_server::ChainHooks;
+
+    let options = DevNodeOptions {
+        block_millis: 300,
+        ..Default::default()
+    };
+    let chain = DevNode::start_with(options)
+        .expect("start mesh-chain-node (run scripts/build-chain.sh first)");
+    let client = ChainClient::connect(chain.url()).await.unwrap();
+    let signer = |uri: &str| SignerSource::Phrase(uri.into()).keypair().unwrap();
+    let alice = signer("//Alice");
+    let subnet_id = client.create_subnet(&alice, "echo", true).await.unwrap();
+
+    let mut configs = Vec::new();
+    let mut first_addr = None;
+    let mut runtimes = Vec::new();
+    for hotkey in ["//Bob", "//Charlie"] {
+        let mut config = config(first_addr.iter().cloned().collect());
+        // Heartbeats live 4 s: both nodes see both in every epoch's scoring.
+        config.update_period = Duration::from_secs(2);
+        let peer_id = config.dht.key.peer_id();
+        let registration = RegisterNode {
+            subnet_id,
+            hotkey: signer(hotkey).public_key().to_account_id(),
+            peer_id,
+            bootnode_peer_id: PeerId::random(),
+            client_peer_id: PeerId::random(),
+            bootnode: None,
+            delegate_reward_rate: 0,
+            stake_to_be_added: Amount::tokens(100),
+            unique: None,
+            non_unique: None,
+            max_burn_amount: Amount::tokens(1),
+        };
+        let id = client.register_node(&alice, &registration).await.unwrap();
+        client.activate_node(&alice, subnet_id, id).await.unwrap();
+        let lookup = client.clone();
+        config.chain = Some(ChainHooks {
+            chain: Arc::new(HotkeyChain::new(client.clone(), signer(hotkey))),
+            subnet_id,
+            node_of: Arc::new(move |peer| {
+                let lookup = lookup.clone();
+                Box::pin(async move {
+                    lookup
+                        .node_id_by_peer(subnet_id, &peer)
+                        .await
+                        .ok()
+                        .flatten()
+                })
+            }),
+            poll: Duration::from_millis(100),
+            // The dev chain's 10-block epochs leave 1.5 blocks at 15 %.
+            attest_window: 0.5,
+        });
+        configs.push(id);
+        let runtime = Runtime::start(config, Arc::new(EchoSubnet)).await.unwrap();
+        if first_addr.is_none() {
+            first_addr = Some(runtime.context().dht.listen_addrs().await.unwrap()[0].clone());
+        }
+        runtimes.push(runtime);
+    }
+
+    let reader = HotkeyChain::new(client.clone(), signer("//Bob"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let submission = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no attested submission in time"
+        );
+        let epoch = client.epoch_info(subnet_id).await.unwrap().epoch;
+        let mut found = None;
+        for e in epoch.saturating_sub(2)..=epoch {
+            if let Some(s) = reader.submission(subnet_id, e).await.unwrap() {
+                if s.attested_by.len() == 2 {
+                    found = Some(s);
+                }
+            }
+        }
+        if let Some(s) = found {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut scored: Vec<u32> = submission.scores.iter().map(|s| s.node_id).collect();
+    scored.sort();
+    assert_eq!(scored, configs, "both nodes scored from their heartbeats");
+    for runtime in runtimes {
+        runtime.shutdown().await;
+    }
+}
