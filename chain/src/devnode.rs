@@ -199,6 +199,32 @@ fn rpc_addr(line: &str) -> Option<String> {
     (!addr.is_empty()).then(|| addr.to_owned())
 }
 
+/// Register `peer_id` as a node of `subnet_id` on a dev chain: `hotkey`'s
+/// node, paid by `coldkey`, with 100 tokens of stake and random bootnode and
+/// client PeerIds. Returns the new node id. For tests and demos.
+pub async fn register_dev_node(
+    client: &crate::ChainClient,
+    coldkey: &crate::Keypair,
+    subnet_id: u32,
+    hotkey: &crate::Keypair,
+    peer_id: mesh_core::PeerId,
+) -> Result<u32, crate::ChainError> {
+    let registration = crate::RegisterNode {
+        subnet_id,
+        hotkey: hotkey.public_key().to_account_id(),
+        peer_id,
+        bootnode_peer_id: mesh_core::PeerId::random(),
+        client_peer_id: mesh_core::PeerId::random(),
+        bootnode: None,
+        delegate_reward_rate: 0,
+        stake_to_be_added: crate::Amount::tokens(100),
+        unique: None,
+        non_unique: None,
+        max_burn_amount: crate::Amount::tokens(1),
+    };
+    client.register_node(coldkey, &registration).await
+}
+
 /// Where the node binary is: `$MESH_CHAIN_NODE`, else
 /// `$CARGO_TARGET_DIR/release/mesh-chain-node`, else
 /// `chain/substrate/target/release/mesh-chain-node` in this repository.

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_chain::devnode::DevNode;
-use mesh_chain::{chain_stake_oracle, Amount, ChainClient, RegisterNode, SignerSource};
+use mesh_chain::devnode::{register_dev_node, DevNode};
+use mesh_chain::{chain_stake_oracle, ChainClient, SignerSource};
 use mesh_core::{KeyType, NodeClass, PeerKey};
-use mesh_dht::{Dht, DhtConfig, PeerId};
+use mesh_dht::{Dht, DhtConfig};
 use mesh_server::echo::proto::echo_client::EchoClient;
 use mesh_server::echo::proto::echo_server::EchoServer;
 use mesh_server::echo::proto::SayRequest;
@@ -43,23 +43,7 @@ async fn stake_and_rate_limit_authorizers_refuse_with_named_statuses() {
     let subnet = client.create_subnet(&alice, "auth", true).await.unwrap();
     let staked_key = PeerKey::generate(KeyType::Ed25519).unwrap();
     let staked_id = staked_key.peer_id();
-    client
-        .register_node(
-            &alice,
-            &RegisterNode {
-                subnet_id: subnet,
-                hotkey: bob.public_key().to_account_id(),
-                peer_id: staked_id,
-                bootnode_peer_id: PeerId::random(),
-                client_peer_id: PeerId::random(),
-                bootnode: None,
-                delegate_reward_rate: 0,
-                stake_to_be_added: Amount::tokens(100),
-                unique: None,
-                non_unique: None,
-                max_burn_amount: Amount::tokens(1),
-            },
-        )
+    register_dev_node(&client, &alice, subnet, &bob, staked_id)
         .await
         .unwrap();
     let watched = chain_stake_oracle(client.clone(), Duration::from_secs(300));

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mesh_chain::devnode::{DevNode, DevNodeOptions};
-use mesh_chain::{Amount, ChainClient, HotkeyChain, RegisterNode, SignerSource};
+use mesh_chain::devnode::{register_dev_node, DevNode, DevNodeOptions};
+use mesh_chain::{ChainClient, HotkeyChain, SignerSource};
 use mesh_core::consensus::Score;
 use mesh_core::{NodeClass, PeerId};
 use mesh_server::consensus::{ConsensusLoop, ScoreFn};
@@ -28,20 +28,9 @@ async fn the_elected_validator_proposes_and_the_other_attests() {
         .unwrap();
     let mut ids = Vec::new();
     for hotkey in ["//Bob", "//Charlie"] {
-        let registration = RegisterNode {
-            subnet_id: subnet,
-            hotkey: key(hotkey).public_key().to_account_id(),
-            peer_id: PeerId::random(),
-            bootnode_peer_id: PeerId::random(),
-            client_peer_id: PeerId::random(),
-            bootnode: None,
-            delegate_reward_rate: 0,
-            stake_to_be_added: Amount::tokens(100),
-            unique: None,
-            non_unique: None,
-            max_burn_amount: Amount::tokens(1),
-        };
-        let id = client.register_node(&alice, &registration).await.unwrap();
+        let id = register_dev_node(&client, &alice, subnet, &key(hotkey), PeerId::random())
+            .await
+            .unwrap();
         client.activate_node(&alice, subnet, id).await.unwrap();
         ids.push(id);
     }

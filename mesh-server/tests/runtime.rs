@@ -116,8 +116,8 @@ async fn a_subnet_runs_on_two_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "flaky: passes in 14-80 s in about half the runs, times out in the others; under investigation (issue 3 note)"]
 async fn a_staked_subnet_reaches_consensus_from_heartbeats() {
-    use mesh_chain::devnode::{DevNode, DevNodeOptions};
-    use mesh_chain::{Amount, ChainClient, HotkeyChain, RegisterNode, SignerSource};
+    use mesh_chain::devnode::{register_dev_node, DevNode, DevNodeOptions};
+    use mesh_chain::{ChainClient, HotkeyChain, SignerSource};
     use mesh_core::consensus::ConsensusChain;
     use mesh_server::ChainHooks;
 
@@ -140,20 +140,9 @@ async fn a_staked_subnet_reaches_consensus_from_heartbeats() {
         // Heartbeats live 4 s: both nodes see both in every epoch's scoring.
         config.update_period = Duration::from_secs(2);
         let peer_id = config.dht.key.peer_id();
-        let registration = RegisterNode {
-            subnet_id,
-            hotkey: signer(hotkey).public_key().to_account_id(),
-            peer_id,
-            bootnode_peer_id: PeerId::random(),
-            client_peer_id: PeerId::random(),
-            bootnode: None,
-            delegate_reward_rate: 0,
-            stake_to_be_added: Amount::tokens(100),
-            unique: None,
-            non_unique: None,
-            max_burn_amount: Amount::tokens(1),
-        };
-        let id = client.register_node(&alice, &registration).await.unwrap();
+        let id = register_dev_node(&client, &alice, subnet_id, &signer(hotkey), peer_id)
+            .await
+            .unwrap();
         client.activate_node(&alice, subnet_id, id).await.unwrap();
         let lookup = client.clone();
         config.chain = Some(ChainHooks {

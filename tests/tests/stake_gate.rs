@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{addr_of, in_secs, Net};
-use mesh_chain::devnode::DevNode;
-use mesh_chain::{chain_stake_oracle, Amount, ChainClient, RegisterNode, SignerSource};
+use mesh_chain::devnode::{register_dev_node, DevNode};
+use mesh_chain::{chain_stake_oracle, ChainClient, SignerSource};
 use mesh_core::{KeyType, NodeClass, PeerId, PeerKey};
 use mesh_dht::{Dht, DhtConfig, Multiaddr, RefusalKind, StakeGate};
 
@@ -50,20 +50,11 @@ async fn only_staked_peers_enter_routing_tables_and_store() {
     let mut node_ids = Vec::new();
     for (peer_id, hotkey) in [(a_id, "//Bob"), (b_id, "//Charlie")] {
         let hotkey = SignerSource::Phrase(hotkey.into()).keypair().unwrap();
-        let registration = RegisterNode {
-            subnet_id: subnet,
-            hotkey: hotkey.public_key().to_account_id(),
-            peer_id,
-            bootnode_peer_id: PeerId::random(),
-            client_peer_id: PeerId::random(),
-            bootnode: None,
-            delegate_reward_rate: 0,
-            stake_to_be_added: Amount::tokens(100),
-            unique: None,
-            non_unique: None,
-            max_burn_amount: Amount::tokens(1),
-        };
-        node_ids.push(client.register_node(&alice, &registration).await.unwrap());
+        node_ids.push(
+            register_dev_node(&client, &alice, subnet, &hotkey, peer_id)
+                .await
+                .unwrap(),
+        );
     }
 
     let watched = chain_stake_oracle(client.clone(), Duration::from_secs(300));
