@@ -326,6 +326,19 @@ impl ChainClient {
         Ok(Amount(info.data.free))
     }
 
+    /// Move `amount` from `from` to `to`, keeping `from` alive.
+    pub async fn transfer(
+        &self,
+        from: &Keypair,
+        to: &AccountId32,
+        amount: Amount,
+    ) -> Result<(), ChainError> {
+        let call = api::tx()
+            .balances()
+            .transfer_keep_alive(subxt::utils::MultiAddress::Id(*to), amount.0);
+        self.submit(&call, from).await.map(drop)
+    }
+
     /// Latest finalized block number.
     pub async fn finalized_block(&self) -> Result<u64, ChainError> {
         Ok(self

@@ -5,16 +5,33 @@
 //! ```text
 //! mesh-bench dht --peers 32 --keys 300 --value-bytes 128 --json
 //! mesh-bench dht --peers 1000 --keys 1000 --transport memory --json
+//! mesh-bench rpc --peers 4 --concurrency 8 --calls 2000 --json
+//! mesh-bench rpc --peers 4 --concurrency 8 --calls 2000 --no-auth --json
 //! ```
 
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use futures::stream::{self, StreamExt};
-use mesh_core::{Expiration, KeyType, PeerKey, StoredValue};
+use mesh_core::stake::StakeFuture;
+use mesh_core::{
+    CachedStakeOracle, Expiration, KeyType, NodeClass, PeerId, PeerKey, StakeOracle, StoredValue,
+    SubnetId,
+};
 use mesh_dht::{Dht, DhtConfig, Multiaddr};
+use mesh_server::echo::proto::echo_client::EchoClient;
+use mesh_server::echo::proto::echo_server::EchoServer;
+use mesh_server::echo::proto::SayRequest;
+use mesh_server::echo::EchoService;
+use mesh_server::{
+    connect, incoming, rpc_protocol, signed, AuthLayer, Authorizer, RateLimitAuthorizer,
+    RateLimits, SignResponsesLayer, SignatureAuthorizer, SignedChannel, StakeAuthorizer,
+};
 use rand::Rng;
+use tonic::transport::Channel;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -32,6 +49,35 @@ enum Command {
     /// N DHT nodes in this process: store K keys through random peers, read
     /// each back through another random peer.
     Dht(DhtArgs),
+    /// N RPC servers (DHT node + echo service) in this process; client
+    /// nodes make K unary calls to them round-robin, C at a time, through
+    /// every authorizer and signed channels, or through none (`--no-auth`).
+    Rpc(RpcArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RpcArgs {
+    /// Number of server nodes, each its own swarm and identity.
+    #[arg(long, default_value_t = 4)]
+    peers: usize,
+    /// Number of client nodes making the calls.
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    /// Calls in flight at once (all clients together).
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Calls made in all (after one warm-up call per client and server).
+    #[arg(long, default_value_t = 2_000)]
+    calls: usize,
+    /// Bytes of text each call echoes.
+    #[arg(long = "text-bytes", default_value_t = 64)]
+    text_bytes: usize,
+    /// No authorizers, no signed requests or responses: plain channels.
+    #[arg(long = "no-auth")]
+    no_auth: bool,
+    /// Print one JSON line instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -270,6 +316,206 @@ async fn bench_dht(args: DhtArgs) -> Result<()> {
     Ok(())
 }
 
+const RPC_SUBNET: &str = "bench-rpc";
+const RPC_SUBNET_ID: SubnetId = 1;
+
+/// Says "staked" for the bench's own peers, like a chain would for
+/// registered nodes; asked through a [`CachedStakeOracle`].
+struct BenchOracle {
+    staked: HashSet<PeerId>,
+}
+
+impl StakeOracle for BenchOracle {
+    fn is_staked<'a>(
+        &'a self,
+        _subnet_id: SubnetId,
+        peer_id: &'a PeerId,
+        _min_class: NodeClass,
+    ) -> StakeFuture<'a> {
+        Box::pin(async move { Ok(self.staked.contains(peer_id)) })
+    }
+}
+
+async fn rpc_node(key: PeerKey, initial: Vec<Multiaddr>, client_mode: bool) -> Result<Dht> {
+    let mut c = DhtConfig::new(key);
+    c.subnet_id = RPC_SUBNET.into();
+    c.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    c.initial_peers = initial;
+    c.client_mode = client_mode;
+    c.rate_limit = None;
+    c.refresh_period = Duration::from_secs(300);
+    Ok(Dht::start(c).await?)
+}
+
+// A handful of these live in one Vec, cloned per call: boxing would only
+// add an allocation to every call.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
+enum Echo {
+    Plain(EchoClient<Channel>),
+    Signed(EchoClient<SignedChannel>),
+}
+
+impl Echo {
+    async fn say(&mut self, text: String) -> Result<(), tonic::Status> {
+        let request = SayRequest { text, delay_ms: 0 };
+        match self {
+            Echo::Plain(c) => c.say(request).await.map(|_| ()),
+            Echo::Signed(c) => c.say(request).await.map(|_| ()),
+        }
+    }
+}
+
+async fn bench_rpc(args: RpcArgs) -> Result<()> {
+    if args.peers == 0 || args.clients == 0 || args.concurrency == 0 || args.calls == 0 {
+        bail!("--peers, --clients, --concurrency and --calls must be positive");
+    }
+    let auth = !args.no_auth;
+    let server_keys: Vec<PeerKey> = (0..args.peers)
+        .map(|_| PeerKey::generate(KeyType::Ed25519))
+        .collect::<Result<_, _>>()?;
+    let client_keys: Vec<Arc<PeerKey>> = (0..args.clients)
+        .map(|_| PeerKey::generate(KeyType::Ed25519).map(Arc::new))
+        .collect::<Result<_, _>>()?;
+    let staked: HashSet<PeerId> = server_keys
+        .iter()
+        .map(PeerKey::peer_id)
+        .chain(client_keys.iter().map(|k| k.peer_id()))
+        .collect();
+    let oracle: Arc<dyn StakeOracle> = Arc::new(CachedStakeOracle::new(
+        BenchOracle { staked },
+        mesh_core::stake::DEFAULT_STAKE_TTL,
+    ));
+
+    let mut servers = Vec::new();
+    let mut addrs = Vec::new();
+    for key in server_keys {
+        let signing = Arc::new(key.clone());
+        let id = key.peer_id();
+        let dht = rpc_node(key, addrs.clone(), false).await?;
+        let connections = incoming(&mut dht.streams(), rpc_protocol(RPC_SUBNET))?;
+        let echo = EchoServer::new(EchoService::default());
+        if auth {
+            let unlimited = RateLimits {
+                per_second: 1e9,
+                burst: 1e9,
+                per_minute: u32::MAX,
+                per_hour: u32::MAX,
+                ..RateLimits::default()
+            };
+            let layer = AuthLayer::new(vec![
+                Arc::new(SignatureAuthorizer::new(id)) as Arc<dyn Authorizer>,
+                Arc::new(StakeAuthorizer::new(
+                    oracle.clone(),
+                    RPC_SUBNET_ID,
+                    NodeClass::Registered,
+                )),
+                Arc::new(RateLimitAuthorizer::new(unlimited)),
+            ]);
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .layer(SignResponsesLayer::new(signing))
+                    .layer(layer)
+                    .add_service(echo)
+                    .serve_with_incoming(connections),
+            );
+        } else {
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(echo)
+                    .serve_with_incoming(connections),
+            );
+        }
+        addrs.push(
+            dht.listen_addrs()
+                .await?
+                .into_iter()
+                .next()
+                .context("node has no address")?,
+        );
+        servers.push((dht, id));
+    }
+    let mut clients = Vec::new();
+    for key in &client_keys {
+        clients.push(rpc_node((**key).clone(), addrs.clone(), true).await?);
+    }
+
+    // One channel per client and server, servers varying fastest: call i
+    // goes to server i mod N.
+    let mut echoes = Vec::new();
+    for (client, key) in clients.iter().zip(&client_keys) {
+        for (_, id) in &servers {
+            let channel = connect(
+                client.streams(),
+                *id,
+                rpc_protocol(RPC_SUBNET),
+                Duration::from_secs(10),
+            );
+            echoes.push(if auth {
+                Echo::Signed(EchoClient::new(signed(channel, key.clone(), *id)))
+            } else {
+                Echo::Plain(EchoClient::new(channel))
+            });
+        }
+    }
+    let text = "x".repeat(args.text_bytes);
+    // Warm-up: connections, streams, the stake cache.
+    for echo in &mut echoes {
+        echo.say(text.clone())
+            .await
+            .context("warm-up call failed")?;
+    }
+
+    let t0 = Instant::now();
+    let results: Vec<(f64, bool)> = stream::iter(0..args.calls)
+        .map(|i| {
+            let mut echo = echoes[i % echoes.len()].clone();
+            let text = text.clone();
+            async move {
+                let t = Instant::now();
+                let ok = echo.say(text).await.is_ok();
+                (t.elapsed().as_secs_f64() * 1e3, ok)
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .collect()
+        .await;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let mut ms: Vec<f64> = results.iter().map(|r| r.0).collect();
+    ms.sort_by(f64::total_cmp);
+    let errors = results.iter().filter(|r| !r.1).count();
+    let rss_mb = rss_kb("VmRSS:") as f64 / 1024.0;
+    let round = |x: f64, d: i32| (x * 10f64.powi(d)).round() / 10f64.powi(d);
+    let out = serde_json::json!({
+        "system": "mesh",
+        "bench": "rpc",
+        "peers": args.peers,
+        "clients": args.clients,
+        "concurrency": args.concurrency,
+        "calls": args.calls,
+        "auth": auth,
+        "calls_per_s": round(args.calls as f64 / elapsed, 1),
+        "p50_ms": round(percentile(&ms, 0.50), 3),
+        "p99_ms": round(percentile(&ms, 0.99), 3),
+        "errors": errors,
+        "rss_mb": round(rss_mb, 1),
+    });
+    for d in clients
+        .into_iter()
+        .chain(servers.into_iter().map(|(d, _)| d))
+    {
+        d.shutdown().await;
+    }
+    if args.json {
+        println!("{out}");
+    } else {
+        for (k, v) in out.as_object().expect("object") {
+            println!("{k:>14}  {v}");
+        }
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     if std::env::var_os("RUST_LOG").is_some() {
@@ -284,5 +530,6 @@ fn main() -> Result<()> {
         .build()?;
     match cli.command {
         Command::Dht(args) => rt.block_on(bench_dht(args)),
+        Command::Rpc(args) => rt.block_on(bench_rpc(args)),
     }
 }

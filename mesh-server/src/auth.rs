@@ -1,7 +1,9 @@
 //! Authorizers: checks that run before a handler sees a request.
 //!
-//! An [`Authorizer`] looks at the call (caller PeerId, method path) and
-//! either lets it through or refuses it with a gRPC status. [`AuthLayer`]
+//! An [`Authorizer`] looks at the call (caller PeerId, method path, request
+//! headers and, when it asks for it with [`Authorizer::needs_body`], the
+//! buffered request body) and either lets it through or refuses it with a
+//! gRPC status. [`AuthLayer`]
 //! runs a list of them, in order, as a tower layer on a tonic server
 //! (`Server::builder().layer(AuthLayer::new(...))`) or around one service.
 //! A refused call gets a status whose message names the authorizer and the
@@ -9,7 +11,9 @@
 //!
 //! Provided: [`StakeAuthorizer`] (the caller must be staked, via a
 //! [`StakeOracle`]) and [`RateLimitAuthorizer`] (per-peer burst and sustained
-//! limits with escalating blocks, the Python mesh's numbers by default).
+//! limits with escalating blocks, the Python mesh's numbers by default);
+//! [`crate::signature::SignatureAuthorizer`] (signed envelopes: replay,
+//! freshness, target, tampering).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,8 +23,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use libp2p::PeerId;
 use mesh_core::{NodeClass, StakeOracle, SubnetId};
+use tonic::body::Body;
 use tonic::{Code, Status};
 
 use crate::rpc::Caller;
@@ -32,6 +39,23 @@ pub struct CallInfo {
     pub caller: Option<PeerId>,
     /// `/<package>.<Service>/<Method>`.
     pub path: String,
+    /// The request's headers (gRPC metadata).
+    pub headers: http::HeaderMap,
+    /// The whole request body as sent (gRPC-framed), once an authorizer
+    /// that [needs it](Authorizer::needs_body) is reached; `None` before.
+    pub body: Option<Bytes>,
+}
+
+impl CallInfo {
+    /// A call of `path` by `caller`, without headers or body.
+    pub fn new(caller: Option<PeerId>, path: impl Into<String>) -> Self {
+        Self {
+            caller,
+            path: path.into(),
+            headers: http::HeaderMap::new(),
+            body: None,
+        }
+    }
 }
 
 /// Why an authorizer refused a call.
@@ -60,6 +84,11 @@ pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Refusal>> + Sen
 pub trait Authorizer: Send + Sync + 'static {
     /// Short name used in statuses and metrics (`"stake"`, `"rate_limit"`).
     fn name(&self) -> &'static str;
+    /// Whether this authorizer reads [`CallInfo::body`]: the layer then
+    /// buffers the request body (up to its limit) before asking it.
+    fn needs_body(&self) -> bool {
+        false
+    }
     /// Let the call through, or refuse it.
     fn authorize<'a>(&'a self, call: &'a CallInfo) -> AuthFuture<'a>;
 }
@@ -86,13 +115,31 @@ impl AuthMetrics {
     pub fn allowed(&self) -> u64 {
         self.allowed.load(Ordering::Relaxed)
     }
+
+    fn refuse(&self, name: &'static str) {
+        *self
+            .refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name)
+            .or_default() += 1;
+    }
 }
 
+/// Largest request body buffered for an authorizer that reads it: 4 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
 /// Runs authorizers, in order, before the wrapped service.
+///
+/// The request body is buffered (at most [`AuthLayer::with_max_body_bytes`],
+/// 4 MiB by default) only when the first authorizer that
+/// [needs it](Authorizer::needs_body) is reached; a larger body is refused
+/// with `Code::ResourceExhausted`, named after that authorizer.
 #[derive(Clone)]
 pub struct AuthLayer {
     authorizers: Arc<Vec<Arc<dyn Authorizer>>>,
     metrics: Arc<AuthMetrics>,
+    max_body_bytes: usize,
 }
 
 impl AuthLayer {
@@ -101,7 +148,14 @@ impl AuthLayer {
         Self {
             authorizers: Arc::new(authorizers),
             metrics: Arc::default(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
+    }
+
+    /// Buffer request bodies of at most this many bytes (default 4 MiB).
+    pub fn with_max_body_bytes(mut self, max_body_bytes: usize) -> Self {
+        self.max_body_bytes = max_body_bytes;
+        self
     }
 
     /// Allowed and refused counts.
@@ -128,11 +182,24 @@ pub struct AuthService<S> {
     layer: AuthLayer,
 }
 
-impl<S, B, RB> tower::Service<http::Request<B>> for AuthService<S>
+async fn buffer(body: Body, max: usize) -> Result<Bytes, Refusal> {
+    match Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(Refusal::new(
+            Code::ResourceExhausted,
+            format!("the request body is over {max} bytes"),
+        )),
+        Err(e) => Err(Refusal::new(
+            Code::InvalidArgument,
+            format!("cannot read the request body: {e}"),
+        )),
+    }
+}
+
+impl<S, RB> tower::Service<http::Request<Body>> for AuthService<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<RB>> + Clone + Send + 'static,
+    S: tower::Service<http::Request<Body>, Response = http::Response<RB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    B: Send + 'static,
     RB: Default + Send + 'static,
 {
     type Response = http::Response<RB>;
@@ -143,34 +210,46 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         // The ready inner service goes with this call; a clone waits for the next.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
         Box::pin(async move {
-            let call = CallInfo {
-                caller: request.extensions().get::<Caller>().map(|c| c.peer_id),
-                path: request.uri().path().to_owned(),
+            let (mut parts, mut body) = request.into_parts();
+            // The headers are lent to the authorizers, and given back.
+            let mut call = CallInfo {
+                caller: parts.extensions.get::<Caller>().map(|c| c.peer_id),
+                path: parts.uri.path().to_owned(),
+                headers: std::mem::take(&mut parts.headers),
+                body: None,
             };
             for authorizer in layer.authorizers.iter() {
-                if let Err(refusal) = authorizer.authorize(&call).await {
+                let mut verdict = Ok(());
+                if authorizer.needs_body() && call.body.is_none() {
+                    match buffer(std::mem::take(&mut body), layer.max_body_bytes).await {
+                        Ok(bytes) => {
+                            body = Body::new(Full::new(bytes.clone()));
+                            call.body = Some(bytes);
+                        }
+                        Err(refusal) => verdict = Err(refusal),
+                    }
+                }
+                if verdict.is_ok() {
+                    verdict = authorizer.authorize(&call).await;
+                }
+                if let Err(refusal) = verdict {
                     let name = authorizer.name();
                     tracing::info!(caller = ?call.caller, path = %call.path, authorizer = name,
                         reason = %refusal.reason, "call refused");
-                    *layer
-                        .metrics
-                        .refused
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .entry(name)
-                        .or_default() += 1;
+                    layer.metrics.refuse(name);
                     let status = Status::new(refusal.code, format!("{name}: {}", refusal.reason));
                     return Ok(status.into_http());
                 }
             }
             layer.metrics.allowed.fetch_add(1, Ordering::Relaxed);
-            inner.call(request).await
+            parts.headers = call.headers;
+            inner.call(http::Request::from_parts(parts, body)).await
         })
     }
 }

@@ -18,12 +18,18 @@ use proto::{CountReply, CountRequest, SayReply, SayRequest};
 #[derive(Debug, Default, Clone)]
 pub struct EchoService {
     cancelled: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    served: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl EchoService {
     /// Count streams whose caller went away before the end (clones share it).
     pub fn cancelled_streams(&self) -> usize {
         self.cancelled.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Calls answered so far (clones share it).
+    pub fn served(&self) -> u64 {
+        self.served.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -40,6 +46,8 @@ impl proto::echo_server::Echo for EchoService {
         // When the caller's deadline passes or it goes away, tonic drops this
         // future: the sleep ends with it.
         tokio::time::sleep(Duration::from_millis(u64::from(delay_ms))).await;
+        self.served
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Response::new(SayReply { text, caller }))
     }
 
@@ -53,6 +61,8 @@ impl proto::echo_server::Echo for EchoService {
         if up_to > 10_000 {
             return Err(Status::invalid_argument("up_to is at most 10,000"));
         }
+        self.served
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let cancelled = self.cancelled.clone();
         tokio::spawn(async move {

@@ -8,7 +8,12 @@
 //! deadlines and cancellation are tonic's own. Handlers learn who called
 //! with [`rpc::caller`].
 //!
-//! [`auth`] adds authorizers (stake, rate limit) as a tower layer.
+//! [`auth`] adds authorizers (stake, rate limit, signature) as a tower layer.
+//!
+//! [`signature`] signs requests and responses end to end (caller key,
+//! timestamp, nonce, target): the `"signature"` authorizer refuses tampered,
+//! replayed, stale or misdirected requests, and [`signed`] channels verify
+//! that answers are the called peer's.
 //!
 //! [`heartbeat`] publishes and reads signed heartbeats with typed server info.
 //!
@@ -18,8 +23,8 @@
 //! [`runtime`] wires them for a [`Subnet`]: DHT, RPC server behind the
 //! authorizers, heartbeats and (with a chain) consensus.
 //!
-//! Still to come (issue 3): the signature authorizer, the `Subnet` trait,
-//! the consensus loop and the `mesh-server` binary.
+//! Still to come (issue 3): the `Subnet` trait, the consensus loop and the
+//! `mesh-server` binary.
 
 pub mod auth;
 pub mod consensus;
@@ -27,8 +32,10 @@ pub mod echo;
 pub mod heartbeat;
 pub mod rpc;
 pub mod runtime;
+pub mod signature;
 
 pub use auth::{AuthLayer, Authorizer, RateLimitAuthorizer, RateLimits, StakeAuthorizer};
 pub use heartbeat::{alive_peers, spawn_heartbeats, Heartbeat, HeartbeatError};
 pub use rpc::{caller, connect, incoming, rpc_protocol, Caller, PeerIo, RpcError};
 pub use runtime::{ChainHooks, Runtime, RuntimeConfig, RuntimeError, Subnet, SubnetContext};
+pub use signature::{signed, SignResponsesLayer, SignatureAuthorizer, SignedChannel};

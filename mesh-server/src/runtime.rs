@@ -13,18 +13,18 @@ use std::time::Duration;
 
 use libp2p::PeerId;
 use mesh_core::consensus::{ConsensusChain, Score};
-use mesh_core::{PeerKey, SubnetId};
+use mesh_core::{CompositeValidator, PeerKey, SubnetId};
 use mesh_dht::{Dht, DhtConfig, DhtError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 use crate::auth::{AuthLayer, Authorizer};
 use crate::consensus::{ConsensusLoop, ScoreFn};
 use crate::heartbeat::{alive_peers, spawn_heartbeats, Heartbeat};
 use crate::rpc::{connect, incoming, rpc_protocol, RpcError};
+use crate::signature::{signed, SignResponsesLayer, SignedChannel};
 
 /// What the runtime gives a subnet.
 #[derive(Clone)]
@@ -37,17 +37,24 @@ pub struct SubnetContext {
     pub subnet: String,
     /// Cancelled when the node shuts down.
     pub cancel: CancellationToken,
+    /// The chain as the node sees it (epoch clock, its own node, elected
+    /// validators, submissions), signing with the hotkey; `None` without a
+    /// chain. A subnet that needs more holds its own `mesh_chain::ChainClient`.
+    pub chain: Option<Arc<dyn ConsensusChain>>,
 }
 
 impl SubnetContext {
-    /// A channel to the subnet's services on `peer` (see [`connect`]).
-    pub fn client(&self, peer: PeerId) -> Channel {
-        connect(
+    /// A channel to the subnet's services on `peer` (see [`connect`]) that
+    /// signs requests with the node's key and checks the answers are
+    /// `peer`'s (see [`signed`]).
+    pub fn client(&self, peer: PeerId) -> SignedChannel {
+        let channel = connect(
             self.dht.streams(),
             peer,
             rpc_protocol(&self.subnet),
             Duration::from_secs(10),
-        )
+        );
+        signed(channel, self.key.clone(), peer)
     }
 }
 
@@ -61,6 +68,12 @@ pub trait Subnet: Send + Sync + 'static {
 
     /// The subnet's tonic services.
     fn routes(&self, ctx: &SubnetContext) -> tonic::service::Routes;
+
+    /// Extra record rules for the subnet's DHT keys (schemas, predicates),
+    /// added to every record check of this node. None by default.
+    fn validator(&self) -> CompositeValidator {
+        CompositeValidator::new()
+    }
 
     /// This node's heartbeat payload, asked every update period.
     fn heartbeat(&self) -> Self::Info;
@@ -104,7 +117,9 @@ pub struct RuntimeConfig {
     pub dht: DhtConfig,
     /// Heartbeat period (expiry is twice this).
     pub update_period: Duration,
-    /// Authorizers in front of every RPC, in order.
+    /// Authorizers in front of every RPC, in order. Responses are always
+    /// signed and [`SubnetContext::client`] always signs requests; add a
+    /// [`crate::SignatureAuthorizer`] here to require signed requests.
     pub authorizers: Vec<Arc<dyn Authorizer>>,
     /// Consensus with the chain; `None` for a node without chain.
     pub chain: Option<ChainHooks>,
@@ -136,21 +151,26 @@ impl Runtime {
     ) -> Result<Self, RuntimeError> {
         let key = Arc::new(config.dht.key.clone());
         let name = config.dht.subnet_id.clone();
-        let dht = Dht::start(config.dht).await?;
+        let mut dht_config = config.dht;
+        dht_config.validator.add(subnet.validator());
+        let dht = Dht::start(dht_config).await?;
         let cancel = CancellationToken::new();
         let ctx = SubnetContext {
             dht: dht.clone(),
             key: key.clone(),
             subnet: name.clone(),
             cancel: cancel.clone(),
+            chain: config.chain.as_ref().map(|hooks| hooks.chain.clone()),
         };
 
         let connections = incoming(&mut dht.streams(), rpc_protocol(&name))?;
         let routes = subnet.routes(&ctx);
         let layer = AuthLayer::new(config.authorizers);
+        let signing_key = key.clone();
         let stop = cancel.clone();
         let mut tasks = vec![tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
+                .layer(SignResponsesLayer::new(signing_key))
                 .layer(layer)
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(connections, stop.cancelled_owned())
@@ -188,10 +208,9 @@ impl Runtime {
                     scores
                 })
             });
-            let consensus = ConsensusLoop::new(hooks.chain, hooks.subnet_id, score);
-            tasks.push(tokio::spawn(
-                consensus.run(Duration::from_secs(1), cancel.clone()),
-            ));
+            let consensus = ConsensusLoop::new(hooks.chain, hooks.subnet_id, score)
+                .with_attest_window(hooks.attest_window);
+            tasks.push(tokio::spawn(consensus.run(hooks.poll, cancel.clone())));
         }
 
         subnet.start(ctx.clone()).await;

@@ -114,7 +114,6 @@ async fn a_subnet_runs_on_two_nodes() {
 /// runtime maps PeerIds to node ids on chain, and the elected node's
 /// submission (attested by the other) carries both nodes' scores.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "flaky: passes in 14-80 s in about half the runs, times out in the others; under investigation (issue 3 note)"]
 async fn a_staked_subnet_reaches_consensus_from_heartbeats() {
     use mesh_chain::devnode::{register_dev_node, DevNode, DevNodeOptions};
     use mesh_chain::{ChainClient, HotkeyChain, SignerSource};

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# A whole local subnet with one command: builds the dev chain node (once,
+# ~30 minutes cold on 2 cores) and the mesh binaries, then runs
+# `mesh devnet`: the chain, a subnet, 4 registered nodes running the
+# reference echo subnet and a bootnode on 127.0.0.1, until Ctrl-C.
+# Arguments go to `mesh devnet` (see `mesh devnet --help`), e.g. --nodes 6.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mesh-target}"
+export MESH_CHAIN_NODE="${MESH_CHAIN_NODE:-$(scripts/build-chain.sh)}"
+exec cargo run --release --locked -p mesh-cli --bin mesh -- devnet "$@"

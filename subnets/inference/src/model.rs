@@ -1,0 +1,484 @@
+//! The Llama forward pass (SmolLM2) in burn tensor ops, with a KV cache and
+//! several sequences per call.
+//!
+//! Q and K rows come from llama.cpp's converter, which permutes them so that
+//! RoPE rotates *adjacent* pairs `(x[2i], x[2i+1])` by `pos·base^(-2i/d)`;
+//! the forward pass does exactly that (equivalent to HF's `rotate_half` on
+//! the unpermuted weights). Projections go through [`Linear`]: on the CPU
+//! backend the weights stay quantized and run through [`crate::kernels`];
+//! on other backends they are dequantized to f32 burn tensors.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
+use crate::gguf::{GgmlType, GgufError, GgufFile};
+use crate::kernels::QMatrix;
+use crate::Error;
+
+/// Hyper-parameters read from `llama.*` metadata.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LlamaConfig {
+    /// Transformer blocks.
+    pub n_layer: usize,
+    /// Hidden width.
+    pub d_model: usize,
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads (grouped-query attention).
+    pub n_kv_head: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// MLP width.
+    pub d_ff: usize,
+    /// Vocabulary size.
+    pub vocab: usize,
+    /// RoPE frequency base.
+    pub rope_base: f32,
+    /// RMSNorm epsilon.
+    pub eps: f32,
+    /// Trained context length.
+    pub context_len: usize,
+}
+
+impl LlamaConfig {
+    /// Reads the configuration of a `general.architecture = llama` file.
+    pub fn from_gguf(f: &GgufFile) -> Result<Self, Error> {
+        let arch = f.get("general.architecture").and_then(|v| v.as_str()).unwrap_or("");
+        if arch != "llama" {
+            return Err(Error::UnsupportedModel(format!("architecture {arch:?}")));
+        }
+        let u = |k: &str| f.get_u64(&format!("llama.{k}")).map(|v| v as usize);
+        let d_model = u("embedding_length")?;
+        let n_head = u("attention.head_count")?;
+        let vocab = match u("vocab_size") {
+            Ok(v) => v,
+            Err(_) => f
+                .tensor("token_embd.weight")
+                .map(|t| t.dims[1] as usize)
+                .ok_or_else(|| GgufError::Missing("tensor token_embd.weight".into()))?,
+        };
+        Ok(Self {
+            n_layer: u("block_count")?,
+            d_model,
+            n_head,
+            n_kv_head: u("attention.head_count_kv").unwrap_or(n_head),
+            head_dim: d_model / n_head,
+            d_ff: u("feed_forward_length")?,
+            vocab,
+            rope_base: f.get_f64("llama.rope.freq_base").unwrap_or(10000.0) as f32,
+            eps: f.get_f64("llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f32,
+            context_len: u("context_length").unwrap_or(2048),
+        })
+    }
+}
+
+/// A projection `y = x · Wᵀ`.
+#[derive(Debug, Clone)]
+pub enum Linear<B: Backend> {
+    /// Quantized weights run by the CPU kernels.
+    Native(Arc<QMatrix>),
+    /// f32 weights as a burn tensor, stored transposed (`[in, out]`).
+    Dense(Tensor<B, 2>),
+}
+
+impl<B: Backend> Linear<B> {
+    fn new(m: QMatrix, native: bool, device: &B::Device) -> Self {
+        if native {
+            Linear::Native(Arc::new(m))
+        } else {
+            let w = Tensor::<B, 2>::from_data(TensorData::new(m.dequantize(), [m.rows, m.cols]), device);
+            Linear::Dense(w.transpose())
+        }
+    }
+
+    fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        match self {
+            Linear::Dense(w) => x.matmul(w.clone()),
+            Linear::Native(m) => {
+                let device = x.device();
+                let [n, _] = x.dims();
+                let data = x.into_data();
+                let xs = data.as_slice::<f32>().expect("f32 activations");
+                let mut out = vec![0f32; n * m.rows];
+                m.matmul_t(xs, &mut out);
+                Tensor::from_data(TensorData::new(out, [n, m.rows]), &device)
+            }
+        }
+    }
+}
+
+struct Layer<B: Backend> {
+    attn_norm: Tensor<B, 1>,
+    wqkv: Linear<B>,
+    wo: Linear<B>,
+    ffn_norm: Tensor<B, 1>,
+    w_gate_up: Linear<B>,
+    w_down: Linear<B>,
+}
+
+/// Per-sequence key/value cache: for each layer `[kv_heads, len, head_dim]`
+/// burn tensors, or (CPU kernels) host vectors laid out `[len, kv_heads, head_dim]`.
+pub struct KvCache<B: Backend> {
+    layers: Vec<Option<(Tensor<B, 3>, Tensor<B, 3>)>>,
+    host: Vec<(Vec<f32>, Vec<f32>)>,
+    len: usize,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// Positions already cached.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// True before the first token.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// What loading took.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoadReport {
+    /// Bytes of the model file.
+    pub file_bytes: u64,
+    /// Bytes of weights held after loading.
+    pub weight_bytes: u64,
+    /// Seconds from opening the file to a usable model.
+    pub seconds: f64,
+}
+
+/// SmolLM2 / Llama model on backend `B`.
+pub struct Llama<B: Backend> {
+    /// Hyper-parameters.
+    pub config: LlamaConfig,
+    embed: QMatrix,
+    layers: Vec<Layer<B>>,
+    out_norm: Tensor<B, 1>,
+    output: Linear<B>,
+    inv_freq: Vec<f32>,
+    native: bool,
+    device: B::Device,
+}
+
+fn qmatrix(f: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<QMatrix, Error> {
+    let t = f.tensor(name).ok_or_else(|| GgufError::Missing(format!("tensor {name}")))?;
+    let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+    if dims != [cols, rows] {
+        return Err(Error::UnsupportedModel(format!("{name}: dims {dims:?}, want [{cols}, {rows}]")));
+    }
+    let raw = f.raw(t)?.to_vec();
+    QMatrix::new(rows, cols, t.ty, raw).ok_or_else(|| {
+        GgufError::UnsupportedTensorType { name: name.into(), ty: t.ty.id() }.into()
+    })
+}
+
+fn vector<B: Backend>(f: &GgufFile, name: &str, len: usize, dev: &B::Device) -> Result<Tensor<B, 1>, Error> {
+    let v = f.dequantize(name)?;
+    if v.len() != len {
+        return Err(Error::UnsupportedModel(format!("{name}: {} values, want {len}", v.len())));
+    }
+    Ok(Tensor::from_data(TensorData::new(v, [len]), dev))
+}
+
+impl<B: Backend> Llama<B> {
+    /// Builds the model from a parsed file. `native` keeps the weights
+    /// quantized for the CPU kernels (use it with CPU backends only).
+    pub fn from_gguf(f: &GgufFile, native: bool, device: &B::Device) -> Result<(Self, LoadReport), Error> {
+        let start = Instant::now();
+        let c = LlamaConfig::from_gguf(f)?;
+        let (d, kvd, ff) = (c.d_model, c.n_kv_head * c.head_dim, c.d_ff);
+        let embed = qmatrix(f, "token_embd.weight", c.vocab, d)?;
+        let mut weight_bytes = embed.byte_len() as u64;
+        let mut last_note = Instant::now();
+        let mut layers = Vec::with_capacity(c.n_layer);
+        for i in 0..c.n_layer {
+            let p = |s: &str| format!("blk.{i}.{s}.weight");
+            let q = qmatrix(f, &p("attn_q"), d, d)?;
+            let k = qmatrix(f, &p("attn_k"), kvd, d)?;
+            let v = qmatrix(f, &p("attn_v"), kvd, d)?;
+            let gate = qmatrix(f, &p("ffn_gate"), ff, d)?;
+            let up = qmatrix(f, &p("ffn_up"), ff, d)?;
+            let wo = qmatrix(f, &p("attn_output"), d, d)?;
+            let down = qmatrix(f, &p("ffn_down"), d, ff)?;
+            let qkv = QMatrix::concat(&[&q, &k, &v]).ok_or_else(|| {
+                Error::UnsupportedModel(format!("blk.{i}: q/k/v of different types"))
+            })?;
+            let gate_up = QMatrix::concat(&[&gate, &up]).ok_or_else(|| {
+                Error::UnsupportedModel(format!("blk.{i}: gate/up of different types"))
+            })?;
+            weight_bytes += (qkv.byte_len() + gate_up.byte_len() + wo.byte_len() + down.byte_len()) as u64;
+            layers.push(Layer {
+                attn_norm: vector(f, &p("attn_norm"), d, device)?,
+                wqkv: Linear::new(qkv, native, device),
+                wo: Linear::new(wo, native, device),
+                ffn_norm: vector(f, &p("ffn_norm"), d, device)?,
+                w_gate_up: Linear::new(gate_up, native, device),
+                w_down: Linear::new(down, native, device),
+            });
+            if start.elapsed() > Duration::from_secs(1) && last_note.elapsed() > Duration::from_millis(500) {
+                tracing::info!("loading model: layer {}/{}", i + 1, c.n_layer);
+                eprintln!("loading model: layer {}/{}", i + 1, c.n_layer);
+                last_note = Instant::now();
+            }
+        }
+        let output = match f.tensor("output.weight") {
+            Some(_) => Linear::new(qmatrix(f, "output.weight", c.vocab, d)?, native, device),
+            // Tied embeddings.
+            None => Linear::new(embed.clone(), native, device),
+        };
+        let half = c.head_dim / 2;
+        let inv_freq = (0..half)
+            .map(|i| 1.0 / c.rope_base.powf((2 * i) as f32 / c.head_dim as f32))
+            .collect();
+        let model = Self {
+            out_norm: vector(f, "output_norm.weight", d, device)?,
+            config: c,
+            embed,
+            layers,
+            output,
+            inv_freq,
+            native,
+            device: device.clone(),
+        };
+        let report = LoadReport {
+            file_bytes: f.data_len() as u64,
+            weight_bytes,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        Ok((model, report))
+    }
+
+    /// The device the model lives on.
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    /// An empty cache for a new sequence.
+    pub fn new_cache(&self) -> KvCache<B> {
+        KvCache {
+            layers: (0..self.config.n_layer).map(|_| None).collect(),
+            host: (0..self.config.n_layer).map(|_| (Vec::new(), Vec::new())).collect(),
+            len: 0,
+        }
+    }
+
+    fn rms_norm(&self, x: Tensor<B, 2>, w: &Tensor<B, 1>) -> Tensor<B, 2> {
+        let ms = (x.clone() * x.clone()).mean_dim(1);
+        x * (ms + self.config.eps).sqrt().recip() * w.clone().unsqueeze::<2>()
+    }
+
+    /// Rotates adjacent pairs of `x` (`[n, heads, head_dim]`).
+    fn rope(x: Tensor<B, 3>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -> Tensor<B, 3> {
+        let [n, h, hd] = x.dims();
+        let x = x.reshape([n, h, hd / 2, 2]);
+        let x0 = x.clone().slice([0..n, 0..h, 0..hd / 2, 0..1]);
+        let x1 = x.slice([0..n, 0..h, 0..hd / 2, 1..2]);
+        let r0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
+        let r1 = x0 * sin.clone() + x1 * cos.clone();
+        Tensor::cat(vec![r0, r1], 3).reshape([n, h, hd])
+    }
+
+    /// Runs `tokens[i]` through the model on top of `caches[i]` for every
+    /// sequence at once, appends them to the caches, and returns the logits
+    /// after the last token of each sequence (`vocab` values each).
+    pub fn forward(&self, caches: &mut [&mut KvCache<B>], tokens: &[&[u32]]) -> Vec<Vec<f32>> {
+        assert_eq!(caches.len(), tokens.len());
+        let c = &self.config;
+        let (d, hd, nh, nkv) = (c.d_model, c.head_dim, c.n_head, c.n_kv_head);
+        let rep = nh / nkv;
+        let n: usize = tokens.iter().map(|t| t.len()).sum();
+        if n == 0 {
+            return vec![Vec::new(); tokens.len()];
+        }
+        // Embeddings and rotary tables on the host.
+        let mut emb = vec![0f32; n * d];
+        let mut cos = Vec::with_capacity(n * hd / 2);
+        let mut sin = Vec::with_capacity(n * hd / 2);
+        let mut row = 0;
+        for (cache, toks) in caches.iter().zip(tokens) {
+            for (i, &t) in toks.iter().enumerate() {
+                let t = (t as usize).min(c.vocab - 1);
+                self.embed.dequantize_row(t, &mut emb[row * d..(row + 1) * d]);
+                let pos = (cache.len + i) as f32;
+                for &f in &self.inv_freq {
+                    let a = pos * f;
+                    cos.push(a.cos());
+                    sin.push(a.sin());
+                }
+                row += 1;
+            }
+        }
+        let dev = &self.device;
+        let mut x = Tensor::<B, 2>::from_data(TensorData::new(emb, [n, d]), dev);
+        let cos = Tensor::<B, 4>::from_data(TensorData::new(cos, [n, 1, hd / 2, 1]), dev);
+        let sin = Tensor::<B, 4>::from_data(TensorData::new(sin, [n, 1, hd / 2, 1]), dev);
+        // Causal masks for sequences with more than one new token.
+        let masks: Vec<Option<Tensor<B, 3>>> = caches
+            .iter()
+            .zip(tokens)
+            .map(|(cache, toks)| {
+                let l = toks.len();
+                (l > 1 && !self.native).then(|| {
+                    let t = cache.len + l;
+                    let mut m = vec![0f32; rep * l * t];
+                    for g in 0..rep {
+                        for i in 0..l {
+                            for j in cache.len + i + 1..t {
+                                m[(g * l + i) * t + j] = f32::NEG_INFINITY;
+                            }
+                        }
+                    }
+                    Tensor::from_data(TensorData::new(m, [1, rep * l, t]), dev)
+                })
+            })
+            .collect();
+        let scale = 1.0 / (hd as f32).sqrt();
+        for (li, layer) in self.layers.iter().enumerate() {
+            let h = self.rms_norm(x.clone(), &layer.attn_norm);
+            let qkv = layer.wqkv.forward(h);
+            let q = qkv.clone().slice([0..n, 0..d]).reshape([n, nh, hd]);
+            let k = qkv.clone().slice([0..n, d..d + nkv * hd]).reshape([n, nkv, hd]);
+            let v = qkv.slice([0..n, d + nkv * hd..d + 2 * nkv * hd]).reshape([n, nkv, hd]);
+            let q = Self::rope(q, &cos, &sin);
+            let k = Self::rope(k, &cos, &sin);
+            let att = if self.native {
+                self.host_attention(li, caches, tokens, q, k, v)
+            } else {
+                let mut outs = Vec::with_capacity(tokens.len());
+                let mut off = 0;
+                for (si, cache) in caches.iter_mut().enumerate() {
+                    let l = tokens[si].len();
+                    if l == 0 {
+                        continue;
+                    }
+                    let r = off..off + l;
+                    off += l;
+                    // [l, heads, hd] -> [heads, l, hd]
+                    let qs = q.clone().slice([r.clone(), 0..nh, 0..hd]).swap_dims(0, 1);
+                    let ks = k.clone().slice([r.clone(), 0..nkv, 0..hd]).swap_dims(0, 1);
+                    let vs = v.clone().slice([r, 0..nkv, 0..hd]).swap_dims(0, 1);
+                    let (kc, vc) = match cache.layers[li].take() {
+                        Some((kc, vc)) => (Tensor::cat(vec![kc, ks], 1), Tensor::cat(vec![vc, vs], 1)),
+                        None => (ks, vs),
+                    };
+                    cache.layers[li] = Some((kc.clone(), vc.clone()));
+                    // Query heads sharing a kv head side by side: [kv, rep*l, hd].
+                    let qs = qs.reshape([nkv, rep * l, hd]);
+                    let mut s = qs.matmul(kc.swap_dims(1, 2)) * scale;
+                    if let Some(m) = &masks[si] {
+                        s = s + m.clone();
+                    }
+                    let a = softmax(s, 2).matmul(vc); // [kv, rep*l, hd]
+                    outs.push(a.reshape([nh, l, hd]).swap_dims(0, 1).reshape([l, nh * hd]));
+                }
+                if outs.len() == 1 {
+                    outs.pop().expect("one")
+                } else {
+                    Tensor::cat(outs, 0)
+                }
+            };
+            x = x + layer.wo.forward(att);
+            let h = self.rms_norm(x.clone(), &layer.ffn_norm);
+            let gu = layer.w_gate_up.forward(h);
+            let g = gu.clone().slice([0..n, 0..c.d_ff]);
+            let u = gu.slice([0..n, c.d_ff..2 * c.d_ff]);
+            x = x + layer.w_down.forward(silu(g) * u);
+        }
+        for (cache, toks) in caches.iter_mut().zip(tokens) {
+            cache.len += toks.len();
+        }
+        // Last position of each sequence -> logits.
+        let mut lasts = Vec::new();
+        let mut end = 0;
+        for toks in tokens {
+            end += toks.len();
+            if !toks.is_empty() {
+                lasts.push(x.clone().slice([end - 1..end, 0..d]));
+            }
+        }
+        let m = lasts.len();
+        let h = if m == 1 { lasts.pop().expect("one") } else { Tensor::cat(lasts, 0) };
+        let h = self.rms_norm(h, &self.out_norm);
+        let logits = self.output.forward(h);
+        let data = logits.into_data().to_vec::<f32>().expect("f32 logits");
+        let mut rows = data.chunks_exact(c.vocab).map(|r| r.to_vec());
+        tokens
+            .iter()
+            .map(|t| if t.is_empty() { Vec::new() } else { rows.next().expect("one row per sequence") })
+            .collect()
+    }
+
+    /// Attention on the host for the CPU path: appends the new keys and
+    /// values to each sequence's host cache and attends, one token per task.
+    fn host_attention(
+        &self,
+        li: usize,
+        caches: &mut [&mut KvCache<B>],
+        tokens: &[&[u32]],
+        q: Tensor<B, 3>,
+        k: Tensor<B, 3>,
+        v: Tensor<B, 3>,
+    ) -> Tensor<B, 2> {
+        use rayon::prelude::*;
+        let c = &self.config;
+        let (d, hd, nh, nkv) = (c.d_model, c.head_dim, c.n_head, c.n_kv_head);
+        let (rep, kvw) = (nh / nkv, nkv * hd);
+        let n: usize = tokens.iter().map(|t| t.len()).sum();
+        let host = |t: Tensor<B, 3>| t.into_data().to_vec::<f32>().expect("f32");
+        let (q, k, v) = (host(q), host(k), host(v));
+        // Token -> (sequence, position); append the new keys and values.
+        let mut owner = Vec::with_capacity(n);
+        let mut off = 0;
+        for (si, (cache, toks)) in caches.iter_mut().zip(tokens).enumerate() {
+            let l = toks.len();
+            let (kc, vc) = &mut cache.host[li];
+            kc.extend_from_slice(&k[off * kvw..(off + l) * kvw]);
+            vc.extend_from_slice(&v[off * kvw..(off + l) * kvw]);
+            owner.extend((0..l).map(|i| (si, cache.len + i)));
+            off += l;
+        }
+        let views: Vec<(&[f32], &[f32])> =
+            caches.iter().map(|c| (c.host[li].0.as_slice(), c.host[li].1.as_slice())).collect();
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut att = vec![0f32; n * d];
+        att.par_chunks_mut(d).enumerate().for_each(|(tok, out)| {
+            let (si, pos) = owner[tok];
+            let (kc, vc) = views[si];
+            let seen = pos + 1;
+            let mut p = vec![0f32; seen];
+            for h in 0..nh {
+                let j = h / rep;
+                let qv = &q[tok * d + h * hd..tok * d + (h + 1) * hd];
+                let mut max = f32::NEG_INFINITY;
+                for (t, pt) in p.iter_mut().enumerate() {
+                    let kv = &kc[t * kvw + j * hd..t * kvw + (j + 1) * hd];
+                    *pt = qv.iter().zip(kv).map(|(a, b)| a * b).sum::<f32>() * scale;
+                    max = max.max(*pt);
+                }
+                let mut sum = 0.0;
+                for pt in p.iter_mut() {
+                    *pt = (*pt - max).exp();
+                    sum += *pt;
+                }
+                let o = &mut out[h * hd..(h + 1) * hd];
+                o.fill(0.0);
+                for (t, pt) in p.iter().enumerate() {
+                    let w = pt / sum;
+                    let vv = &vc[t * kvw + j * hd..t * kvw + (j + 1) * hd];
+                    for (oi, vi) in o.iter_mut().zip(vv) {
+                        *oi += w * vi;
+                    }
+                }
+            }
+        });
+        Tensor::from_data(TensorData::new(att, [n, d]), &self.device)
+    }
+
+    /// The output projection's encoding (for reports).
+    pub fn embed_type(&self) -> GgmlType {
+        self.embed.ty
+    }
+}
