@@ -47,17 +47,17 @@ pub struct DevnetArgs {
     #[arg(long = "base_port", alias = "base-port", default_value_t = 31330)]
     pub base_port: u16,
     /// The chain's JSON-RPC port (0: a free one).
-    #[arg(long = "chain_rpc_port", alias = "chain-rpc-port", default_value_t = 9944)]
+    #[arg(
+        long = "chain_rpc_port",
+        alias = "chain-rpc-port",
+        default_value_t = 9944
+    )]
     pub chain_rpc_port: u16,
     /// Milliseconds between blocks; an epoch is 10 blocks.
     #[arg(long = "block_millis", alias = "block-millis", default_value_t = 500)]
     pub block_millis: u64,
     /// Seconds between a node's heartbeats.
-    #[arg(
-        long = "update_period",
-        alias = "update-period",
-        default_value_t = 3.0
-    )]
+    #[arg(long = "update_period", alias = "update-period", default_value_t = 3.0)]
     pub update_period: f64,
     /// Share of an epoch within which nodes attest. The design's 15 % is
     /// 1.5 blocks of a 10-block dev epoch, too tight for a dev chain.
@@ -103,7 +103,11 @@ pub async fn run(args: DevnetArgs) -> Result<()> {
     let chain = tokio::task::spawn_blocking(move || DevNode::start_with(options))
         .await?
         .context("starting mesh-chain-node")?;
-    println!("chain: {} (a block every {} ms, epochs of 10 blocks)", chain.url(), args.block_millis);
+    println!(
+        "chain: {} (a block every {} ms, epochs of 10 blocks)",
+        chain.url(),
+        args.block_millis
+    );
 
     let mut nodes = Vec::new();
     let mut bootnode = None;
@@ -123,7 +127,10 @@ pub async fn run(args: DevnetArgs) -> Result<()> {
         boot.shutdown().await;
     }
     drop(chain);
-    println!("devnet stopped; keys and logs stay in {}", args.dir.display());
+    println!(
+        "devnet stopped; keys and logs stay in {}",
+        args.dir.display()
+    );
     outcome
 }
 

@@ -52,7 +52,11 @@ pub struct ServerArgs {
     #[arg(long = "initial_peers", alias = "initial-peers", num_args = 1.., value_name = "MULTIADDR")]
     pub initial_peers: Vec<Multiaddr>,
     /// Start a new swarm instead of joining one (no --initial_peers).
-    #[arg(long = "new_swarm", alias = "new-swarm", conflicts_with = "initial_peers")]
+    #[arg(
+        long = "new_swarm",
+        alias = "new-swarm",
+        conflicts_with = "initial_peers"
+    )]
     pub new_swarm: bool,
     /// The node's key file (the PeerId registered on chain): created (0600)
     /// if missing, reused if present. Without it a fresh identity is used.
@@ -212,7 +216,10 @@ async fn chain_parts(args: &ServerArgs, subnet_id: u32, key: &PeerKey) -> Result
     match client.epoch_info(subnet_id).await {
         Ok(info) => tracing::info!(subnet_id, epoch = info.epoch, "subnet is active"),
         Err(ChainError::NotFound(_)) => {
-            tracing::warn!(subnet_id, "subnet is not active on chain yet: consensus waits for it")
+            tracing::warn!(
+                subnet_id,
+                "subnet is not active on chain yet: consensus waits for it"
+            )
         }
         Err(e) => return Err(e.into()),
     }

@@ -5,8 +5,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mesh_chain::devnode::{register_dev_node, DevNode};
@@ -49,7 +49,10 @@ fn fails_with(args: &[&str], want: &str) {
     let out = run(SERVER, args);
     let err = text(&out.stderr);
     assert!(!out.status.success(), "{args:?} should fail; stderr: {err}");
-    assert!(err.contains(want), "{args:?}: want {want:?} in stderr: {err}");
+    assert!(
+        err.contains(want),
+        "{args:?}: want {want:?} in stderr: {err}"
+    );
 }
 
 /// A running process whose output lines are collected.
@@ -93,7 +96,10 @@ impl Proc {
         let mut seen = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.stdout.recv_timeout(left.min(Duration::from_millis(200))) {
+            match self
+                .stdout
+                .recv_timeout(left.min(Duration::from_millis(200)))
+            {
                 Ok(line) => {
                     let hit = line.contains(want);
                     seen.push(line);
@@ -160,7 +166,11 @@ fn started(proc: &Proc) -> (PeerId, Multiaddr) {
 
 fn http_get(addr: &str, path: &str) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut body = String::new();
     stream.read_to_string(&mut body).unwrap();
     body
@@ -216,7 +226,10 @@ fn wrong_arguments_fail_clearly() {
         &["--no_chain", "--new_swarm", "--update_period", "0"],
         "--update_period must be a positive number",
     );
-    fails_with(&["--new_swarm", "--phrase", "//Bob"], "--subnet_id is required");
+    fails_with(
+        &["--new_swarm", "--phrase", "//Bob"],
+        "--subnet_id is required",
+    );
     fails_with(
         &["--new_swarm", "--subnet_id", "1", "--rpc_url", &unreachable],
         "--phrase",
@@ -300,7 +313,19 @@ async fn servers_serve_rpc_and_metrics_stop_cleanly_and_restart_with_their_ident
     client.shutdown().await;
 
     let scraped = http_get(&metrics, "/metrics");
-    assert!(scraped.contains("mesh_dht_routing_table_peers"), "{scraped}");
+    assert!(
+        scraped.contains("mesh_dht_routing_table_peers"),
+        "{scraped}"
+    );
+    // a refused the unsigned call and let the signed one through.
+    assert!(
+        scraped.contains("mesh_rpc_calls_refused_total{authorizer=\"signature\"} 1"),
+        "{scraped}"
+    );
+    assert!(
+        scraped.contains("mesh_rpc_calls_allowed_total 1"),
+        "{scraped}"
+    );
 
     let logs = b.stop(libc::SIGTERM, Duration::from_secs(15));
     assert!(
@@ -326,9 +351,15 @@ async fn a_server_with_another_identity_than_registered_refuses_to_start() {
         .await
         .unwrap();
     let registered = PeerId::random();
-    let id = register_dev_node(&client, &signer("//Alice"), subnet_id, &signer("//Bob"), registered)
-        .await
-        .unwrap();
+    let id = register_dev_node(
+        &client,
+        &signer("//Alice"),
+        subnet_id,
+        &signer("//Bob"),
+        registered,
+    )
+    .await
+    .unwrap();
     let subnet = subnet_id.to_string();
     let other = (id + 1).to_string();
     let base = [
@@ -387,7 +418,10 @@ fn devnet_runs_a_subnet_to_consensus_and_stops_on_ctrl_c() {
     for i in 1..=3 {
         let log = std::fs::read_to_string(dir.path().join(format!("logs/node-{i}.log"))).unwrap();
         assert!(log.contains("node runtime started"), "node {i}: {log}");
-        assert!(log.contains("node runtime stopped"), "node {i} stopped cleanly: {log}");
+        assert!(
+            log.contains("node runtime stopped"),
+            "node {i} stopped cleanly: {log}"
+        );
         assert!(dir.path().join(format!("keys/node-{i}.key")).exists());
     }
 }

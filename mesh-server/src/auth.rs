@@ -18,7 +18,6 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -27,6 +26,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use libp2p::PeerId;
 use mesh_core::{NodeClass, StakeOracle, SubnetId};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use tonic::body::Body;
 use tonic::{Code, Status};
 
@@ -93,36 +95,49 @@ pub trait Authorizer: Send + Sync + 'static {
     fn authorize<'a>(&'a self, call: &'a CallInfo) -> AuthFuture<'a>;
 }
 
-/// Refusals counted per authorizer.
-#[derive(Debug, Default)]
+type AuthorizerLabel = Vec<(&'static str, String)>;
+
+/// Calls let through and refused per authorizer. Prometheus counters
+/// (`mesh_rpc_calls_allowed_total`, `mesh_rpc_calls_refused_total{authorizer}`)
+/// once [`AuthMetrics::register`]ed; clones share the counts.
+#[derive(Debug, Default, Clone)]
 pub struct AuthMetrics {
-    refused: Mutex<HashMap<&'static str, u64>>,
-    allowed: AtomicU64,
+    refused: Family<AuthorizerLabel, Counter>,
+    allowed: Counter,
 }
 
 impl AuthMetrics {
     /// Calls refused by the authorizer named `name`.
     pub fn refused(&self, name: &str) -> u64 {
-        self.refused
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .copied()
-            .unwrap_or(0)
+        // Look the label up without creating it: a name never seen is 0.
+        let label = vec![("authorizer", name.to_owned())];
+        self.refused.get(&label).map_or(0, |c| c.get())
     }
 
     /// Calls every authorizer let through.
     pub fn allowed(&self) -> u64 {
-        self.allowed.load(Ordering::Relaxed)
+        self.allowed.get()
+    }
+
+    /// Serve the counters from `registry` (prefix `mesh_rpc`).
+    pub fn register(&self, registry: &mut Registry) {
+        let sub = registry.sub_registry_with_prefix("mesh_rpc");
+        sub.register(
+            "calls_allowed",
+            "RPC calls every authorizer let through",
+            self.allowed.clone(),
+        );
+        sub.register(
+            "calls_refused",
+            "RPC calls refused, by the authorizer that refused them",
+            self.refused.clone(),
+        );
     }
 
     fn refuse(&self, name: &'static str) {
-        *self
-            .refused
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(name)
-            .or_default() += 1;
+        self.refused
+            .get_or_create(&vec![("authorizer", name.to_owned())])
+            .inc();
     }
 }
 
@@ -247,7 +262,7 @@ where
                     return Ok(status.into_http());
                 }
             }
-            layer.metrics.allowed.fetch_add(1, Ordering::Relaxed);
+            layer.metrics.allowed.inc();
             parts.headers = call.headers;
             inner.call(http::Request::from_parts(parts, body)).await
         })

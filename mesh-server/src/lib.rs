@@ -1,6 +1,7 @@
 //! # mesh-server
 //!
-//! The node runtime's RPC layer: subnet builders define services in `.proto`
+//! The node runtime: everything a subnet node runs besides its application.
+//! Subnet builders define services in `.proto`
 //! files, implement them as tonic services, and call them on other peers by
 //! PeerId. Calls travel over libp2p streams on `/mesh/<subnet_id>/rpc/1`
 //! (Noise-authenticated, multiplexed by Yamux on the node's one swarm); each
@@ -21,10 +22,64 @@
 //! [`mesh_core::consensus::ConsensusChain`].
 //!
 //! [`runtime`] wires them for a [`Subnet`]: DHT, RPC server behind the
-//! authorizers, heartbeats and (with a chain) consensus.
+//! authorizers, heartbeats and (with a chain) consensus; RPC counters join
+//! the DHT's Prometheus registry.
 //!
-//! Still to come (issue 3): the `Subnet` trait, the consensus loop and the
-//! `mesh-server` binary.
+//! The `mesh-server` binary that hosts a subnet by name lives in the
+//! `mesh-cli` crate (`bin/`), above the reference subnets (`subnets/`).
+//!
+//! ## Writing a subnet
+//!
+//! A subnet is a `.proto` service implemented with tonic plus a [`Subnet`]:
+//! what each node publishes in its heartbeat, and how it scores the alive
+//! peers each epoch. The runtime does the rest: the DHT (stake-gated with a
+//! chain), the RPC server behind the authorizers, signed heartbeats and the
+//! consensus loop. `subnets/echo` is the complete reference; in short:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use mesh_core::{KeyType, PeerKey};
+//! use mesh_dht::{DhtConfig, PeerId};
+//! use mesh_server::echo::{proto::echo_server::EchoServer, EchoService};
+//! use mesh_server::heartbeat::Heartbeat;
+//! use mesh_server::runtime::HookFuture;
+//! use mesh_server::{Runtime, RuntimeConfig, Subnet, SubnetContext};
+//!
+//! #[derive(Clone, serde::Serialize, serde::Deserialize)]
+//! struct Info { version: String }
+//!
+//! struct MySubnet;
+//!
+//! impl Subnet for MySubnet {
+//!     type Info = Info;
+//!     fn routes(&self, _ctx: &SubnetContext) -> tonic::service::Routes {
+//!         tonic::service::Routes::new(EchoServer::new(EchoService::default()))
+//!     }
+//!     fn heartbeat(&self) -> Info {
+//!         Info { version: "1".into() }
+//!     }
+//!     fn score<'a>(&'a self, _epoch: u32, alive: &'a [Heartbeat<Info>])
+//!         -> HookFuture<'a, Vec<(PeerId, u128)>> {
+//!         Box::pin(async move { alive.iter().map(|h| (h.peer_id, 1)).collect() })
+//!     }
+//! }
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut dht = DhtConfig::new(PeerKey::generate(KeyType::Ed25519)?);
+//! dht.listen = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
+//! let config = RuntimeConfig {
+//!     dht,                                   // set `stake_gate` for a staked subnet
+//!     update_period: Duration::from_secs(30),
+//!     authorizers: vec![],                   // signature, stake, rate limit
+//!     chain: None,                           // `ChainHooks` to take part in consensus
+//! };
+//! let node = Runtime::start(config, Arc::new(MySubnet)).await?;
+//! let peer: PeerId = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA".parse()?;
+//! let _channel = node.context().client(peer);  // typed, signed calls to another node
+//! node.shutdown().await;
+//! # Ok(()) }
+//! ```
 
 pub mod auth;
 pub mod consensus;

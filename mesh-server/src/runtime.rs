@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{AuthLayer, Authorizer};
+use crate::auth::{AuthLayer, AuthMetrics, Authorizer};
 use crate::consensus::{ConsensusLoop, ScoreFn};
 use crate::heartbeat::{alive_peers, spawn_heartbeats, Heartbeat};
 use crate::rpc::{connect, incoming, rpc_protocol, RpcError};
@@ -139,6 +139,7 @@ pub enum RuntimeError {
 /// A running node.
 pub struct Runtime {
     ctx: SubnetContext,
+    auth_metrics: AuthMetrics,
     tasks: Vec<JoinHandle<()>>,
     stop_hook: Box<dyn FnOnce() -> HookFuture<'static, ()> + Send>,
 }
@@ -166,6 +167,8 @@ impl Runtime {
         let connections = incoming(&mut dht.streams(), rpc_protocol(&name))?;
         let routes = subnet.routes(&ctx);
         let layer = AuthLayer::new(config.authorizers);
+        let auth_metrics = (*layer.metrics()).clone();
+        auth_metrics.register(&mut dht.registry().lock().unwrap_or_else(|e| e.into_inner()));
         let signing_key = key.clone();
         let stop = cancel.clone();
         let mut tasks = vec![tokio::spawn(async move {
@@ -218,6 +221,7 @@ impl Runtime {
         let stopping = subnet.clone();
         Ok(Self {
             ctx,
+            auth_metrics,
             tasks,
             stop_hook: Box::new(move || Box::pin(async move { stopping.stop().await })),
         })
@@ -226,6 +230,12 @@ impl Runtime {
     /// What the subnet got.
     pub fn context(&self) -> &SubnetContext {
         &self.ctx
+    }
+
+    /// Calls the authorizers let through and refused (also on the DHT's
+    /// metrics registry, served by `mesh_dht::serve_metrics`).
+    pub fn auth_metrics(&self) -> &AuthMetrics {
+        &self.auth_metrics
     }
 
     /// Stop everything: the subnet's hook, heartbeats, consensus, RPC, DHT.

@@ -194,10 +194,16 @@ async fn a_staked_subnet_serves_refuses_the_unstaked_reaches_consensus_and_rejoi
     assert_eq!(got, vec![1, 2, 3, 4, 5]);
 
     // Every staked node sees the three staked heartbeats, never the outsider's.
-    wait_until("heartbeats of the staked nodes", Duration::from_secs(30), || async {
-        let alive = alive_peers::<EchoInfo>(&b.context().dht).await.unwrap_or_default();
-        ids.iter().all(|id| alive.iter().any(|h| &h.peer_id == id))
-    })
+    wait_until(
+        "heartbeats of the staked nodes",
+        Duration::from_secs(30),
+        || async {
+            let alive = alive_peers::<EchoInfo>(&b.context().dht)
+                .await
+                .unwrap_or_default();
+            ids.iter().all(|id| alive.iter().any(|h| &h.peer_id == id))
+        },
+    )
     .await;
 
     // Gate 1: routing tables.
@@ -239,6 +245,12 @@ async fn a_staked_subnet_serves_refuses_the_unstaked_reaches_consensus_and_rejoi
         status.message().starts_with("stake: ") && status.message().contains("not staked"),
         "{status:?}"
     );
+    assert_eq!(
+        a.auth_metrics().refused("stake"),
+        1,
+        "the refusal is counted"
+    );
+    assert!(a.auth_metrics().allowed() >= 1);
 
     // A full epoch on chain: proposed by the elected node, attested by the two others,
     // with every staked node's score and none for the outsider.
@@ -291,13 +303,26 @@ async fn a_staked_subnet_serves_refuses_the_unstaked_reaches_consensus_and_rejoi
     .await
     .expect("the node restarts");
     assert_eq!(restarted.context().dht.peer_id(), ids[2]);
-    let caller = say(a.context().client(ids[2]), "welcome back").await.unwrap();
+    let caller = say(a.context().client(ids[2]), "welcome back")
+        .await
+        .unwrap();
     assert_eq!(caller, ids[0].to_base58());
-    wait_until("the restarted node in a's routing table", Duration::from_secs(20), || async {
-        a.context().dht.routing_table().await.unwrap().contains(&ids[2])
-    })
+    wait_until(
+        "the restarted node in a's routing table",
+        Duration::from_secs(20),
+        || async {
+            a.context()
+                .dht
+                .routing_table()
+                .await
+                .unwrap()
+                .contains(&ids[2])
+        },
+    )
     .await;
-    let caller = say(restarted.context().client(ids[1]), "i am back").await.unwrap();
+    let caller = say(restarted.context().client(ids[1]), "i am back")
+        .await
+        .unwrap();
     assert_eq!(caller, ids[2].to_base58());
 
     outsider.shutdown().await;

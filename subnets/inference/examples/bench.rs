@@ -8,7 +8,10 @@ fn main() {
     let mut a = BenchArgs::default();
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let mut val = || args.next().unwrap_or_else(|| die(&format!("{flag} needs a value")));
+        let mut val = || {
+            args.next()
+                .unwrap_or_else(|| die(&format!("{flag} needs a value")))
+        };
         match flag.as_str() {
             "--prompt-tokens" => a.prompt_tokens = num(&val()),
             "--new-tokens" => a.new_tokens = num(&val()),
@@ -21,13 +24,17 @@ fn main() {
         }
     }
     match run(&a) {
-        Ok(r) => println!("{}", serde_json::to_string_pretty(&r).expect("serializable")),
+        Ok(r) => println!(
+            "{}",
+            serde_json::to_string_pretty(&r).expect("serializable")
+        ),
         Err(e) => die(&e.to_string()),
     }
 }
 
 fn num(s: &str) -> usize {
-    s.parse().unwrap_or_else(|_| die(&format!("not a number: {s}")))
+    s.parse()
+        .unwrap_or_else(|_| die(&format!("not a number: {s}")))
 }
 
 fn die(msg: &str) -> ! {

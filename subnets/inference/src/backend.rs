@@ -70,7 +70,10 @@ pub fn probe_cuda(index: usize) -> Result<(), String> {
             let r = std::panic::catch_unwind(|| {
                 let dev = cuda_device(index);
                 let t = Tensor::<Gpu, 1>::from_data(TensorData::new(vec![1f32, 2.0], [2]), &dev);
-                let v = (t.clone() + t).into_data().to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+                let v = (t.clone() + t)
+                    .into_data()
+                    .to_vec::<f32>()
+                    .map_err(|e| format!("{e:?}"))?;
                 if v == [2.0, 4.0] {
                     Ok(())
                 } else {
@@ -86,14 +89,18 @@ pub fn probe_cuda(index: usize) -> Result<(), String> {
         Ok(r) => r,
         // The probe thread died without answering (a panic in a thread of
         // the device runtime) or hangs.
-        Err(_) => Err(format!("cuda:{index} did not answer (no usable CUDA driver or GPU?)")),
+        Err(_) => Err(format!(
+            "cuda:{index} did not answer (no usable CUDA driver or GPU?)"
+        )),
     }
 }
 
 /// Without the `cuda` feature no GPU can be used.
 #[cfg(not(feature = "cuda"))]
 pub fn probe_cuda(index: usize) -> Result<std::convert::Infallible, String> {
-    Err(format!("cuda:{index}: mesh-inference was built without the `cuda` feature"))
+    Err(format!(
+        "cuda:{index}: mesh-inference was built without the `cuda` feature"
+    ))
 }
 
 #[cfg(test)]

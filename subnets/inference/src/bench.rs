@@ -122,7 +122,11 @@ struct Run {
     tokens: usize,
 }
 
-fn run_streams(engine: &Engine, prompts: Vec<Vec<u32>>, new_tokens: usize) -> Result<Vec<Run>, Error> {
+fn run_streams(
+    engine: &Engine,
+    prompts: Vec<Vec<u32>>,
+    new_tokens: usize,
+) -> Result<Vec<Run>, Error> {
     let t0 = Instant::now();
     let params = SamplingParams {
         max_tokens: new_tokens,
@@ -153,7 +157,10 @@ fn run_streams(engine: &Engine, prompts: Vec<Vec<u32>>, new_tokens: usize) -> Re
         .collect();
     handles
         .into_iter()
-        .map(|h| h.join().map_err(|_| Error::Engine("bench thread panicked".into()))?)
+        .map(|h| {
+            h.join()
+                .map_err(|_| Error::Engine("bench thread panicked".into()))?
+        })
         .collect()
 }
 
@@ -180,10 +187,17 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport, Error> {
     let t = Instant::now();
     let engine = Engine::start(cfg)?;
     let load_s = t.elapsed().as_secs_f64();
-    let base = engine.tokenizer().encode(&TEXT.repeat(4 + args.prompt_tokens / 64), false);
+    let base = engine
+        .tokenizer()
+        .encode(&TEXT.repeat(4 + args.prompt_tokens / 64), false);
     let prompt = |i: usize| -> Vec<u32> {
         let start = (i * 7) % (base.len() / 4).max(1);
-        base.iter().cycle().skip(start).take(args.prompt_tokens.max(1)).copied().collect()
+        base.iter()
+            .cycle()
+            .skip(start)
+            .take(args.prompt_tokens.max(1))
+            .copied()
+            .collect()
     };
     // Warm-up (allocations, caches).
     run_streams(&engine, vec![prompt(99)], 4)?;
@@ -218,7 +232,11 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport, Error> {
         let last = runs.iter().map(|r| r.done_s).fold(0.0, f64::max);
         let total: usize = runs.iter().map(|r| r.tokens.saturating_sub(1)).sum();
         (
-            median(runs.iter().map(|r| (r.first_s - r.submitted_s) * 1e3).collect()),
+            median(
+                runs.iter()
+                    .map(|r| (r.first_s - r.submitted_s) * 1e3)
+                    .collect(),
+            ),
             DecodeRates {
                 per_stream,
                 aggregate: total as f64 / (last - first).max(1e-9),

@@ -19,8 +19,11 @@ fn bad(msg: impl Into<String>) -> Error {
     Error::UnsupportedModel(msg.into())
 }
 
+/// Tensors by name: shape and f32 values.
+pub type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// The f32 tensors of a safetensors file.
-pub fn read_safetensors(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>, Error> {
+pub fn read_safetensors(path: &Path) -> Result<Tensors, Error> {
     let bytes = std::fs::read(path).map_err(|_| Error::ModelMissing(path.to_path_buf()))?;
     if bytes.len() < 8 {
         return Err(bad("safetensors: file too short"));
@@ -44,12 +47,20 @@ pub fn read_safetensors(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<
             .map(|d| d.as_u64().unwrap_or(0) as usize)
             .collect();
         let off = &v["data_offsets"];
-        let (s, e) = (off[0].as_u64().unwrap_or(0) as usize, off[1].as_u64().unwrap_or(0) as usize);
-        let raw = data.get(s..e).ok_or_else(|| bad(format!("{name}: data outside the file")))?;
+        let (s, e) = (
+            off[0].as_u64().unwrap_or(0) as usize,
+            off[1].as_u64().unwrap_or(0) as usize,
+        );
+        let raw = data
+            .get(s..e)
+            .ok_or_else(|| bad(format!("{name}: data outside the file")))?;
         if raw.len() != shape.iter().product::<usize>() * 4 {
             return Err(bad(format!("{name}: size does not match shape")));
         }
-        let vals = raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let vals = raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         out.insert(name, (shape, vals));
     }
     Ok(out)
@@ -67,15 +78,22 @@ pub struct WordPiece {
 impl WordPiece {
     /// From a HF `tokenizer.json` with a WordPiece model.
     pub fn from_tokenizer_json(path: &Path) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path).map_err(|_| Error::ModelMissing(path.to_path_buf()))?;
-        let j: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("tokenizer.json: {e}")))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|_| Error::ModelMissing(path.to_path_buf()))?;
+        let j: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(format!("tokenizer.json: {e}")))?;
         let vocab: HashMap<String, u32> = j["model"]["vocab"]
             .as_object()
             .ok_or_else(|| bad("tokenizer.json: no model.vocab"))?
             .iter()
             .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0) as u32))
             .collect();
-        let id = |t: &str| vocab.get(t).copied().ok_or_else(|| bad(format!("vocabulary lacks {t}")));
+        let id = |t: &str| {
+            vocab
+                .get(t)
+                .copied()
+                .ok_or_else(|| bad(format!("vocabulary lacks {t}")))
+        };
         Ok(Self {
             unk: id("[UNK]")?,
             cls: id("[CLS]")?,
@@ -114,7 +132,8 @@ impl WordPiece {
             // Pre-tokenizer: punctuation characters stand alone.
             let mut start = 0;
             for (i, c) in word.char_indices() {
-                let punct = c.is_ascii_punctuation() || (!c.is_alphanumeric() && !c.is_whitespace() && !c.is_ascii());
+                let punct = c.is_ascii_punctuation()
+                    || (!c.is_alphanumeric() && !c.is_whitespace() && !c.is_ascii());
                 if punct {
                     self.wordpiece(&word[start..i], &mut ids);
                     self.wordpiece(&word[i..i + c.len_utf8()], &mut ids);
@@ -141,7 +160,11 @@ impl WordPiece {
             let mut end = word.len();
             let mut found = None;
             while end > start {
-                let sub = if start == 0 { word[start..end].to_string() } else { format!("##{}", &word[start..end]) };
+                let sub = if start == 0 {
+                    word[start..end].to_string()
+                } else {
+                    format!("##{}", &word[start..end])
+                };
                 if let Some(&id) = self.vocab.get(&sub) {
                     found = Some(id);
                     break;
@@ -221,12 +244,20 @@ impl<B: Backend> MiniLm<B> {
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, Error> {
         let mut t = read_safetensors(&dir.join("model.safetensors"))?;
         let tokenizer = WordPiece::from_tokenizer_json(&dir.join("tokenizer.json"))?;
-        let mut take = |k: &str| t.remove(k).ok_or_else(|| bad(format!("tensor {k} missing")));
-        let vec1 = |(s, v): (Vec<usize>, Vec<f32>)| Tensor::<B, 1>::from_data(TensorData::new(v, [s[0]]), device);
+        let mut take = |k: &str| {
+            t.remove(k)
+                .ok_or_else(|| bad(format!("tensor {k} missing")))
+        };
+        let vec1 = |(s, v): (Vec<usize>, Vec<f32>)| {
+            Tensor::<B, 1>::from_data(TensorData::new(v, [s[0]]), device)
+        };
         let mut dense = |p: &str| -> Result<Dense<B>, Error> {
             let (s, w) = take(&format!("{p}.weight"))?;
             let w = Tensor::<B, 2>::from_data(TensorData::new(w, [s[0], s[1]]), device).transpose();
-            Ok(Dense { w, b: vec1(take(&format!("{p}.bias"))?) })
+            Ok(Dense {
+                w,
+                b: vec1(take(&format!("{p}.bias"))?),
+            })
         };
         let mut layers = Vec::new();
         for i in 0..6 {
@@ -249,13 +280,25 @@ impl<B: Backend> MiniLm<B> {
         let mut norms = Vec::new();
         for i in 0..6 {
             let p = format!("encoder.layer.{i}");
-            norms.push((norm(&format!("{p}.attention.output.LayerNorm"))?, norm(&format!("{p}.output.LayerNorm"))?));
+            norms.push((
+                norm(&format!("{p}.attention.output.LayerNorm"))?,
+                norm(&format!("{p}.output.LayerNorm"))?,
+            ));
         }
         let emb_norm = norm("embeddings.LayerNorm")?;
         let layers = layers
             .into_iter()
             .zip(norms)
-            .map(|((q, k, v, o, up, down), (n1, n2))| BertLayer { q, k, v, o, n1, up, down, n2 })
+            .map(|((q, k, v, o, up, down), (n1, n2))| BertLayer {
+                q,
+                k,
+                v,
+                o,
+                n1,
+                up,
+                down,
+                n2,
+            })
             .collect();
         Ok(Self {
             word: take("embeddings.word_embeddings.weight")?.1,
@@ -272,7 +315,10 @@ impl<B: Backend> MiniLm<B> {
 
     /// The normalised, mean-pooled embedding of each text (384 values).
     pub fn embed(&self, texts: &[&str]) -> Vec<Vec<f32>> {
-        texts.iter().map(|t| self.embed_ids(&self.tokenizer.encode(t))).collect()
+        texts
+            .iter()
+            .map(|t| self.embed_ids(&self.tokenizer.encode(t)))
+            .collect()
     }
 
     /// The embedding of token ids (`[CLS] … [SEP]`, at most 512).
@@ -285,10 +331,15 @@ impl<B: Backend> MiniLm<B> {
         for (i, &id) in ids.iter().enumerate() {
             let id = id as usize;
             for j in 0..d {
-                e[i * d + j] = self.word.get(id * d + j).copied().unwrap_or(0.0) + self.pos[i * d + j] + self.tok_type[j];
+                e[i * d + j] = self.word.get(id * d + j).copied().unwrap_or(0.0)
+                    + self.pos[i * d + j]
+                    + self.tok_type[j];
             }
         }
-        let mut x = self.emb_norm.forward(Tensor::<B, 2>::from_data(TensorData::new(e, [n, d]), &self.device));
+        let mut x = self.emb_norm.forward(Tensor::<B, 2>::from_data(
+            TensorData::new(e, [n, d]),
+            &self.device,
+        ));
         let scale = 1.0 / (hd as f32).sqrt();
         for l in &self.layers {
             let split = |t: Tensor<B, 2>| t.reshape([n, h, hd]).swap_dims(0, 1); // [h, n, hd]

@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -169,7 +169,13 @@ impl Generation {
                     ids.push(id);
                     text.push_str(&t);
                 }
-                Event::Done(finished) => return Ok(Completion { ids, text, finished }),
+                Event::Done(finished) => {
+                    return Ok(Completion {
+                        ids,
+                        text,
+                        finished,
+                    })
+                }
                 Event::Error(e) => return Err(Error::Engine(e)),
             }
         }
@@ -185,7 +191,13 @@ impl Generation {
                     ids.push(id);
                     text.push_str(&t);
                 }
-                Event::Done(finished) => return Ok(Completion { ids, text, finished }),
+                Event::Done(finished) => {
+                    return Ok(Completion {
+                        ids,
+                        text,
+                        finished,
+                    })
+                }
                 Event::Error(e) => return Err(Error::Engine(e)),
             }
         }
@@ -219,6 +231,8 @@ pub struct Load {
     pub queued: usize,
     /// Batch slots free now.
     pub free_slots: usize,
+    /// Forward passes run since the engine started (one per batch step).
+    pub steps: u64,
 }
 
 struct Job {
@@ -232,6 +246,7 @@ struct Job {
 struct Shared {
     active: AtomicUsize,
     queued: AtomicUsize,
+    steps: AtomicU64,
 }
 
 /// A loaded model serving requests. Cheap to share behind an `Arc`; dropping
@@ -247,7 +262,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("info", &self.info).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
     }
 }
 
@@ -308,7 +325,9 @@ impl Engine {
                 {
                     Ok(p) => p,
                     Err(e) => {
-                        let _ = args.ready.send(Err(Error::Engine(format!("thread pool: {e}"))));
+                        let _ = args
+                            .ready
+                            .send(Err(Error::Engine(format!("thread pool: {e}"))));
                         return;
                     }
                 };
@@ -364,6 +383,7 @@ impl Engine {
             active,
             queued: self.shared.queued.load(Ordering::Relaxed),
             free_slots: self.info.max_batch.saturating_sub(active),
+            steps: self.shared.steps.load(Ordering::Relaxed),
         }
     }
 
@@ -371,7 +391,9 @@ impl Engine {
     pub fn encode_prompt(&self, prompt: &Prompt) -> Vec<u32> {
         match prompt {
             Prompt::Text(t) => self.tokenizer.encode(t, true),
-            Prompt::Chat(m) => self.tokenizer.encode(&Tokenizer::apply_chat_template(m, true), true),
+            Prompt::Chat(m) => self
+                .tokenizer
+                .encode(&Tokenizer::apply_chat_template(m, true), true),
             Prompt::Tokens(t) => t.clone(),
         }
     }
@@ -390,12 +412,19 @@ impl Engine {
                 self.max_context
             )));
         }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.info.config.vocab) {
-            return Err(Error::InvalidRequest(format!("token id {bad} outside the vocabulary")));
+        if let Some(&bad) = tokens
+            .iter()
+            .find(|&&t| t as usize >= self.info.config.vocab)
+        {
+            return Err(Error::InvalidRequest(format!(
+                "token id {bad} outside the vocabulary"
+            )));
         }
         let p = &req.params;
         if !(p.temperature >= 0.0 && p.top_p > 0.0 && p.top_p <= 1.0) {
-            return Err(Error::InvalidRequest("temperature must be >= 0 and top_p in (0, 1]".into()));
+            return Err(Error::InvalidRequest(
+                "temperature must be >= 0 and top_p in (0, 1]".into(),
+            ));
         }
         // Room for every token plus the summary: sending never blocks the batch.
         let cap = req.params.max_tokens.min(self.max_context) + 2;
@@ -447,7 +476,9 @@ struct LoopArgs {
 /// Body of the engine thread: picks the backend, loads, serves.
 fn engine_main(kind: BackendKind, fallback: bool, file: GgufFile, args: LoopArgs) {
     match kind {
-        BackendKind::Cpu => serve::<backend::Cpu>(&Default::default(), true, "cpu".into(), file, args),
+        BackendKind::Cpu => {
+            serve::<backend::Cpu>(&Default::default(), true, "cpu".into(), file, args)
+        }
         BackendKind::Cuda(index) => match backend::probe_cuda(index) {
             #[cfg(feature = "cuda")]
             Ok(()) => serve::<backend::Gpu>(
@@ -473,7 +504,13 @@ fn engine_main(kind: BackendKind, fallback: bool, file: GgufFile, args: LoopArgs
     }
 }
 
-fn serve<B: Backend>(device: &B::Device, native: bool, name: String, file: GgufFile, args: LoopArgs) {
+fn serve<B: Backend>(
+    device: &B::Device,
+    native: bool,
+    name: String,
+    file: GgufFile,
+    args: LoopArgs,
+) {
     let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         Llama::<B>::from_gguf(&file, native, device)
     }));
@@ -687,6 +724,7 @@ fn run_loop<B: Backend>(
             model.forward(&mut caches, &toks)
         }));
         drop(caches);
+        shared.steps.fetch_add(1, Ordering::Relaxed);
         let logits = match step {
             Ok(l) => l,
             Err(p) => {
@@ -713,7 +751,11 @@ fn run_loop<B: Backend>(
                 s.first_token = Some(Instant::now());
             }
             let is_eos = s.params.stop_at_eos && cfg.stop_ids.contains(&id);
-            let (mut text, stopped) = if is_eos { (String::new(), false) } else { s.text.push(&tok.token_bytes(id)) };
+            let (mut text, stopped) = if is_eos {
+                (String::new(), false)
+            } else {
+                s.text.push(&tok.token_bytes(id))
+            };
             let reason = if stopped {
                 Some(FinishReason::Stop)
             } else if is_eos {

@@ -249,7 +249,9 @@ impl<'a> Cursor<'a> {
             8 => Value::String(self.string(what)?),
             9 => {
                 if depth > 4 {
-                    return Err(GgufError::Malformed(format!("{what}: arrays nested too deep")));
+                    return Err(GgufError::Malformed(format!(
+                        "{what}: arrays nested too deep"
+                    )));
                 }
                 let ety = self.u32(what)?;
                 let n = self.u64(what)?;
@@ -344,8 +346,15 @@ impl GgufFile {
         };
         // Every tensor of a known type must lie inside the file.
         for t in &file.tensors {
-            if t.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).is_none() {
-                return Err(GgufError::Malformed(format!("{}: dimensions overflow", t.name)));
+            if t.dims
+                .iter()
+                .try_fold(1u64, |a, &d| a.checked_mul(d))
+                .is_none()
+            {
+                return Err(GgufError::Malformed(format!(
+                    "{}: dimensions overflow",
+                    t.name
+                )));
             }
             if let Some((vals, _)) = t.ty.block() {
                 if t.len() % vals != 0 {
@@ -387,10 +396,12 @@ impl GgufFile {
 
     /// A tensor's raw (still quantized) bytes.
     pub fn raw(&self, t: &TensorInfo) -> Result<&[u8], GgufError> {
-        let len = t.byte_len().ok_or_else(|| GgufError::UnsupportedTensorType {
-            name: t.name.clone(),
-            ty: t.ty.id(),
-        })?;
+        let len = t
+            .byte_len()
+            .ok_or_else(|| GgufError::UnsupportedTensorType {
+                name: t.name.clone(),
+                ty: t.ty.id(),
+            })?;
         let start = usize::try_from(t.offset)
             .ok()
             .and_then(|o| o.checked_add(self.data_start))
@@ -517,7 +528,8 @@ impl GgufWriter {
     }
     /// Adds a tensor with raw data already in `ty`'s encoding.
     pub fn tensor(mut self, name: &str, dims: &[u64], ty: GgmlType, raw: Vec<u8>) -> Self {
-        self.tensors.push((name.to_string(), dims.to_vec(), ty, raw));
+        self.tensors
+            .push((name.to_string(), dims.to_vec(), ty, raw));
         self
     }
     /// The file's bytes.
@@ -654,7 +666,9 @@ mod tests {
     }
 
     fn ramp(n: usize) -> Vec<f32> {
-        (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 13.0).collect()
+        (0..n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 13.0)
+            .collect()
     }
 
     #[test]
@@ -693,7 +707,10 @@ mod tests {
                 "f32",
                 &[4],
                 GgmlType::F32,
-                [1f32, 2.0, 3.0, 4.0].iter().flat_map(|v| v.to_le_bytes()).collect(),
+                [1f32, 2.0, 3.0, 4.0]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
             )
             .to_bytes()
     }
@@ -707,7 +724,13 @@ mod tests {
             f.get("general.architecture").and_then(Value::as_str),
             Some("llama")
         );
-        assert_eq!(f.get("tokenizer.ggml.tokens").and_then(Value::as_array).unwrap().len(), 2);
+        assert_eq!(
+            f.get("tokenizer.ggml.tokens")
+                .and_then(Value::as_array)
+                .unwrap()
+                .len(),
+            2
+        );
         assert_eq!(f.tensor("q8").unwrap().dims, vec![32, 2]);
         assert_eq!(f.dequantize("f32").unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
         let x = ramp(64);
@@ -721,14 +744,20 @@ mod tests {
         let mut b = sample_file();
         b[0] = b'X';
         assert!(matches!(GgufFile::parse(b), Err(GgufError::BadMagic(_))));
-        assert!(matches!(GgufFile::parse(vec![]), Err(GgufError::Truncated(_))));
+        assert!(matches!(
+            GgufFile::parse(vec![]),
+            Err(GgufError::Truncated(_))
+        ));
     }
 
     #[test]
     fn bad_version() {
         let mut b = sample_file();
         b[4] = 9;
-        assert!(matches!(GgufFile::parse(b), Err(GgufError::UnsupportedVersion(9))));
+        assert!(matches!(
+            GgufFile::parse(b),
+            Err(GgufError::UnsupportedVersion(9))
+        ));
     }
 
     #[test]
@@ -737,7 +766,10 @@ mod tests {
         // Cut inside the header, the tensor directory and the data.
         for cut in [3, 10, 30, 60, 150, b.len() - 20, b.len() - 1] {
             let r = GgufFile::parse(b[..cut].to_vec());
-            assert!(matches!(r, Err(GgufError::Truncated(_))), "cut {cut}: {r:?}");
+            assert!(
+                matches!(r, Err(GgufError::Truncated(_))),
+                "cut {cut}: {r:?}"
+            );
         }
     }
 
@@ -758,6 +790,9 @@ mod tests {
         let mut b = GgufWriter::new().kv("k", Value::U32(1)).to_bytes();
         // The value type tag follows magic(4)+version(4)+counts(16)+key(8+1).
         b[33..37].copy_from_slice(&99u32.to_le_bytes());
-        assert!(matches!(GgufFile::parse(b), Err(GgufError::UnknownValueType(99))));
+        assert!(matches!(
+            GgufFile::parse(b),
+            Err(GgufError::UnknownValueType(99))
+        ));
     }
 }

@@ -32,7 +32,7 @@ impl QMatrix {
     /// the type is unknown or the sizes disagree.
     pub fn new(rows: usize, cols: usize, ty: GgmlType, data: Vec<u8>) -> Option<Self> {
         let (vals, bytes) = ty.block()?;
-        if cols % vals != 0 {
+        if !cols.is_multiple_of(vals) {
             return None;
         }
         let row_bytes = cols / vals * bytes;
@@ -104,7 +104,7 @@ impl QMatrix {
         let k = self.cols;
         #[cfg(target_arch = "x86_64")]
         {
-            if k % 8 == 0 && avx2::available() {
+            if k.is_multiple_of(8) && avx2::available() {
                 // SAFETY: the CPU has the features; sizes are checked by the caller.
                 unsafe { avx2::rows_into(self, r0, x, n, dst) };
                 return;
@@ -125,11 +125,19 @@ impl QMatrix {
     /// first), so several projections of the same input run as one call.
     pub fn concat(parts: &[&QMatrix]) -> Option<QMatrix> {
         let first = parts.first()?;
-        if parts.iter().any(|p| p.cols != first.cols || p.ty != first.ty) {
+        if parts
+            .iter()
+            .any(|p| p.cols != first.cols || p.ty != first.ty)
+        {
             return None;
         }
         let data: Vec<u8> = parts.iter().flat_map(|p| p.data.iter().copied()).collect();
-        QMatrix::new(parts.iter().map(|p| p.rows).sum(), first.cols, first.ty, data)
+        QMatrix::new(
+            parts.iter().map(|p| p.rows).sum(),
+            first.cols,
+            first.ty,
+            data,
+        )
     }
 }
 
@@ -142,7 +150,10 @@ fn dot_many_portable(w: &[f32], x: &[f32], out: &mut [f32]) {
                 acc[l] += wc[l] * xc[l];
             }
         }
-        let tail: f32 = w.chunks_exact(8).remainder().iter()
+        let tail: f32 = w
+            .chunks_exact(8)
+            .remainder()
+            .iter()
             .zip(xr.chunks_exact(8).remainder())
             .map(|(a, b)| a * b)
             .sum();
@@ -257,19 +268,31 @@ mod avx2 {
         let xp = x.as_ptr();
         let mut acc = [_mm256_setzero_ps(); 4];
         for blk in 0..x.len() / 32 {
-            let w = if Q4_1 { q4_1(raw.as_ptr().add(blk * 20)) } else { q8_0(raw.as_ptr().add(blk * 34)) };
+            let w = if Q4_1 {
+                q4_1(raw.as_ptr().add(blk * 20))
+            } else {
+                q8_0(raw.as_ptr().add(blk * 34))
+            };
             for j in 0..4 {
                 acc[j] = _mm256_fmadd_ps(w[j], _mm256_loadu_ps(xp.add(blk * 32 + j * 8)), acc[j]);
             }
         }
-        hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])))
+        hsum(_mm256_add_ps(
+            _mm256_add_ps(acc[0], acc[1]),
+            _mm256_add_ps(acc[2], acc[3]),
+        ))
     }
 
     /// `out[r][t] = w[r] · x[t]` for R rows and T tokens of length `k`
     /// (a multiple of 8), all R×T sums in registers.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn tile<const R: usize, const T: usize>(w: *const f32, x: *const f32, k: usize) -> [[f32; T]; R] {
+    #[allow(clippy::needless_range_loop)] // register tiles read best with indices
+    unsafe fn tile<const R: usize, const T: usize>(
+        w: *const f32,
+        x: *const f32,
+        k: usize,
+    ) -> [[f32; T]; R] {
         let mut acc = [[_mm256_setzero_ps(); T]; R];
         let mut i = 0;
         while i < k {
@@ -295,7 +318,14 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn tile_rows<const R: usize>(w: *const f32, x: &[f32], n: usize, k: usize, dst: &mut [f32], i: usize) {
+    unsafe fn tile_rows<const R: usize>(
+        w: *const f32,
+        x: &[f32],
+        n: usize,
+        k: usize,
+        dst: &mut [f32],
+        i: usize,
+    ) {
         let mut t = 0;
         while t + 4 <= n {
             let o = tile::<R, 4>(w, x.as_ptr().add(t * k), k);
@@ -375,7 +405,11 @@ mod tests {
 
     fn data(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
-            .map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 16) % 1000) as f32 / 500.0 - 1.0)
+            .map(|i| {
+                (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 16) % 1000) as f32
+                    / 500.0
+                    - 1.0
+            })
             .collect()
     }
 
@@ -384,7 +418,9 @@ mod tests {
         let mut out = vec![0f32; n * rows];
         for t in 0..n {
             for r in 0..rows {
-                out[t * rows + r] = (0..cols).map(|c| w[r * cols + c] as f64 * x[t * cols + c] as f64).sum::<f64>() as f32;
+                out[t * rows + r] = (0..cols)
+                    .map(|c| w[r * cols + c] as f64 * x[t * cols + c] as f64)
+                    .sum::<f64>() as f32;
             }
         }
         out
@@ -397,7 +433,10 @@ mod tests {
         for ty in [GgmlType::F32, GgmlType::F16, GgmlType::Q4_1, GgmlType::Q8_0] {
             let raw = match ty {
                 GgmlType::F32 => wf.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                GgmlType::F16 => wf.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
+                GgmlType::F16 => wf
+                    .iter()
+                    .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                    .collect(),
                 GgmlType::Q4_1 => quantize_q4_1(&wf),
                 GgmlType::Q8_0 => quantize_q8_0(&wf),
                 GgmlType::Other(_) => unreachable!(),

@@ -146,8 +146,17 @@ mod tests {
     fn top_k_one_and_tiny_top_p_are_greedy() {
         let logits = [0.5, 1.0, 4.0, 3.9];
         for p in [
-            SamplingParams { temperature: 1.0, top_k: 1, ..Default::default() },
-            SamplingParams { temperature: 1.0, top_p: 1e-6, seed: 9, ..Default::default() },
+            SamplingParams {
+                temperature: 1.0,
+                top_k: 1,
+                ..Default::default()
+            },
+            SamplingParams {
+                temperature: 1.0,
+                top_p: 1e-6,
+                seed: 9,
+                ..Default::default()
+            },
         ] {
             let mut s = Sampler::new(&p);
             for _ in 0..50 {
@@ -159,21 +168,36 @@ mod tests {
     #[test]
     fn top_k_limits_support_and_seed_repeats() {
         let logits: Vec<f32> = (0..100).map(|i| (i % 10) as f32).collect();
-        let p = SamplingParams { temperature: 5.0, top_k: 3, seed: 42, ..Default::default() };
+        let p = SamplingParams {
+            temperature: 5.0,
+            top_k: 3,
+            seed: 42,
+            ..Default::default()
+        };
         let mut a = Sampler::new(&p);
         let mut b = Sampler::new(&p);
         let draws: Vec<u32> = (0..200).map(|_| a.sample(&logits)).collect();
         // The three largest logits (value 9) are at 9, 19, 29, ... : only
         // 9, 19 and 29 win the tie-break by index.
         assert!(draws.iter().all(|d| [9, 19, 29].contains(d)), "{draws:?}");
-        assert!(draws.iter().any(|&d| d != draws[0]), "a temperature of 5 should vary");
-        assert_eq!(draws, (0..200).map(|_| b.sample(&logits)).collect::<Vec<_>>());
+        assert!(
+            draws.iter().any(|&d| d != draws[0]),
+            "a temperature of 5 should vary"
+        );
+        assert_eq!(
+            draws,
+            (0..200).map(|_| b.sample(&logits)).collect::<Vec<_>>()
+        );
     }
 
     #[test]
     fn temperature_concentrates() {
         let logits = [0.0, 1.0];
-        let mut s = Sampler::new(&SamplingParams { temperature: 0.05, seed: 1, ..Default::default() });
+        let mut s = Sampler::new(&SamplingParams {
+            temperature: 0.05,
+            seed: 1,
+            ..Default::default()
+        });
         assert!((0..100).all(|_| s.sample(&logits) == 1));
     }
 }

@@ -54,7 +54,7 @@ pub struct Tokenizer {
     tokens: Vec<String>,
     ids: HashMap<String, u32>,
     ranks: HashMap<(u32, u32), (u32, u32)>, // (left, right) -> (rank, merged id)
-    special: Vec<(String, u32)>,             // control tokens, longest first
+    special: Vec<(String, u32)>,            // control tokens, longest first
     is_special: Vec<bool>,
     split: Regex,
     byte_char: [char; 256],
@@ -72,8 +72,9 @@ fn bytes_to_unicode() -> [char; 256] {
     let mut out = ['\0'; 256];
     let mut n = 0u32;
     for b in 0..256u32 {
-        let printable =
-            (b'!' as u32..=b'~' as u32).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+        let printable = (b'!' as u32..=b'~' as u32).contains(&b)
+            || (0xA1..=0xAC).contains(&b)
+            || (0xAE..=0xFF).contains(&b);
         out[b as usize] = if printable {
             char::from_u32(b).expect("latin-1")
         } else {
@@ -87,7 +88,10 @@ fn bytes_to_unicode() -> [char; 256] {
 impl Tokenizer {
     /// Builds the tokenizer from `tokenizer.ggml.*` metadata.
     pub fn from_gguf(f: &GgufFile) -> Result<Self, TokenizerError> {
-        let md = |k: &str| f.get(k).ok_or_else(|| TokenizerError::Metadata(format!("{k} missing")));
+        let md = |k: &str| {
+            f.get(k)
+                .ok_or_else(|| TokenizerError::Metadata(format!("{k} missing")))
+        };
         let model = md("tokenizer.ggml.model")?.as_str().unwrap_or_default();
         if model != "gpt2" {
             return Err(TokenizerError::UnsupportedModel(model.to_string()));
@@ -110,7 +114,11 @@ impl Tokenizer {
             Some(a) => a.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
             None => vec![1; tokens.len()],
         };
-        let id_of = |k: &str, default: u32| f.get(k).and_then(Value::as_u64).map_or(default, |v| v as u32);
+        let id_of = |k: &str, default: u32| {
+            f.get(k)
+                .and_then(Value::as_u64)
+                .map_or(default, |v| v as u32)
+        };
         let bos_id = id_of("tokenizer.ggml.bos_token_id", 1);
         let eos_id = id_of("tokenizer.ggml.eos_token_id", 2);
         let chat_template = f
@@ -138,7 +146,9 @@ impl Tokenizer {
         let mut ranks = HashMap::with_capacity(merges.len());
         for (rank, m) in merges.iter().enumerate() {
             let Some((a, b)) = m.split_once(' ') else {
-                return Err(TokenizerError::Metadata(format!("merge {m:?} has no space")));
+                return Err(TokenizerError::Metadata(format!(
+                    "merge {m:?} has no space"
+                )));
             };
             let (Some(&ia), Some(&ib), Some(&im)) =
                 (ids.get(a), ids.get(b), ids.get(&format!("{a}{b}")))
@@ -158,7 +168,11 @@ impl Tokenizer {
             .collect();
         special.sort_by_key(|(t, _)| std::cmp::Reverse(t.len()));
         let byte_char = bytes_to_unicode();
-        let char_byte = byte_char.iter().enumerate().map(|(b, c)| (*c, b as u8)).collect();
+        let char_byte = byte_char
+            .iter()
+            .enumerate()
+            .map(|(b, c)| (*c, b as u8))
+            .collect();
         Ok(Self {
             tokens,
             ids,
@@ -282,7 +296,11 @@ impl Tokenizer {
         }
         self.tokens
             .get(id as usize)
-            .map(|t| t.chars().filter_map(|c| self.char_byte.get(&c).copied()).collect())
+            .map(|t| {
+                t.chars()
+                    .filter_map(|c| self.char_byte.get(&c).copied())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -398,7 +416,10 @@ mod tests {
         let t = toy();
         let ids = t.encode("<|im_start|>x12", true);
         assert_eq!(ids[0], 1);
-        let strs: Vec<&str> = ids[1..].iter().map(|&i| t.tokens[i as usize].as_str()).collect();
+        let strs: Vec<&str> = ids[1..]
+            .iter()
+            .map(|&i| t.tokens[i as usize].as_str())
+            .collect();
         assert_eq!(strs, ["x", "1", "2"]);
         // Without `special`, the marker is ordinary text.
         assert!(t.encode("<|im_start|>", false).len() > 1);
@@ -432,9 +453,15 @@ mod tests {
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
         );
         let s = Tokenizer::apply_chat_template(
-            &[ChatMessage::new("system", "S"), ChatMessage::new("user", "U")],
+            &[
+                ChatMessage::new("system", "S"),
+                ChatMessage::new("user", "U"),
+            ],
             false,
         );
-        assert_eq!(s, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n");
+        assert_eq!(
+            s,
+            "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n"
+        );
     }
 }

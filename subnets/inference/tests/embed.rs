@@ -26,8 +26,11 @@ fn embeddings_match_reference() {
         dir.display()
     );
     let g: Golden = serde_json::from_str(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/minilm_golden.json"))
-            .unwrap(),
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/minilm_golden.json"
+        ))
+        .unwrap(),
     )
     .unwrap();
     let m = MiniLm::<Cpu>::load(&dir, &Default::default()).unwrap();

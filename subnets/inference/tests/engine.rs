@@ -21,7 +21,13 @@ fn req(ids: &[u32], params: SamplingParams) -> GenerateRequest {
 async fn streams_tokens_then_done() {
     let c = &golden().cases[0];
     let mut g = engine()
-        .generate(req(&c.prompt_ids, SamplingParams { stop_at_eos: false, ..SamplingParams::greedy(10) }))
+        .generate(req(
+            &c.prompt_ids,
+            SamplingParams {
+                stop_at_eos: false,
+                ..SamplingParams::greedy(10)
+            },
+        ))
         .unwrap();
     let mut ids = Vec::new();
     let mut text = String::new();
@@ -52,7 +58,10 @@ fn stop_string_ends_generation_before_it() {
     let done = engine()
         .generate_blocking(req(
             &c.prompt_ids,
-            SamplingParams { stop: vec!["celestial".into()], ..SamplingParams::greedy(32) },
+            SamplingParams {
+                stop: vec!["celestial".into()],
+                ..SamplingParams::greedy(32)
+            },
         ))
         .unwrap();
     assert_eq!(done.finished.reason, FinishReason::Stop);
@@ -98,40 +107,65 @@ fn dropping_the_stream_cancels() {
     let e = engine();
     let c = &golden().cases[0];
     let mut g = e
-        .generate(req(&c.prompt_ids, SamplingParams { stop_at_eos: false, ..SamplingParams::greedy(2000) }))
+        .generate(req(
+            &c.prompt_ids,
+            SamplingParams {
+                stop_at_eos: false,
+                ..SamplingParams::greedy(2000)
+            },
+        ))
         .unwrap();
     assert!(matches!(g.blocking_next(), Some(Event::Token { .. })));
     drop(g);
     let t = Instant::now();
     while e.load().active > 0 {
-        assert!(t.elapsed() < Duration::from_secs(10), "sequence still active after cancel");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "sequence still active after cancel"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     // The engine still serves.
-    let done = e.generate_blocking(req(&c.prompt_ids, SamplingParams::greedy(3))).unwrap();
+    let done = e
+        .generate_blocking(req(&c.prompt_ids, SamplingParams::greedy(3)))
+        .unwrap();
     assert_eq!(done.ids, c.greedy_ids[..3]);
 }
 
 #[test]
-fn batched_requests_cost_less_than_sequential() {
-    let e = engine();
+fn concurrent_requests_share_forward_passes() {
+    // Four simultaneous requests are decoded together: far fewer forward
+    // passes than four requests one after another (steps, not wall time, so
+    // the test holds on a busy machine), and the same tokens. Its own
+    // engine, so no other test's requests count.
+    let e = &Engine::start(EngineConfig::new(model_path())).unwrap();
     let c = &golden().cases[2];
-    let p = || req(&c.prompt_ids, SamplingParams { stop_at_eos: false, ..SamplingParams::greedy(16) });
-    e.generate_blocking(p()).unwrap(); // warm
-    let t = Instant::now();
+    let p = || {
+        req(
+            &c.prompt_ids,
+            SamplingParams {
+                stop_at_eos: false,
+                ..SamplingParams::greedy(16)
+            },
+        )
+    };
+    let s0 = e.load().steps;
     for _ in 0..4 {
         e.generate_blocking(p()).unwrap();
     }
-    let sequential = t.elapsed();
+    let sequential = e.load().steps - s0;
+    assert_eq!(sequential, 64);
+    let s0 = e.load().steps;
     let t = Instant::now();
     let gens: Vec<_> = (0..4).map(|_| e.generate(p()).unwrap()).collect();
     for g in gens {
         assert_eq!(g.collect_blocking().unwrap().ids, c.greedy_ids[..16]);
     }
-    let batched = t.elapsed();
+    let batched = e.load().steps - s0;
     assert!(
-        batched.as_secs_f64() < 0.75 * sequential.as_secs_f64(),
-        "4 batched {batched:?} vs 4 sequential {sequential:?}"
+        batched <= 24,
+        "4 concurrent requests took {batched} steps ({:?})",
+        t.elapsed()
     );
 }
 
@@ -147,11 +181,20 @@ fn invalid_requests_are_refused() {
         Err(Error::InvalidRequest(_))
     ));
     assert!(matches!(
-        e.generate(req(&[1], SamplingParams { top_p: 0.0, ..Default::default() })),
+        e.generate(req(
+            &[1],
+            SamplingParams {
+                top_p: 0.0,
+                ..Default::default()
+            }
+        )),
         Err(Error::InvalidRequest(_))
     ));
     let long = vec![1u32; 5000];
-    assert!(matches!(e.generate(req(&long, SamplingParams::default())), Err(Error::InvalidRequest(_))));
+    assert!(matches!(
+        e.generate(req(&long, SamplingParams::default())),
+        Err(Error::InvalidRequest(_))
+    ));
 }
 
 #[test]

@@ -14,7 +14,12 @@ fn tokenizer_gives_reference_prompt_ids() {
     let f = GgufFile::open(model_path()).unwrap();
     let tok = Tokenizer::from_gguf(&f).unwrap();
     for c in golden().cases {
-        assert_eq!(tok.encode(&c.prompt, true), c.prompt_ids, "prompt {:?}", c.prompt);
+        assert_eq!(
+            tok.encode(&c.prompt, true),
+            c.prompt_ids,
+            "prompt {:?}",
+            c.prompt
+        );
         assert_eq!(tok.decode(&c.greedy_ids), c.greedy_text);
     }
 }

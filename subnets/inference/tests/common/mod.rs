@@ -46,6 +46,9 @@ pub struct Golden {
 }
 
 pub fn golden() -> Golden {
-    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/smollm2_golden.json");
+    let p = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/smollm2_golden.json"
+    );
     serde_json::from_str(&std::fs::read_to_string(p).expect("fixture")).expect("fixture JSON")
 }
