@@ -17,13 +17,13 @@ enum Command {
     /// and stops everything on Ctrl-C.
     Devnet(mesh_cli::devnet::DevnetArgs),
     /// One node of a subnet (the same as `mesh-server`).
-    Server(mesh_cli::server::ServerArgs),
+    Server(Box<mesh_cli::server::ServerArgs>),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Devnet(args) => mesh_cli::devnet::run(args).await,
-        Command::Server(args) => mesh_cli::server::run(args).await,
+        Command::Server(args) => mesh_cli::server::run(*args).await,
     }
 }
