@@ -124,3 +124,63 @@ async fn stake_and_rate_limit_authorizers_refuse_with_named_statuses() {
         n.shutdown().await;
     }
 }
+
+/// The rate limit over real RPC: a burst over the limit is blocked, the block
+/// is lifted when it ends, and the second violation blocks for longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_block_and_lift_on_real_rpc() {
+    let limits = RateLimits {
+        burst: 3.0,
+        per_second: 0.1,
+        blocks: vec![Duration::from_millis(600), Duration::from_secs(60)],
+        ..RateLimits::default()
+    };
+    let layer = AuthLayer::new(vec![
+        Arc::new(RateLimitAuthorizer::new(limits)) as Arc<dyn Authorizer>
+    ]);
+    let metrics = layer.metrics();
+    let server = node(PeerKey::generate(KeyType::Ed25519).unwrap(), vec![], false).await;
+    let connections = incoming(&mut server.streams(), rpc_protocol("auth-test")).unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .layer(layer)
+            .add_service(EchoServer::new(EchoService::default()))
+            .serve_with_incoming(connections),
+    );
+    let addr = server.listen_addrs().await.unwrap()[0].clone();
+    let caller = node(
+        PeerKey::generate(KeyType::Ed25519).unwrap(),
+        vec![addr],
+        true,
+    )
+    .await;
+    let mut echo = EchoClient::new(connect(
+        caller.streams(),
+        server.peer_id(),
+        rpc_protocol("auth-test"),
+        Duration::from_secs(5),
+    ));
+    for i in 0..3 {
+        echo.say(say(&i.to_string())).await.unwrap();
+    }
+    let status = echo.say(say("over")).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("(violation 1)"), "{status:?}");
+    let status = echo.say(say("still blocked")).await.unwrap_err();
+    assert!(status.message().contains("is blocked"), "{status:?}");
+
+    // The block ends: the bucket is full again.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for i in 0..3 {
+        echo.say(say(&format!("again {i}"))).await.unwrap();
+    }
+    let status = echo.say(say("over again")).await.unwrap_err();
+    assert!(
+        status.message().contains("blocked for 60 s (violation 2)"),
+        "{status:?}"
+    );
+    assert_eq!(metrics.allowed(), 6);
+    assert_eq!(metrics.refused("rate_limit"), 3);
+    caller.shutdown().await;
+    server.shutdown().await;
+}
