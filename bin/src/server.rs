@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{init_logs, secs, wait_for_signal};
 
 /// The subnets this binary can host.
-pub const SUBNETS: [&str; 1] = [mesh_subnet_echo::NAME];
+pub const SUBNETS: [&str; 2] = [mesh_subnet_echo::NAME, mesh_subnet_inference::NAME];
 
 /// Options of `mesh-server` (and `mesh server`).
 #[derive(Debug, Clone, clap::Args)]
@@ -122,6 +122,24 @@ pub struct ServerArgs {
         default_value_t = mesh_server::consensus::ATTEST_WINDOW
     )]
     pub attest_window: f64,
+    /// `--subnet inference`: the GGUF model file (default: the SmolLM2 file
+    /// scripts/fetch-models.sh writes under $MESH_MODELS or ~/.cache/mesh-models).
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    /// `--subnet inference`: where the model runs: cpu, cuda or cuda:N
+    /// (cuda needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub backend: mesh_inference::BackendKind,
+    /// `--subnet inference`: run on the CPU when the backend cannot start.
+    #[arg(long = "fallback_to_cpu", alias = "fallback-to-cpu")]
+    pub fallback_to_cpu: bool,
+    /// `--subnet inference`: sequences decoded together.
+    #[arg(long = "max_batch", alias = "max-batch", default_value_t = 8)]
+    pub max_batch: usize,
+    /// `--subnet inference`: also serve Embed with the all-MiniLM-L6-v2
+    /// directory (model.safetensors + tokenizer.json).
+    #[arg(long = "embed_model", alias = "embed-model", value_name = "DIR")]
+    pub embed_model: Option<PathBuf>,
     /// Serve Prometheus metrics on http://<ADDR>/metrics (e.g. 127.0.0.1:9101).
     #[arg(long = "metrics", value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
@@ -135,11 +153,43 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     init_logs(args.log_json);
     match args.subnet.as_str() {
         mesh_subnet_echo::NAME => serve(args, Arc::new(mesh_subnet_echo::EchoSubnet::new())).await,
+        mesh_subnet_inference::NAME => {
+            let subnet = inference_subnet(&args)?;
+            serve(args, Arc::new(subnet)).await
+        }
         other => bail!(
             "unknown subnet {other:?}; this binary hosts: {}",
             SUBNETS.join(", ")
         ),
     }
+}
+
+/// Load the model (and the embedding model) before joining anything.
+fn inference_subnet(args: &ServerArgs) -> Result<mesh_subnet_inference::InferenceSubnet> {
+    let path = match &args.model {
+        Some(path) => path.clone(),
+        None => mesh_inference::find_smollm2()?,
+    };
+    let mut config = mesh_inference::EngineConfig::new(&path);
+    config.backend = args.backend.clone();
+    config.fallback_to_cpu = args.fallback_to_cpu;
+    config.max_batch = args.max_batch.max(1);
+    let engine = mesh_inference::Engine::start(config)
+        .with_context(|| format!("loading the model {}", path.display()))?;
+    let info = engine.info();
+    tracing::info!(model = %info.model, backend = %info.backend, max_batch = info.max_batch, "model loaded");
+    let embedder = match &args.embed_model {
+        Some(dir) => {
+            let model = mesh_inference::embed::MiniLm::load(dir, &Default::default())
+                .with_context(|| format!("loading the embedding model {}", dir.display()))?;
+            Some(Arc::new(model))
+        }
+        None => None,
+    };
+    Ok(mesh_subnet_inference::InferenceSubnet::new(
+        Arc::new(engine),
+        embedder,
+    ))
 }
 
 fn identity(args: &ServerArgs) -> Result<PeerKey> {

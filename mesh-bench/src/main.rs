@@ -7,6 +7,7 @@
 //! mesh-bench dht --peers 1000 --keys 1000 --transport memory --json
 //! mesh-bench rpc --peers 4 --concurrency 8 --calls 2000 --json
 //! mesh-bench rpc --peers 4 --concurrency 8 --calls 2000 --no-auth --json
+//! mesh-bench infer --model smollm2 --prompt-tokens 64 --new-tokens 64 --concurrency 8 --json
 //! ```
 
 use std::collections::HashSet;
@@ -53,6 +54,61 @@ enum Command {
     /// nodes make K unary calls to them round-robin, C at a time, through
     /// every authorizer and signed channels, or through none (`--no-auth`).
     Rpc(RpcArgs),
+    /// Load the inference engine and generate: prefill and decode rates
+    /// (single stream and C concurrent streams), time to first token, load
+    /// time and memory.
+    Infer(InferArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct InferArgs {
+    /// `smollm2` (the file scripts/fetch-models.sh writes) or a GGUF path.
+    #[arg(long, default_value = "smollm2")]
+    model: String,
+    /// Prompt length in tokens.
+    #[arg(long = "prompt-tokens", default_value_t = 64)]
+    prompt_tokens: usize,
+    /// Tokens generated per stream.
+    #[arg(long = "new-tokens", default_value_t = 64)]
+    new_tokens: usize,
+    /// Simultaneous streams (continuous batching).
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// cpu, cuda or cuda:N (cuda needs `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    backend: mesh_inference::BackendKind,
+    /// CPU worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print one JSON line (the default prints it too, pretty).
+    #[arg(long)]
+    json: bool,
+}
+
+fn bench_infer(args: InferArgs) -> Result<()> {
+    let model_path = match args.model.as_str() {
+        "smollm2" => mesh_inference::find_smollm2()?,
+        path => path.into(),
+    };
+    let report = mesh_inference::bench::run(&mesh_inference::bench::BenchArgs {
+        model_path: Some(model_path),
+        backend: args.backend,
+        threads: args.threads,
+        prompt_tokens: args.prompt_tokens,
+        new_tokens: args.new_tokens,
+        concurrency: args.concurrency.max(1),
+    })?;
+    let mut json = serde_json::to_value(&report)?;
+    if let Some(fields) = json.as_object_mut() {
+        fields.insert("system".into(), "mesh".into());
+        fields.insert("bench".into(), "infer".into());
+    }
+    if args.json {
+        println!("{json}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    }
+    Ok(())
 }
 
 #[derive(clap::Args, Debug)]
@@ -531,5 +587,6 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Dht(args) => rt.block_on(bench_dht(args)),
         Command::Rpc(args) => rt.block_on(bench_rpc(args)),
+        Command::Infer(args) => bench_infer(args),
     }
 }

@@ -1,6 +1,6 @@
 //! Prints the inference benchmark as JSON (what `mesh-bench infer` will run).
 //!
-//! `cargo run --release -p mesh-inference --example bench -- --prompt-tokens 64 --new-tokens 64 --concurrency 8 [--threads 2] [--backend cpu|cuda] [--model PATH]`
+//! `cargo run --release -p mesh-inference --example bench -- --prompt-tokens 64 --new-tokens 64 --concurrency 8 [--threads 2] [--prefill-budget 512] [--backend cpu|cuda] [--model PATH]`
 
 use mesh_inference::bench::{run, BenchArgs};
 
@@ -17,6 +17,7 @@ fn main() {
             "--new-tokens" => a.new_tokens = num(&val()),
             "--concurrency" => a.concurrency = num(&val()),
             "--threads" => a.threads = Some(num(&val())),
+            "--prefill-budget" => a.prefill_budget = Some(num(&val())),
             "--backend" => a.backend = val().parse().unwrap_or_else(|e: String| die(&e)),
             "--model" => a.model_path = Some(val().into()),
             "--json" => {}

@@ -29,6 +29,8 @@ pub struct BenchArgs {
     pub new_tokens: usize,
     /// Simultaneous streams.
     pub concurrency: usize,
+    /// Prompt tokens per engine step (default: the engine's).
+    pub prefill_budget: Option<usize>,
 }
 
 impl Default for BenchArgs {
@@ -40,6 +42,7 @@ impl Default for BenchArgs {
             prompt_tokens: 64,
             new_tokens: 64,
             concurrency: 1,
+            prefill_budget: None,
         }
     }
 }
@@ -183,7 +186,9 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport, Error> {
     cfg.backend = args.backend.clone();
     cfg.threads = args.threads;
     cfg.max_batch = args.concurrency.max(1);
-    cfg.prefill_budget = (args.prompt_tokens * args.concurrency.max(1)).max(1);
+    if let Some(b) = args.prefill_budget {
+        cfg.prefill_budget = b.max(1);
+    }
     let t = Instant::now();
     let engine = Engine::start(cfg)?;
     let load_s = t.elapsed().as_secs_f64();

@@ -421,6 +421,11 @@ impl Engine {
             )));
         }
         let p = &req.params;
+        if p.max_tokens == 0 {
+            return Err(Error::InvalidRequest(
+                "max_tokens must be at least 1".into(),
+            ));
+        }
         if !(p.temperature >= 0.0 && p.top_p > 0.0 && p.top_p <= 1.0) {
             return Err(Error::InvalidRequest(
                 "temperature must be >= 0 and top_p in (0, 1]".into(),

@@ -19,7 +19,7 @@
 //!   every step is one forward pass over all active sequences. Callers get a
 //!   [`Generation`] stream of [`Event`]s; dropping it cancels the request.
 //! - [`sampling`] picks tokens: greedy, temperature, top-k, top-p, seeded.
-//! - [`bench`] measures prefill/decode rates, time to first token, load time
+//! - [`mod@bench`] measures prefill/decode rates, time to first token, load time
 //!   and memory, single-stream and concurrent.
 //!
 //! ```no_run

@@ -190,6 +190,10 @@ fn invalid_requests_are_refused() {
         )),
         Err(Error::InvalidRequest(_))
     ));
+    assert!(matches!(
+        e.generate(req(&[1], SamplingParams::greedy(0))),
+        Err(Error::InvalidRequest(_))
+    ));
     let long = vec![1u32; 5000];
     assert!(matches!(
         e.generate(req(&long, SamplingParams::default())),

@@ -1,0 +1,242 @@
+//! The inference subnet end to end with the real model and the real dev
+//! chain: two staked servers (stake gate, signature and stake authorizers),
+//! a client whose PeerId is a registered node's client PeerId; the client
+//! finds the servers by their heartbeats, streams a generation that matches
+//! the engine's own, survives its server dying mid-stream, and an unstaked
+//! client is refused.
+
+use std::sync::{Arc, Mutex};
+
+use std::time::{Duration, Instant};
+
+use mesh_chain::devnode::DevNode;
+use mesh_chain::{chain_stake_oracle, Amount, ChainClient, RegisterNode, SignerSource};
+use mesh_core::{KeyType, NodeClass, PeerId, PeerKey};
+use mesh_dht::{Dht, DhtConfig, Multiaddr, StakeGate};
+use mesh_inference::{Engine, EngineConfig, GenerateRequest as EngineRequest, Prompt};
+use mesh_server::auth::Authorizer;
+use mesh_server::{
+    RateLimitAuthorizer, RateLimits, Runtime, RuntimeConfig, SignatureAuthorizer,
+    StakeAuthorizer,
+};
+use mesh_subnet_inference::client::{ClientError, InferenceClient};
+use mesh_subnet_inference::proto::{generate_request, GenerateRequest};
+use mesh_subnet_inference::InferenceSubnet;
+
+const PROMPT: &str = "The capital of France is";
+const TOKENS: u32 = 32;
+
+fn request() -> GenerateRequest {
+    GenerateRequest {
+        prompt: Some(generate_request::Prompt::Text(PROMPT.into())),
+        max_tokens: TOKENS,
+        ..Default::default()
+    }
+}
+
+fn engine() -> Arc<Engine> {
+    let path = mesh_inference::find_smollm2().unwrap_or_else(|e| panic!("{e}"));
+    let mut config = EngineConfig::new(path);
+    config.max_batch = 4;
+    Arc::new(Engine::start(config).expect("the engine starts"))
+}
+
+async fn client_node(key: PeerKey, initial: Multiaddr, subnet: &str) -> Dht {
+    let mut config = DhtConfig::new(key);
+    config.subnet_id = subnet.into();
+    config.client_mode = true;
+    config.initial_peers = vec![initial];
+    config.bootstrap_timeout = Duration::from_secs(10);
+    Dht::start(config).await.expect("the client joins")
+}
+
+/// Both servers' heartbeats, once both say they are idle (so the client's
+/// choice is the PeerId tie-break, known in advance).
+async fn idle_servers(
+    asker: &InferenceClient,
+) -> Vec<mesh_server::Heartbeat<mesh_subnet_inference::InferenceInfo>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let alive = asker.servers().await.unwrap();
+        if alive.len() == 2 && alive.iter().all(|h| h.info.free_slots == h.info.max_batch) {
+            for h in &alive {
+                assert!(h.info.model.to_lowercase().contains("smollm2"), "{h:?}");
+                assert_eq!(h.info.backend, "cpu");
+            }
+            return alive;
+        }
+        assert!(Instant::now() < deadline, "both servers idle: {alive:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_staked_inference_subnet_streams_fails_over_and_refuses_strangers() {
+    let chain = DevNode::start().expect("start mesh-chain-node (run scripts/build-chain.sh first)");
+    let client = ChainClient::connect(chain.url()).await.unwrap();
+    let signer = |uri: &str| SignerSource::Phrase(uri.into()).keypair().unwrap();
+    let alice = signer("//Alice");
+    let subnet_id = client.create_subnet(&alice, "inference", true).await.unwrap();
+    let subnet = subnet_id.to_string();
+
+    let client_key = PeerKey::generate(KeyType::Ed25519).unwrap();
+    let server_keys: Vec<PeerKey> = (0..2)
+        .map(|_| PeerKey::generate(KeyType::Ed25519).unwrap())
+        .collect();
+    for (i, (key, hotkey)) in server_keys.iter().zip(["//Bob", "//Charlie"]).enumerate() {
+        let registration = RegisterNode {
+            subnet_id,
+            hotkey: signer(hotkey).public_key().to_account_id(),
+            peer_id: key.peer_id(),
+            bootnode_peer_id: PeerId::random(),
+            // The first operator's client key is the one that asks.
+            client_peer_id: if i == 0 {
+                client_key.peer_id()
+            } else {
+                PeerId::random()
+            },
+            bootnode: None,
+            delegate_reward_rate: 0,
+            stake_to_be_added: Amount::tokens(100),
+            unique: None,
+            non_unique: None,
+            max_burn_amount: Amount::tokens(1),
+        };
+        client.register_node(&alice, &registration).await.unwrap();
+    }
+    let oracle = chain_stake_oracle(client.clone(), Duration::from_secs(300));
+
+    // Each server its own engine, so each reports its own load.
+    let engines = [engine(), engine()];
+    let mut servers = Vec::new();
+    let mut first: Option<Multiaddr> = None;
+    for (key, engine) in server_keys.iter().zip(&engines) {
+        let mut dht = DhtConfig::new(key.clone());
+        dht.subnet_id = subnet.clone();
+        dht.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+        dht.initial_peers = first.iter().cloned().collect();
+        dht.bootstrap_timeout = Duration::from_secs(10);
+        dht.stake_gate = Some(StakeGate {
+            oracle: oracle.oracle(),
+            subnet_id,
+            min_class: NodeClass::Registered,
+        });
+        let authorizers: Vec<Arc<dyn Authorizer>> = vec![
+            Arc::new(RateLimitAuthorizer::new(RateLimits::default())),
+            Arc::new(SignatureAuthorizer::new(key.peer_id())),
+            Arc::new(StakeAuthorizer::new(
+                oracle.oracle(),
+                subnet_id,
+                NodeClass::Registered,
+            )),
+        ];
+        let config = RuntimeConfig {
+            dht,
+            update_period: Duration::from_millis(500),
+            authorizers,
+            chain: None,
+        };
+        let node = Runtime::start(config, Arc::new(InferenceSubnet::new(engine.clone(), None)))
+            .await
+            .expect("a server starts");
+        if first.is_none() {
+            first = Some(node.context().dht.listen_addrs().await.unwrap()[0].clone());
+        }
+        servers.push(node);
+    }
+    let first = first.unwrap();
+
+    // What the engine itself answers.
+    let reference = engines[0]
+        .generate(EngineRequest {
+            prompt: Prompt::Text(PROMPT.into()),
+            params: mesh_inference::SamplingParams::greedy(TOKENS as usize),
+        })
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+
+    let client_id = client_key.peer_id();
+    let dht = client_node(client_key.clone(), first.clone(), &subnet).await;
+    let asker = InferenceClient::new(dht.clone(), Arc::new(client_key), subnet.clone());
+    let order = idle_servers(&asker).await;
+
+    // A whole stream through the first server.
+    let mut streamed = Vec::new();
+    let outcome = asker
+        .generate(request(), |t| streamed.push(t.id))
+        .await
+        .unwrap();
+    assert_eq!(outcome.ids, reference.ids, "the subnet answers what the engine does");
+    assert_eq!(streamed, reference.ids, "tokens were streamed one by one");
+    assert_eq!(outcome.text, reference.text);
+    assert_eq!(outcome.servers, vec![order[0].peer_id]);
+    assert_eq!(
+        outcome.finished.completion_tokens as usize,
+        reference.finished.completion_tokens
+    );
+
+    // The chosen server dies after the third token: the stream continues elsewhere.
+    let order = idle_servers(&asker).await;
+    let victim = order[0].peer_id;
+    let index = servers
+        .iter()
+        .position(|s| s.context().dht.peer_id() == victim)
+        .unwrap();
+    let doomed = servers.remove(index);
+    // Its network goes away at once, as in a crash (a graceful shutdown
+    // would let the stream finish first).
+    let network = Mutex::new(Some(doomed.context().dht.clone()));
+    let mut seen = Vec::new();
+    let outcome = asker
+        .generate(request(), |t| {
+            seen.push(t.id);
+            if seen.len() == 3 {
+                if let Some(dht) = network.lock().unwrap().take() {
+                    tokio::spawn(async move { dht.shutdown().await });
+                }
+            }
+        })
+        .await
+        .unwrap();
+    doomed.shutdown().await;
+    assert_eq!(seen, reference.ids, "one seamless stream, no token twice");
+    assert_eq!(outcome.ids, reference.ids);
+    assert_eq!(
+        outcome.servers,
+        vec![victim, order[1].peer_id],
+        "failed over to the other server"
+    );
+
+    // A client that is nobody's client PeerId is refused by the stake authorizer.
+    let stranger_key = PeerKey::generate(KeyType::Ed25519).unwrap();
+    let stranger_dht = client_node(stranger_key.clone(), first, &subnet).await;
+    let stranger = InferenceClient::new(stranger_dht.clone(), Arc::new(stranger_key), subnet);
+    match stranger.generate(request(), |_| {}).await {
+        Err(ClientError::AllFailed(failures)) => {
+            // The live server refuses by name; the dead one's heartbeat may
+            // not have lapsed yet, and it is unreachable.
+            let survivor = order[1].peer_id;
+            let (_, status) = failures
+                .iter()
+                .find(|(peer, _)| *peer == survivor)
+                .expect("the live server was asked");
+            assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+            assert!(status.message().starts_with("stake: "), "{status:?}");
+            for (peer, status) in &failures {
+                if *peer != survivor {
+                    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                }
+            }
+        }
+        other => panic!("the stranger is refused: {other:?}"),
+    }
+    assert_ne!(client_id, stranger_dht.peer_id());
+
+    stranger_dht.shutdown().await;
+    dht.shutdown().await;
+    for node in servers {
+        node.shutdown().await;
+    }
+}
