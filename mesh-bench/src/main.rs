@@ -80,6 +80,10 @@ struct InferArgs {
     /// CPU worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Prompt tokens processed per engine step across all streams (lower:
+    /// earlier first tokens under load, lower aggregate rate).
+    #[arg(long = "prefill-budget")]
+    prefill_budget: Option<usize>,
     /// Print one JSON line (the default prints it too, pretty).
     #[arg(long)]
     json: bool,
@@ -97,6 +101,7 @@ fn bench_infer(args: InferArgs) -> Result<()> {
         prompt_tokens: args.prompt_tokens,
         new_tokens: args.new_tokens,
         concurrency: args.concurrency.max(1),
+        prefill_budget: args.prefill_budget,
     })?;
     let mut json = serde_json::to_value(&report)?;
     if let Some(fields) = json.as_object_mut() {

@@ -65,11 +65,16 @@ pub struct Outcome {
 pub fn by_load(mut alive: Vec<Heartbeat<InferenceInfo>>) -> Vec<Heartbeat<InferenceInfo>> {
     alive.retain(|h| !h.info.model.is_empty());
     alive.sort_by(|a, b| {
-        (a.info.queued, std::cmp::Reverse(a.info.free_slots), a.peer_id).cmp(&(
-            b.info.queued,
-            std::cmp::Reverse(b.info.free_slots),
-            b.peer_id,
-        ))
+        (
+            a.info.queued,
+            std::cmp::Reverse(a.info.free_slots),
+            a.peer_id,
+        )
+            .cmp(&(
+                b.info.queued,
+                std::cmp::Reverse(b.info.free_slots),
+                b.peer_id,
+            ))
     });
     alive
 }

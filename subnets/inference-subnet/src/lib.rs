@@ -223,9 +223,7 @@ impl proto::inference_server::Inference for InferenceService {
         request: Request<proto::EmbedRequest>,
     ) -> Result<Response<proto::EmbedReply>, Status> {
         let Some(embedder) = self.embedder.clone() else {
-            return Err(Status::unimplemented(
-                "this server has no embedding model",
-            ));
+            return Err(Status::unimplemented("this server has no embedding model"));
         };
         let texts = request.into_inner().texts;
         if texts.is_empty() || texts.len() > 256 {

@@ -16,8 +16,7 @@ use mesh_dht::{Dht, DhtConfig, Multiaddr, StakeGate};
 use mesh_inference::{Engine, EngineConfig, GenerateRequest as EngineRequest, Prompt};
 use mesh_server::auth::Authorizer;
 use mesh_server::{
-    RateLimitAuthorizer, RateLimits, Runtime, RuntimeConfig, SignatureAuthorizer,
-    StakeAuthorizer,
+    RateLimitAuthorizer, RateLimits, Runtime, RuntimeConfig, SignatureAuthorizer, StakeAuthorizer,
 };
 use mesh_subnet_inference::client::{ClientError, InferenceClient};
 use mesh_subnet_inference::proto::{generate_request, GenerateRequest};
@@ -76,7 +75,10 @@ async fn a_staked_inference_subnet_streams_fails_over_and_refuses_strangers() {
     let client = ChainClient::connect(chain.url()).await.unwrap();
     let signer = |uri: &str| SignerSource::Phrase(uri.into()).keypair().unwrap();
     let alice = signer("//Alice");
-    let subnet_id = client.create_subnet(&alice, "inference", true).await.unwrap();
+    let subnet_id = client
+        .create_subnet(&alice, "inference", true)
+        .await
+        .unwrap();
     let subnet = subnet_id.to_string();
 
     let client_key = PeerKey::generate(KeyType::Ed25519).unwrap();
@@ -168,7 +170,10 @@ async fn a_staked_inference_subnet_streams_fails_over_and_refuses_strangers() {
         .generate(request(), |t| streamed.push(t.id))
         .await
         .unwrap();
-    assert_eq!(outcome.ids, reference.ids, "the subnet answers what the engine does");
+    assert_eq!(
+        outcome.ids, reference.ids,
+        "the subnet answers what the engine does"
+    );
     assert_eq!(streamed, reference.ids, "tokens were streamed one by one");
     assert_eq!(outcome.text, reference.text);
     assert_eq!(outcome.servers, vec![order[0].peer_id]);
