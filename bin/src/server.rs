@@ -278,20 +278,9 @@ async fn chain_parts(args: &ServerArgs, subnet_id: u32, key: &PeerKey) -> Result
         secs(args.stake_cache_ttl, "--stake_cache_ttl")?,
     );
     let oracle = watcher.oracle();
-    let lookup = client.clone();
     let hooks = ChainHooks {
         chain: Arc::new(HotkeyChain::new(client, hotkey)),
         subnet_id,
-        node_of: Arc::new(move |peer| {
-            let lookup = lookup.clone();
-            Box::pin(async move {
-                lookup
-                    .node_id_by_peer(subnet_id, &peer)
-                    .await
-                    .ok()
-                    .flatten()
-            })
-        }),
         poll: Duration::from_millis(500),
         attest_window: args.attest_window,
     };

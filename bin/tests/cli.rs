@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mesh_chain::devnode::{register_dev_node, DevNode};
+use mesh_chain::devnode::{register_dev_node, register_dev_node_with_client, DevNode};
 use mesh_chain::{ChainClient, SignerSource};
 use mesh_core::{KeyType, PeerId, PeerKey};
 use mesh_dht::{Dht, DhtConfig, Multiaddr};
@@ -445,20 +445,16 @@ async fn mesh_infer_streams_from_a_staked_inference_server() {
     let asker = PeerKey::generate(KeyType::Ed25519).unwrap();
     server.write_file(&server_key, false).unwrap();
     asker.write_file(&client_key, false).unwrap();
-    let registration = mesh_chain::RegisterNode {
+    register_dev_node_with_client(
+        &client,
+        &alice,
         subnet_id,
-        hotkey: signer("//Bob").public_key().to_account_id(),
-        peer_id: server.peer_id(),
-        bootnode_peer_id: PeerId::random(),
-        client_peer_id: asker.peer_id(),
-        bootnode: None,
-        delegate_reward_rate: 0,
-        stake_to_be_added: mesh_chain::Amount::tokens(100),
-        unique: None,
-        non_unique: None,
-        max_burn_amount: mesh_chain::Amount::tokens(1),
-    };
-    client.register_node(&alice, &registration).await.unwrap();
+        &signer("//Bob"),
+        server.peer_id(),
+        asker.peer_id(),
+    )
+    .await
+    .unwrap();
 
     let subnet = subnet_id.to_string();
     let key_arg = server_key.display().to_string();

@@ -6,7 +6,7 @@ use crate::error::{sx, ChainError};
 use mesh_core::consensus::{
     ChainCallError, ChainFuture, ConsensusChain, EpochClock, NodeId, Score, Submission,
 };
-use mesh_core::{NodeClass, SubnetId};
+use mesh_core::{NodeClass, PeerId, SubnetId};
 use subxt_signer::sr25519::Keypair;
 
 /// The chain as one node's consensus loop sees it: reads, and proposals and
@@ -70,6 +70,15 @@ impl ConsensusChain for HotkeyChain {
         Box::pin(async move {
             self.client
                 .elected_validator(subnet_id, epoch)
+                .await
+                .map_err(call_error)
+        })
+    }
+
+    fn node_of(&self, subnet_id: SubnetId, peer: PeerId) -> ChainFuture<'_, Option<NodeId>> {
+        Box::pin(async move {
+            self.client
+                .node_id_by_peer(subnet_id, &peer)
                 .await
                 .map_err(call_error)
         })

@@ -209,12 +209,26 @@ pub async fn register_dev_node(
     hotkey: &crate::Keypair,
     peer_id: mesh_core::PeerId,
 ) -> Result<u32, crate::ChainError> {
+    let client_peer_id = mesh_core::PeerId::random();
+    register_dev_node_with_client(client, coldkey, subnet_id, hotkey, peer_id, client_peer_id).await
+}
+
+/// [`register_dev_node`] with the node's client PeerId given: the key its
+/// operator's clients (e.g. `mesh-infer`) call the subnet with.
+pub async fn register_dev_node_with_client(
+    client: &crate::ChainClient,
+    coldkey: &crate::Keypair,
+    subnet_id: u32,
+    hotkey: &crate::Keypair,
+    peer_id: mesh_core::PeerId,
+    client_peer_id: mesh_core::PeerId,
+) -> Result<u32, crate::ChainError> {
     let registration = crate::RegisterNode {
         subnet_id,
         hotkey: hotkey.public_key().to_account_id(),
         peer_id,
         bootnode_peer_id: mesh_core::PeerId::random(),
-        client_peer_id: mesh_core::PeerId::random(),
+        client_peer_id,
         bootnode: None,
         delegate_reward_rate: 0,
         stake_to_be_added: crate::Amount::tokens(100),

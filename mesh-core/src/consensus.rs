@@ -5,6 +5,8 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use libp2p_identity::PeerId;
+
 use crate::stake::{NodeClass, SubnetId};
 
 /// A subnet node id on chain.
@@ -65,6 +67,9 @@ pub trait ConsensusChain: Send + Sync {
     /// The validator elected for an epoch.
     fn elected_validator(&self, subnet_id: SubnetId, epoch: u32)
         -> ChainFuture<'_, Option<NodeId>>;
+    /// The node registered under a (server) PeerId, if any: how scores
+    /// for peers become scores for node ids.
+    fn node_of(&self, subnet_id: SubnetId, peer: PeerId) -> ChainFuture<'_, Option<NodeId>>;
     /// The epoch's submission.
     fn submission(&self, subnet_id: SubnetId, epoch: u32) -> ChainFuture<'_, Option<Submission>>;
     /// Submit this node's scores as the epoch's attestation proposal.

@@ -187,6 +187,10 @@ mod tests {
         fn elected_validator(&self, _: SubnetId, _: u32) -> ChainFuture<'_, Option<NodeId>> {
             Box::pin(async move { Ok(*self.elected.lock().unwrap()) })
         }
+        fn node_of(&self, _: SubnetId, _: mesh_core::PeerId) -> ChainFuture<'_, Option<NodeId>> {
+            // The loop scores through its ScoreFn; it never maps PeerIds itself.
+            Box::pin(async move { Ok(None) })
+        }
         fn submission(&self, _: SubnetId, _: u32) -> ChainFuture<'_, Option<Submission>> {
             Box::pin(async move { Ok(self.submission.lock().unwrap().clone()) })
         }

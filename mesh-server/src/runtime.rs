@@ -103,8 +103,6 @@ pub struct ChainHooks {
     pub chain: Arc<dyn ConsensusChain>,
     /// The subnet on chain.
     pub subnet_id: SubnetId,
-    /// PeerId → node id on chain (for turning scores into submissions).
-    pub node_of: Arc<dyn Fn(PeerId) -> HookFuture<'static, Option<u32>> + Send + Sync>,
     /// How often the consensus loop looks at the chain (a fraction of a block time).
     pub poll: Duration,
     /// Share of an epoch within which a node attests ([`crate::consensus::ATTEST_WINDOW`]).
@@ -195,15 +193,20 @@ impl Runtime {
         if let Some(hooks) = config.chain {
             let scorer = subnet.clone();
             let dht = dht.clone();
-            let node_of = hooks.node_of.clone();
+            let (chain, subnet_id) = (hooks.chain.clone(), hooks.subnet_id);
             let score: ScoreFn = Arc::new(move |epoch| {
-                let (scorer, dht, node_of) = (scorer.clone(), dht.clone(), node_of.clone());
+                let (scorer, dht, chain) = (scorer.clone(), dht.clone(), chain.clone());
                 Box::pin(async move {
                     let alive = alive_peers::<S::Info>(&dht).await.unwrap_or_default();
                     let mut scores = Vec::new();
                     for (peer, score) in scorer.score(epoch, &alive).await {
-                        if let Some(node_id) = node_of(peer).await {
-                            scores.push(Score { node_id, score });
+                        // Peers with no node on chain cannot be scored.
+                        match chain.node_of(subnet_id, peer).await {
+                            Ok(Some(node_id)) => scores.push(Score { node_id, score }),
+                            Ok(None) => {}
+                            Err(e) => {
+                                tracing::warn!(%peer, "consensus: cannot look up the node of a peer, leaving it out: {e}")
+                            }
                         }
                     }
                     scores.sort();

@@ -143,20 +143,9 @@ async fn a_staked_subnet_reaches_consensus_from_heartbeats() {
             .await
             .unwrap();
         client.activate_node(&alice, subnet_id, id).await.unwrap();
-        let lookup = client.clone();
         config.chain = Some(ChainHooks {
             chain: Arc::new(HotkeyChain::new(client.clone(), signer(hotkey))),
             subnet_id,
-            node_of: Arc::new(move |peer| {
-                let lookup = lookup.clone();
-                Box::pin(async move {
-                    lookup
-                        .node_id_by_peer(subnet_id, &peer)
-                        .await
-                        .ok()
-                        .flatten()
-                })
-            }),
             poll: Duration::from_millis(100),
             // The dev chain's 10-block epochs leave 1.5 blocks at 15 %.
             attest_window: 0.5,

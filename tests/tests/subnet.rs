@@ -84,7 +84,6 @@ impl Subnet {
                 NodeClass::Registered,
             )),
         ];
-        let lookup = self.client.clone();
         let subnet_id = self.subnet_id;
         RuntimeConfig {
             dht,
@@ -93,16 +92,6 @@ impl Subnet {
             chain: Some(ChainHooks {
                 chain: Arc::new(HotkeyChain::new(self.client.clone(), signer(hotkey))),
                 subnet_id,
-                node_of: Arc::new(move |peer| {
-                    let lookup = lookup.clone();
-                    Box::pin(async move {
-                        lookup
-                            .node_id_by_peer(subnet_id, &peer)
-                            .await
-                            .ok()
-                            .flatten()
-                    })
-                }),
                 poll: Duration::from_millis(100),
                 // 15 % of a 10-block dev epoch is 1.5 blocks.
                 attest_window: 0.5,

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use std::time::{Duration, Instant};
 
-use mesh_chain::devnode::DevNode;
-use mesh_chain::{chain_stake_oracle, Amount, ChainClient, RegisterNode, SignerSource};
+use mesh_chain::devnode::{register_dev_node_with_client, DevNode};
+use mesh_chain::{chain_stake_oracle, ChainClient, SignerSource};
 use mesh_core::{KeyType, NodeClass, PeerId, PeerKey};
 use mesh_dht::{Dht, DhtConfig, Multiaddr, StakeGate};
 use mesh_inference::{Engine, EngineConfig, GenerateRequest as EngineRequest, Prompt};
@@ -86,25 +86,22 @@ async fn a_staked_inference_subnet_streams_fails_over_and_refuses_strangers() {
         .map(|_| PeerKey::generate(KeyType::Ed25519).unwrap())
         .collect();
     for (i, (key, hotkey)) in server_keys.iter().zip(["//Bob", "//Charlie"]).enumerate() {
-        let registration = RegisterNode {
-            subnet_id,
-            hotkey: signer(hotkey).public_key().to_account_id(),
-            peer_id: key.peer_id(),
-            bootnode_peer_id: PeerId::random(),
-            // The first operator's client key is the one that asks.
-            client_peer_id: if i == 0 {
-                client_key.peer_id()
-            } else {
-                PeerId::random()
-            },
-            bootnode: None,
-            delegate_reward_rate: 0,
-            stake_to_be_added: Amount::tokens(100),
-            unique: None,
-            non_unique: None,
-            max_burn_amount: Amount::tokens(1),
+        // The first operator's client key is the one that asks.
+        let client_peer_id = if i == 0 {
+            client_key.peer_id()
+        } else {
+            PeerId::random()
         };
-        client.register_node(&alice, &registration).await.unwrap();
+        register_dev_node_with_client(
+            &client,
+            &alice,
+            subnet_id,
+            &signer(hotkey),
+            key.peer_id(),
+            client_peer_id,
+        )
+        .await
+        .unwrap();
     }
     let oracle = chain_stake_oracle(client.clone(), Duration::from_secs(300));
 
