@@ -213,7 +213,9 @@ async fn a_staked_inference_subnet_streams_fails_over_and_refuses_strangers() {
 
     // A client that is nobody's client PeerId is refused by the stake authorizer.
     let stranger_key = PeerKey::generate(KeyType::Ed25519).unwrap();
-    let stranger_dht = client_node(stranger_key.clone(), first, &subnet).await;
+    // It joins through the surviving server (the first may be the one that died).
+    let survivor_addr = servers[0].context().dht.listen_addrs().await.unwrap()[0].clone();
+    let stranger_dht = client_node(stranger_key.clone(), survivor_addr, &subnet).await;
     let stranger = InferenceClient::new(stranger_dht.clone(), Arc::new(stranger_key), subnet);
     match stranger.generate(request(), |_| {}).await {
         Err(ClientError::AllFailed(failures)) => {
