@@ -117,7 +117,7 @@ pub async fn run(args: DevnetArgs) -> Result<()> {
             let boot = bootnode.insert(boot);
             watch(&args, subnet_id, &client, boot, &mut nodes, timeout).await
         } => r,
-        r = wait_for_signal() => r,
+        r = wait_for_signal() => r.map_err(anyhow::Error::from),
     };
     println!("stopping ...");
     for node in &mut nodes {

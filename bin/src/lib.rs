@@ -19,21 +19,7 @@ use anyhow::{bail, Result};
 pub mod devnet;
 pub mod server;
 
-/// Logs to stderr; `RUST_LOG` sets the filter (default `info`).
-pub fn init_logs(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    // A second call (a test, an embedding program) keeps the first subscriber.
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-}
+pub use mesh_dht::daemon::{init_logs, wait_for_signal};
 
 /// A positive number of seconds from a flag.
 pub fn secs(s: f64, what: &str) -> Result<Duration> {
@@ -41,20 +27,4 @@ pub fn secs(s: f64, what: &str) -> Result<Duration> {
         bail!("{what} must be a positive number of seconds, got {s}");
     }
     Ok(Duration::from_secs_f64(s))
-}
-
-/// Until SIGINT (Ctrl-C) or SIGTERM.
-pub async fn wait_for_signal() -> Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r?,
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await?;
-    Ok(())
 }

@@ -51,6 +51,7 @@
 
 mod codec;
 mod config;
+pub mod daemon;
 mod kad_store;
 mod lookup;
 mod metrics;

@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use mesh_core::{Expiration, KeyType, PeerKey, StoreLimits, StoredValue};
+use mesh_dht::daemon::{init_logs, wait_for_signal};
 use mesh_dht::{serve_metrics, Dht, DhtConfig, Multiaddr};
 use tokio_util::sync::CancellationToken;
 
@@ -150,20 +151,6 @@ struct GetArgs {
     json: bool,
 }
 
-fn init_logs(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 fn secs(s: f64, what: &str) -> Result<Duration> {
     if !(s.is_finite() && s > 0.0) {
         bail!("{what} must be a positive number of seconds, got {s}");
@@ -231,21 +218,6 @@ async fn run(args: RunArgs) -> Result<()> {
     tracing::info!("shutting down");
     cancel.cancel();
     dht.shutdown().await;
-    Ok(())
-}
-
-async fn wait_for_signal() -> Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r?,
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await?;
     Ok(())
 }
 

@@ -161,47 +161,49 @@ impl Generation {
     }
     /// Reads the whole stream, blocking the thread.
     pub fn collect_blocking(mut self) -> Result<Completion, Error> {
-        let mut ids = Vec::new();
-        let mut text = String::new();
+        let mut sink = Collected::default();
         while let Some(ev) = self.blocking_next() {
-            match ev {
-                Event::Token { id, text: t } => {
-                    ids.push(id);
-                    text.push_str(&t);
-                }
-                Event::Done(finished) => {
-                    return Ok(Completion {
-                        ids,
-                        text,
-                        finished,
-                    })
-                }
-                Event::Error(e) => return Err(Error::Engine(e)),
+            if let Some(done) = sink.take(ev) {
+                return done;
             }
         }
         Err(Error::Stopped)
     }
     /// Reads the whole stream.
     pub async fn collect(mut self) -> Result<Completion, Error> {
-        let mut ids = Vec::new();
-        let mut text = String::new();
+        let mut sink = Collected::default();
         while let Some(ev) = self.next().await {
-            match ev {
-                Event::Token { id, text: t } => {
-                    ids.push(id);
-                    text.push_str(&t);
-                }
-                Event::Done(finished) => {
-                    return Ok(Completion {
-                        ids,
-                        text,
-                        finished,
-                    })
-                }
-                Event::Error(e) => return Err(Error::Engine(e)),
+            if let Some(done) = sink.take(ev) {
+                return done;
             }
         }
         Err(Error::Stopped)
+    }
+}
+
+/// A stream being collected into a [`Completion`].
+#[derive(Default)]
+struct Collected {
+    ids: Vec<u32>,
+    text: String,
+}
+
+impl Collected {
+    /// Take one event; the result once the stream has ended.
+    fn take(&mut self, ev: Event) -> Option<Result<Completion, Error>> {
+        match ev {
+            Event::Token { id, text } => {
+                self.ids.push(id);
+                self.text.push_str(&text);
+                None
+            }
+            Event::Done(finished) => Some(Ok(Completion {
+                ids: std::mem::take(&mut self.ids),
+                text: std::mem::take(&mut self.text),
+                finished,
+            })),
+            Event::Error(e) => Some(Err(Error::Engine(e))),
+        }
     }
 }
 
