@@ -19,6 +19,7 @@ use mesh_server::{
     RateLimitAuthorizer, RateLimits, Runtime, RuntimeConfig, SignatureAuthorizer, StakeAuthorizer,
 };
 use mesh_subnet_inference::client::{ClientError, InferenceClient};
+use mesh_subnet_inference::proto::generate_chunk::Item;
 use mesh_subnet_inference::proto::{generate_request, GenerateRequest};
 use mesh_subnet_inference::InferenceSubnet;
 
@@ -40,11 +41,11 @@ fn engine() -> Arc<Engine> {
     Arc::new(Engine::start(config).expect("the engine starts"))
 }
 
-async fn client_node(key: PeerKey, initial: Multiaddr, subnet: &str) -> Dht {
+async fn client_node(key: PeerKey, initial: Vec<Multiaddr>, subnet: &str) -> Dht {
     let mut config = DhtConfig::new(key);
     config.subnet_id = subnet.into();
     config.client_mode = true;
-    config.initial_peers = vec![initial];
+    config.initial_peers = initial;
     config.bootstrap_timeout = Duration::from_secs(10);
     Dht::start(config).await.expect("the client joins")
 }
@@ -143,7 +144,6 @@ async fn a_staked_inference_subnet_streams_fails_over_and_refuses_strangers() {
         }
         servers.push(node);
     }
-    let first = first.unwrap();
 
     // What the engine itself answers.
     let reference = engines[0]
@@ -157,7 +157,11 @@ async fn a_staked_inference_subnet_streams_fails_over_and_refuses_strangers() {
         .unwrap();
 
     let client_id = client_key.peer_id();
-    let dht = client_node(client_key.clone(), first.clone(), &subnet).await;
+    let mut server_addrs = Vec::new();
+    for server in &servers {
+        server_addrs.push(server.context().dht.listen_addrs().await.unwrap()[0].clone());
+    }
+    let dht = client_node(client_key.clone(), server_addrs, &subnet).await;
     let asker = InferenceClient::new(dht.clone(), Arc::new(client_key), subnet.clone());
     let order = idle_servers(&asker).await;
 
@@ -215,7 +219,7 @@ async fn a_staked_inference_subnet_streams_fails_over_and_refuses_strangers() {
     let stranger_key = PeerKey::generate(KeyType::Ed25519).unwrap();
     // It joins through the surviving server (the first may be the one that died).
     let survivor_addr = servers[0].context().dht.listen_addrs().await.unwrap()[0].clone();
-    let stranger_dht = client_node(stranger_key.clone(), survivor_addr, &subnet).await;
+    let stranger_dht = client_node(stranger_key.clone(), vec![survivor_addr], &subnet).await;
     let stranger = InferenceClient::new(stranger_dht.clone(), Arc::new(stranger_key), subnet);
     match stranger.generate(request(), |_| {}).await {
         Err(ClientError::AllFailed(failures)) => {
@@ -241,6 +245,125 @@ async fn a_staked_inference_subnet_streams_fails_over_and_refuses_strangers() {
     stranger_dht.shutdown().await;
     dht.shutdown().await;
     for node in servers {
+        node.shutdown().await;
+    }
+}
+
+/// Without a chain: `Embed` through RPC gives the embedding model's own
+/// vectors; a server without one says so; a caller that goes away mid-stream
+/// frees its batch slot on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embeddings_and_cancellation_over_rpc() {
+    use mesh_inference::embed::MiniLm;
+    use mesh_subnet_inference::proto::EmbedRequest;
+
+    let dir = mesh_inference::models_dir().join("all-minilm-l6-v2");
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "{} missing: run scripts/fetch-models.sh minilm",
+        dir.display()
+    );
+    let embedder = Arc::new(MiniLm::load(&dir, &Default::default()).unwrap());
+    let texts = ["A cat sits on the mat.", "Stocks fell sharply on Monday."];
+    let local = embedder.embed(&texts);
+
+    let engine = engine();
+    let mut nodes = Vec::new();
+    let mut addrs: Vec<Multiaddr> = Vec::new();
+    for embeds in [true, false] {
+        let mut dht = DhtConfig::new(PeerKey::generate(KeyType::Ed25519).unwrap());
+        dht.subnet_id = "inference-local".into();
+        dht.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+        dht.initial_peers = addrs.clone();
+        let config = RuntimeConfig {
+            dht,
+            update_period: Duration::from_millis(500),
+            authorizers: vec![],
+            chain: None,
+        };
+        let subnet = InferenceSubnet::new(engine.clone(), embeds.then(|| embedder.clone()));
+        let node = Runtime::start(config, Arc::new(subnet)).await.unwrap();
+        addrs.push(node.context().dht.listen_addrs().await.unwrap()[0].clone());
+        nodes.push(node);
+    }
+    let key = PeerKey::generate(KeyType::Ed25519).unwrap();
+    // Through both servers, so it can dial each at once.
+    let dht = client_node(key.clone(), addrs, "inference-local").await;
+    let asker = InferenceClient::new(dht.clone(), Arc::new(key), "inference-local");
+    let (with, without) = (
+        nodes[0].context().dht.peer_id(),
+        nodes[1].context().dht.peer_id(),
+    );
+
+    let reply = asker
+        .rpc(with)
+        .embed(EmbedRequest {
+            texts: texts.iter().map(|t| t.to_string()).collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.vectors.len(), 2);
+    for (remote, local) in reply.vectors.iter().zip(&local) {
+        assert_eq!(remote.values.len(), 384);
+        assert_eq!(
+            &remote.values, local,
+            "the server's vectors are the model's"
+        );
+        let norm: f32 = remote.values.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "normalised: {norm}");
+    }
+    let status = asker
+        .rpc(without)
+        .embed(EmbedRequest {
+            texts: vec!["x".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    let status = asker
+        .rpc(with)
+        .embed(EmbedRequest { texts: vec![] })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+
+    // A long generation, abandoned after its first token.
+    let mut long = request();
+    long.max_tokens = 1_000;
+    long.prompt = Some(generate_request::Prompt::Chat(
+        mesh_subnet_inference::proto::Chat {
+            messages: vec![mesh_subnet_inference::proto::ChatMessage {
+                role: "user".into(),
+                content: "Write a very long story about a lighthouse keeper.".into(),
+            }],
+        },
+    ));
+    let mut stream = asker.rpc(with).generate(long).await.unwrap().into_inner();
+    for _ in 0..3 {
+        let chunk = stream.message().await.unwrap().expect("a chunk");
+        assert!(matches!(chunk.item, Some(Item::Token(_))), "{chunk:?}");
+    }
+    assert_eq!(engine.load().active, 1, "the generation is running");
+    let steps = engine.load().steps;
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while engine.load().active > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned generation is still running"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(engine.load().free_slots, 4);
+    let ran = engine.load().steps - steps;
+    assert!(
+        ran < 200,
+        "stopped long before its 1,000 tokens: {ran} more steps"
+    );
+
+    dht.shutdown().await;
+    for node in nodes {
         node.shutdown().await;
     }
 }
