@@ -84,7 +84,7 @@ struct InferArgs {
     /// earlier first tokens under load, lower aggregate rate).
     #[arg(long = "prefill-budget")]
     prefill_budget: Option<usize>,
-    /// Print one JSON line (the default prints it too, pretty).
+    /// Print one JSON line (default: one line per field).
     #[arg(long)]
     json: bool,
 }
@@ -108,12 +108,19 @@ fn bench_infer(args: InferArgs) -> Result<()> {
         fields.insert("system".into(), "mesh".into());
         fields.insert("bench".into(), "infer".into());
     }
-    if args.json {
-        println!("{json}");
-    } else {
-        println!("{}", serde_json::to_string_pretty(&json)?);
-    }
+    print_report(&json, args.json);
     Ok(())
+}
+
+/// One JSON line with `--json`, else one `field  value` line per field.
+fn print_report(report: &serde_json::Value, json: bool) {
+    if json {
+        println!("{report}");
+    } else if let Some(fields) = report.as_object() {
+        for (k, v) in fields {
+            println!("{k:>14}  {v}");
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -367,13 +374,7 @@ async fn bench_dht(args: DhtArgs) -> Result<()> {
     for d in &dhts {
         d.shutdown().await;
     }
-    if args.json {
-        println!("{out}");
-    } else {
-        for (k, v) in out.as_object().expect("object") {
-            println!("{k:>14}  {v}");
-        }
-    }
+    print_report(&out, args.json);
     Ok(())
 }
 
@@ -567,13 +568,7 @@ async fn bench_rpc(args: RpcArgs) -> Result<()> {
     {
         d.shutdown().await;
     }
-    if args.json {
-        println!("{out}");
-    } else {
-        for (k, v) in out.as_object().expect("object") {
-            println!("{k:>14}  {v}");
-        }
-    }
+    print_report(&out, args.json);
     Ok(())
 }
 

@@ -10,6 +10,7 @@ use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use mesh_core::{KeyType, PeerKey};
 use mesh_dht::{Dht, DhtConfig, Multiaddr, PeerId};
+use mesh_server::auth::AuthMetrics;
 use mesh_server::echo::proto::echo_client::EchoClient;
 use mesh_server::echo::proto::echo_server::EchoServer;
 use mesh_server::echo::proto::{CountRequest, SayRequest};
@@ -100,6 +101,37 @@ async fn server(key: PeerKey, layer: AuthLayer, responses: Responses) -> (Dht, M
     (dht, addr)
 }
 
+/// A server (with `configure`d signature authorizer and `responses`) and a
+/// client-mode node joined to it, both with keys of `kind`.
+struct Setup {
+    server: Dht,
+    server_id: PeerId,
+    client: Dht,
+    client_key: Arc<PeerKey>,
+    metrics: Arc<AuthMetrics>,
+}
+
+async fn setup(
+    kind: KeyType,
+    configure: impl FnOnce(AuthLayer) -> AuthLayer,
+    responses: Responses,
+) -> Setup {
+    let server_key = PeerKey::generate(kind).unwrap();
+    let server_id = server_key.peer_id();
+    let layer = configure(signature_layer(server_id));
+    let metrics = layer.metrics();
+    let (server, addr) = server(server_key, layer, responses).await;
+    let client_key = Arc::new(PeerKey::generate(kind).unwrap());
+    let client = node((*client_key).clone(), vec![addr], true).await;
+    Setup {
+        server,
+        server_id,
+        client,
+        client_key,
+        metrics,
+    }
+}
+
 fn signature_layer(server_id: PeerId) -> AuthLayer {
     AuthLayer::new(vec![
         Arc::new(SignatureAuthorizer::new(server_id)) as Arc<dyn Authorizer>
@@ -155,13 +187,13 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_calls_pass_and_their_responses_are_verified() {
-    let server_key = PeerKey::generate(KeyType::Ed25519).unwrap();
-    let server_id = server_key.peer_id();
-    let layer = signature_layer(server_id);
-    let metrics = layer.metrics();
-    let (server, addr) = server(server_key, layer, Responses::Signed).await;
-    let client_key = Arc::new(PeerKey::generate(KeyType::Ed25519).unwrap());
-    let client = node((*client_key).clone(), vec![addr], true).await;
+    let Setup {
+        server,
+        server_id,
+        client,
+        client_key,
+        metrics,
+    } = setup(KeyType::Ed25519, |l| l, Responses::Signed).await;
 
     let channel = signed(channel(&client, server_id), client_key.clone(), server_id);
     let mut echo = EchoClient::new(channel);
@@ -220,13 +252,13 @@ async fn signed_calls_pass_and_their_responses_are_verified() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_requests_are_refused_by_name_and_counted() {
-    let server_key = PeerKey::generate(KeyType::Ed25519).unwrap();
-    let server_id = server_key.peer_id();
-    let layer = signature_layer(server_id);
-    let metrics = layer.metrics();
-    let (server, addr) = server(server_key, layer, Responses::Signed).await;
-    let client_key = Arc::new(PeerKey::generate(KeyType::Ed25519).unwrap());
-    let client = node((*client_key).clone(), vec![addr], true).await;
+    let Setup {
+        server,
+        server_id,
+        client,
+        client_key,
+        metrics,
+    } = setup(KeyType::Ed25519, |l| l, Responses::Signed).await;
     let me = EnvelopeSigner::new(client_key.clone());
 
     // Signs `body` at `skew_ms` from now, for `target`, by `signer`, then
@@ -392,13 +424,13 @@ async fn the_client_refuses_unsigned_and_tampered_responses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rsa_keys_sign_and_verify_both_ways() {
-    let server_key = PeerKey::generate(KeyType::Rsa).unwrap();
-    let server_id = server_key.peer_id();
-    let layer = signature_layer(server_id);
-    let metrics = layer.metrics();
-    let (server, addr) = server(server_key, layer, Responses::Signed).await;
-    let client_key = Arc::new(PeerKey::generate(KeyType::Rsa).unwrap());
-    let client = node((*client_key).clone(), vec![addr], true).await;
+    let Setup {
+        server,
+        server_id,
+        client,
+        client_key,
+        metrics,
+    } = setup(KeyType::Rsa, |l| l, Responses::Signed).await;
     let mut echo = EchoClient::new(signed(
         channel(&client, server_id),
         client_key.clone(),
@@ -413,13 +445,18 @@ async fn rsa_keys_sign_and_verify_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_over_the_limit_are_refused() {
-    let server_key = PeerKey::generate(KeyType::Ed25519).unwrap();
-    let server_id = server_key.peer_id();
-    let layer = signature_layer(server_id).with_max_body_bytes(64);
-    let metrics = layer.metrics();
-    let (server, addr) = server(server_key, layer, Responses::Signed).await;
-    let client_key = Arc::new(PeerKey::generate(KeyType::Ed25519).unwrap());
-    let client = node((*client_key).clone(), vec![addr], true).await;
+    let Setup {
+        server,
+        server_id,
+        client,
+        client_key,
+        metrics,
+    } = setup(
+        KeyType::Ed25519,
+        |l| l.with_max_body_bytes(64),
+        Responses::Signed,
+    )
+    .await;
     let mut echo = EchoClient::new(signed(
         channel(&client, server_id),
         client_key.clone(),
