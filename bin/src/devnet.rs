@@ -31,7 +31,7 @@ use mesh_server::heartbeat::alive_peers;
 use mesh_subnet_echo::EchoInfo;
 use tokio::process::{Child, Command};
 
-use crate::{init_logs, secs, wait_for_signal};
+use crate::{init_logs, secs, stop_signal};
 
 /// Options of `mesh devnet`.
 #[derive(Debug, Clone, clap::Args)]
@@ -109,6 +109,7 @@ pub async fn run(args: DevnetArgs) -> Result<()> {
         args.block_millis
     );
 
+    let interrupted = stop_signal()?;
     let mut nodes = Vec::new();
     let mut bootnode = None;
     let outcome = tokio::select! {
@@ -117,7 +118,7 @@ pub async fn run(args: DevnetArgs) -> Result<()> {
             let boot = bootnode.insert(boot);
             watch(&args, subnet_id, &client, boot, &mut nodes, timeout).await
         } => r,
-        r = wait_for_signal() => r.map_err(anyhow::Error::from),
+        () = interrupted => Ok(()),
     };
     println!("stopping ...");
     for node in &mut nodes {

@@ -19,7 +19,7 @@ use anyhow::{bail, Result};
 pub mod devnet;
 pub mod server;
 
-pub use mesh_dht::daemon::{init_logs, wait_for_signal};
+pub use mesh_dht::daemon::{init_logs, stop_signal};
 
 /// A positive number of seconds from a flag.
 pub fn secs(s: f64, what: &str) -> Result<Duration> {

@@ -17,7 +17,7 @@ use mesh_server::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{init_logs, secs, wait_for_signal};
+use crate::{init_logs, secs, stop_signal};
 
 /// The subnets this binary can host.
 pub const SUBNETS: [&str; 2] = [mesh_subnet_echo::NAME, mesh_subnet_inference::NAME];
@@ -347,6 +347,8 @@ async fn serve<S: Subnet>(args: ServerArgs, subnet: Arc<S>) -> Result<()> {
         .await
         .context("starting the node")?;
     let ctx = node.context().clone();
+    // Before the ready lines: a signal right after them stops us cleanly.
+    let stop = stop_signal()?;
     let cancel = CancellationToken::new();
     if let Some(addr) = args.metrics {
         let bound = serve_metrics(addr, ctx.dht.registry(), cancel.clone())
@@ -363,7 +365,7 @@ async fn serve<S: Subnet>(args: ServerArgs, subnet: Arc<S>) -> Result<()> {
         println!("  --initial_peers {addr}");
     }
 
-    wait_for_signal().await?;
+    stop.await;
     tracing::info!("shutting down");
     cancel.cancel();
     node.shutdown().await;

@@ -17,18 +17,28 @@ pub fn init_logs(json: bool) {
     };
 }
 
-/// Until SIGINT (Ctrl-C) or, on Unix, SIGTERM.
-pub async fn wait_for_signal() -> std::io::Result<()> {
+/// A future that ends at SIGINT (Ctrl-C) or, on Unix, SIGTERM. The handlers
+/// are installed when this is called, not when the future is first polled:
+/// call it before telling anyone the daemon is ready, so a signal sent right
+/// after that is never met by the default action (killing the process).
+pub fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt())?;
         let mut term = signal(SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r?,
-            _ = term.recv() => {}
-        }
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = term.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await?;
-    Ok(())
+    {
+        let ctrl_c = tokio::signal::ctrl_c();
+        Ok(async move {
+            let _ = ctrl_c.await;
+        })
+    }
 }

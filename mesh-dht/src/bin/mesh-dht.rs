@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use mesh_core::{Expiration, KeyType, PeerKey, StoreLimits, StoredValue};
-use mesh_dht::daemon::{init_logs, wait_for_signal};
+use mesh_dht::daemon::{init_logs, stop_signal};
 use mesh_dht::{serve_metrics, Dht, DhtConfig, Multiaddr};
 use tokio_util::sync::CancellationToken;
 
@@ -199,6 +199,8 @@ async fn run(args: RunArgs) -> Result<()> {
     config.limits.max_records = args.max_records;
 
     let dht = Dht::start(config).await.context("starting the DHT node")?;
+    // Before the addresses are printed: a signal right after them stops us cleanly.
+    let stop = stop_signal()?;
     let cancel = CancellationToken::new();
     if let Some(addr) = args.metrics {
         let bound = serve_metrics(addr, dht.registry(), cancel.clone())
@@ -214,7 +216,7 @@ async fn run(args: RunArgs) -> Result<()> {
         println!("  --initial_peers {addr}");
     }
 
-    wait_for_signal().await?;
+    stop.await;
     tracing::info!("shutting down");
     cancel.cancel();
     dht.shutdown().await;
