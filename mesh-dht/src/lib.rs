@@ -10,8 +10,14 @@
 //! dropped or [`Dht::shutdown`] is called.
 //!
 //! The swarm composes:
-//! - **kad** (`/mesh/<subnet_id>/kad/1.0.0`): the routing table, bootstrap and
-//!   refresh. Peers enter our buckets only after identify shows they serve
+//! - **kad** (`/mesh/<subnet_id>/kad/1.0.0`): the routing table, the join and
+//!   refresh. A node joins with one lookup of its own PeerId: it learns its
+//!   neighbourhood and the peers on the way there, and they learn it. The
+//!   farther buckets are refreshed at every `refresh_period` (kad's
+//!   bootstrap: one lookup per bucket). Joining with a whole bootstrap, as
+//!   kad does by default, made every join contact about ten times more peers
+//!   (each a Noise handshake), which is what stopped a 1,000-node network
+//!   from starting on two cores. Peers enter our buckets only after identify shows they serve
 //!   the subnet's kad protocol, so client-mode nodes never appear there.
 //!   Records that arrive through kad's own `PUT_VALUE` are filtered
 //!   (`StoreInserts::FilterBoth`) through the same validators and merge rules

@@ -244,6 +244,7 @@ impl Dht {
             .set_provider_publication_interval(None)
             .set_record_ttl(None)
             .set_periodic_bootstrap_interval(None)
+            .set_automatic_bootstrap_throttle(None)
             .set_max_packet_size(config.max_message_bytes)
             .set_query_timeout(config.bootstrap_timeout);
         let mut kad = kad::Behaviour::with_config(local, store, kcfg);
@@ -654,13 +655,10 @@ impl EventLoop {
                 return;
             }
             s.needs_bootstrap = false;
-            match self.swarm.behaviour_mut().kad.bootstrap() {
-                Ok(id) => {
-                    if let Some(s) = &mut self.startup {
-                        s.bootstrap = Some(id);
-                    }
-                }
-                Err(_) => self.finish_startup(Ok(())),
+            let local = self.local;
+            let id = self.swarm.behaviour_mut().kad.get_closest_peers(local);
+            if let Some(s) = &mut self.startup {
+                s.bootstrap = Some(id);
             }
             return;
         }
@@ -796,7 +794,7 @@ impl EventLoop {
             }
             kad::Event::OutboundQueryProgressed {
                 id,
-                result: kad::QueryResult::Bootstrap(_),
+                result: kad::QueryResult::Bootstrap(_) | kad::QueryResult::GetClosestPeers(_),
                 step,
                 ..
             } if step.last => {
