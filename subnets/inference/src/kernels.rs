@@ -70,6 +70,12 @@ impl QMatrix {
     /// `out[t, r] = Σ_k x[t, k] · W[r, k]` for `n = x.len() / cols` tokens;
     /// `out` is `[n, rows]`.
     pub fn matmul_t(&self, x: &[f32], out: &mut [f32]) {
+        self.matmul_t_with(Simd::best(), x, out)
+    }
+
+    /// [`Self::matmul_t`] with at most the given instruction set (tests run
+    /// every path the CPU has).
+    fn matmul_t_with(&self, simd: Simd, x: &[f32], out: &mut [f32]) {
         let k = self.cols;
         assert_eq!(x.len() % k, 0, "x is not a whole number of rows");
         let n = x.len() / k;
@@ -77,36 +83,51 @@ impl QMatrix {
         if n == 0 {
             return;
         }
-        // Rows in chunks; each chunk produces a column block of `out`, kept
-        // row-major per chunk and scattered at the end.
+        // Rows in chunks across the pool. A chunk computes `[rows, n]` in a
+        // small buffer (the kernels' natural layout) and writes its columns
+        // of `out` (`[n, rows]`) itself.
         const CHUNK: usize = 64;
-        let run = |dst: &mut [f32]| {
-            dst.par_chunks_mut(CHUNK * n)
-                .enumerate()
-                .for_each(|(ci, dst)| self.rows_into(ci * CHUNK, x, n, dst))
-        };
         if n == 1 {
-            run(out);
-        } else {
-            let mut tmp = vec![0f32; self.rows * n]; // [rows, n]
-            run(&mut tmp);
-            // Transpose [rows, n] -> [n, rows].
-            for r in 0..self.rows {
-                for t in 0..n {
-                    out[t * self.rows + r] = tmp[r * n + t];
+            out.par_chunks_mut(CHUNK)
+                .enumerate()
+                .for_each(|(ci, dst)| self.rows_into(simd, ci * CHUNK, x, 1, dst));
+            return;
+        }
+        let rows = self.rows;
+        let base = OutPtr(out.as_mut_ptr());
+        (0..rows.div_ceil(CHUNK)).into_par_iter().for_each(|ci| {
+            let r0 = ci * CHUNK;
+            let m = CHUNK.min(rows - r0);
+            let mut tmp = [0f32; CHUNK * 16];
+            let mut heap = Vec::new();
+            let dst: &mut [f32] = if m * n <= tmp.len() {
+                &mut tmp[..m * n]
+            } else {
+                heap.resize(m * n, 0.0);
+                &mut heap
+            };
+            self.rows_into(simd, r0, x, n, dst);
+            let out = base.get();
+            for t in 0..n {
+                // SAFETY: `out` has n·rows values (asserted above); chunk
+                // `ci` alone writes columns r0..r0+m, so writes never overlap.
+                let col = unsafe { out.add(t * rows + r0) };
+                for i in 0..m {
+                    unsafe { *col.add(i) = dst[i * n + t] };
                 }
             }
-        }
+        });
     }
 
     /// `dst[i, t] = W[r0 + i] · x[t]` for the rows `dst` has room for.
-    fn rows_into(&self, r0: usize, x: &[f32], n: usize, dst: &mut [f32]) {
+    fn rows_into(&self, simd: Simd, r0: usize, x: &[f32], n: usize, dst: &mut [f32]) {
         let k = self.cols;
         #[cfg(target_arch = "x86_64")]
         {
-            if k.is_multiple_of(8) && avx2::available() {
+            if k.is_multiple_of(8) && simd >= Simd::Avx2 {
                 // SAFETY: the CPU has the features; sizes are checked by the caller.
-                unsafe { avx2::rows_into(self, r0, x, n, dst) };
+                let wide = k.is_multiple_of(16) && simd >= Simd::Avx512;
+                unsafe { avx2::rows_into(self, r0, x, n, dst, wide) };
                 return;
             }
         }
@@ -141,6 +162,62 @@ impl QMatrix {
     }
 }
 
+/// Instruction sets the kernels use, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Simd {
+    Portable,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Avx2,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Avx512,
+}
+
+impl Simd {
+    /// The best this CPU has (detected once).
+    fn best() -> Simd {
+        use std::sync::OnceLock;
+        static BEST: OnceLock<Simd> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                let avx2 = is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c");
+                if avx2 && is_x86_feature_detected!("avx512f") {
+                    return Simd::Avx512;
+                }
+                if avx2 {
+                    return Simd::Avx2;
+                }
+            }
+            Simd::Portable
+        })
+    }
+
+    /// Every level up to the best, for tests.
+    #[cfg(test)]
+    fn all() -> Vec<Simd> {
+        [Simd::Portable, Simd::Avx2, Simd::Avx512]
+            .into_iter()
+            .filter(|s| *s <= Simd::best())
+            .collect()
+    }
+}
+
+/// `out`'s base pointer shared by the workers of [`QMatrix::matmul_t`],
+/// each writing its own columns.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: used only for disjoint writes while `out` is mutably borrowed.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 fn dot_many_portable(w: &[f32], x: &[f32], out: &mut [f32]) {
     let k = w.len();
     for (o, xr) in out.iter_mut().zip(x.chunks_exact(k)) {
@@ -170,16 +247,6 @@ mod avx2 {
 
     use super::QMatrix;
     use crate::gguf::{dequantize_into, GgmlType};
-
-    pub(super) fn available() -> bool {
-        use std::sync::OnceLock;
-        static OK: OnceLock<bool> = OnceLock::new();
-        *OK.get_or_init(|| {
-            is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-                && is_x86_feature_detected!("f16c")
-        })
-    }
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -343,6 +410,215 @@ mod avx2 {
         }
     }
 
+    /// [`tile`] with 512-bit vectors: `k` a multiple of 16, up to 3×8 sums
+    /// in the 32 registers.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    #[allow(clippy::needless_range_loop)] // register tiles read best with indices
+    unsafe fn tile512<const R: usize, const T: usize>(
+        w: *const f32,
+        x: *const f32,
+        k: usize,
+    ) -> [[f32; T]; R] {
+        let mut acc = [[_mm512_setzero_ps(); T]; R];
+        let mut i = 0;
+        while i < k {
+            let mut wv = [_mm512_setzero_ps(); R];
+            for r in 0..R {
+                wv[r] = _mm512_loadu_ps(w.add(r * k + i));
+            }
+            for t in 0..T {
+                let xv = _mm512_loadu_ps(x.add(t * k + i));
+                for r in 0..R {
+                    acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+                }
+            }
+            i += 16;
+        }
+        let mut out = [[0f32; T]; R];
+        for r in 0..R {
+            for t in 0..T {
+                out[r][t] = _mm512_reduce_add_ps(acc[r][t]);
+            }
+        }
+        out
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn tile_rows512<const R: usize>(
+        w: *const f32,
+        x: &[f32],
+        n: usize,
+        k: usize,
+        dst: &mut [f32],
+        i: usize,
+    ) {
+        #[inline]
+        #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+        unsafe fn put<const R: usize, const T: usize>(
+            o: [[f32; T]; R],
+            dst: &mut [f32],
+            n: usize,
+            i: usize,
+            t: usize,
+        ) {
+            for (r, row) in o.iter().enumerate() {
+                dst[(i + r) * n + t..(i + r) * n + t + T].copy_from_slice(row);
+            }
+        }
+        let mut t = 0;
+        while t + 8 <= n {
+            put(tile512::<R, 8>(w, x.as_ptr().add(t * k), k), dst, n, i, t);
+            t += 8;
+        }
+        if t + 4 <= n {
+            put(tile512::<R, 4>(w, x.as_ptr().add(t * k), k), dst, n, i, t);
+            t += 4;
+        }
+        if t + 2 <= n {
+            put(tile512::<R, 2>(w, x.as_ptr().add(t * k), k), dst, n, i, t);
+            t += 2;
+        }
+        if t < n {
+            put(tile512::<R, 1>(w, x.as_ptr().add(t * k), k), dst, n, i, t);
+        }
+    }
+
+    /// 16 bytes as 16 floats (unsigned or signed).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn u8x16(v: __m128i) -> __m512 {
+        _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(v))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn i8x16(p: *const u8) -> __m512 {
+        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i)))
+    }
+
+    /// One Q4_1 block as 2×16 floats, with the arithmetic of [`q4_1`].
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn q4_1_512(b: *const u8) -> [__m512; 2] {
+        let dm = _mm_cvtph_ps(_mm_cvtsi32_si128((b as *const i32).read_unaligned()));
+        let d = _mm512_set1_ps(_mm_cvtss_f32(dm));
+        let m = _mm512_set1_ps(_mm_cvtss_f32(_mm_shuffle_ps(dm, dm, 1)));
+        let q = _mm_loadu_si128(b.add(4) as *const __m128i);
+        let mask = _mm_set1_epi8(0x0f);
+        let lo = _mm_and_si128(q, mask);
+        let hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
+        [
+            _mm512_add_ps(_mm512_mul_ps(u8x16(lo), d), m),
+            _mm512_add_ps(_mm512_mul_ps(u8x16(hi), d), m),
+        ]
+    }
+
+    /// One Q8_0 block as 2×16 floats, with the arithmetic of [`q8_0`].
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn q8_0_512(b: *const u8) -> [__m512; 2] {
+        let d16 = (b as *const u16).read_unaligned() as i32;
+        let d = _mm512_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(d16))));
+        [
+            _mm512_mul_ps(i8x16(b.add(2)), d),
+            _mm512_mul_ps(i8x16(b.add(18)), d),
+        ]
+    }
+
+    /// `out[t] = w · x[t]` over `blocks` blocks of one quantized row and T
+    /// tokens (`stride` floats apart): each block is expanded in registers
+    /// once and used by every token, so the weights are read once and never
+    /// written out.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    #[allow(clippy::needless_range_loop)] // register tiles read best with indices
+    unsafe fn fused_tile512<const Q4: bool, const T: usize>(
+        row: *const u8,
+        x: *const f32,
+        stride: usize,
+        blocks: usize,
+    ) -> [f32; T] {
+        let bytes = if Q4 { 20 } else { 34 };
+        // Two sums per token (one per half block): twice the independent
+        // chains, so multiply-add latency does not stall the loop.
+        let mut lo = [_mm512_setzero_ps(); T];
+        let mut hi = [_mm512_setzero_ps(); T];
+        for blk in 0..blocks {
+            let b = row.add(blk * bytes);
+            let w = if Q4 { q4_1_512(b) } else { q8_0_512(b) };
+            for t in 0..T {
+                let xp = x.add(t * stride + blk * 32);
+                lo[t] = _mm512_fmadd_ps(w[0], _mm512_loadu_ps(xp), lo[t]);
+                hi[t] = _mm512_fmadd_ps(w[1], _mm512_loadu_ps(xp.add(16)), hi[t]);
+            }
+        }
+        let mut out = [0f32; T];
+        for t in 0..T {
+            out[t] = _mm512_reduce_add_ps(_mm512_add_ps(lo[t], hi[t]));
+        }
+        out
+    }
+
+    /// [`rows_into`] for a batch of Q4_1 or Q8_0 rows with AVX-512. One row
+    /// at a time (a tile of 8 tokens keeps its sums in registers); long
+    /// rows in passes of [`PASS`] blocks, so the tokens' slice of `x` stays
+    /// in L1 while every row of the chunk reads it.
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn fused_batch512<const Q4: bool>(
+        m: &QMatrix,
+        r0: usize,
+        x: &[f32],
+        n: usize,
+        dst: &mut [f32],
+    ) {
+        /// 24 blocks: 768 columns, 24 KB of `x` for 8 tokens.
+        const PASS: usize = 24;
+        let bytes = if Q4 { 20 } else { 34 };
+        let k = m.cols;
+        let nrows = dst.len() / n;
+        let kb = k / 32;
+        let mut b0 = 0;
+        while b0 < kb {
+            let blocks = PASS.min(kb - b0);
+            let first = b0 == 0;
+            let xp = x.as_ptr().add(b0 * 32);
+            for i in 0..nrows {
+                prefetch_row(m, r0 + i + AHEAD);
+                let row = m.row(r0 + i).as_ptr().add(b0 * bytes);
+                let d = &mut dst[i * n..(i + 1) * n];
+                let mut t = 0;
+                macro_rules! run {
+                    ($t:literal) => {
+                        let o = fused_tile512::<Q4, $t>(row, xp.add(t * k), k, blocks);
+                        if first {
+                            d[t..t + $t].copy_from_slice(&o);
+                        } else {
+                            for (a, b) in d[t..t + $t].iter_mut().zip(o) {
+                                *a += b;
+                            }
+                        }
+                        t += $t;
+                    };
+                }
+                while t + 8 <= n {
+                    run!(8);
+                }
+                if t + 4 <= n {
+                    run!(4);
+                }
+                if t + 2 <= n {
+                    run!(2);
+                }
+                if t < n {
+                    run!(1);
+                }
+                let _ = t;
+            }
+            b0 += blocks;
+        }
+    }
+
     /// Rows to prefetch ahead of the one being read: weights stream from
     /// memory, and the hardware prefetcher alone leaves the loop waiting.
     const AHEAD: usize = 4;
@@ -362,7 +638,14 @@ mod avx2 {
 
     /// [`QMatrix::rows_into`] with AVX2.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn rows_into(m: &QMatrix, r0: usize, x: &[f32], n: usize, dst: &mut [f32]) {
+    pub(super) unsafe fn rows_into(
+        m: &QMatrix,
+        r0: usize,
+        x: &[f32],
+        n: usize,
+        dst: &mut [f32],
+        wide: bool,
+    ) {
         let k = m.cols;
         let nrows = dst.len() / n;
         if n == 1 && m.ty == GgmlType::Q4_1 {
@@ -379,6 +662,16 @@ mod avx2 {
             }
             return;
         }
+        // A batch is bound by multiply-adds: `wide` uses 16 lanes and 32
+        // registers (AVX-512).
+        if wide && m.ty == GgmlType::Q4_1 {
+            fused_batch512::<true>(m, r0, x, n, dst);
+            return;
+        }
+        if wide && m.ty == GgmlType::Q8_0 {
+            fused_batch512::<false>(m, r0, x, n, dst);
+            return;
+        }
         const R: usize = 3;
         let mut buf = vec![0f32; R * k];
         let mut i = 0;
@@ -388,10 +681,18 @@ mod avx2 {
                 prefetch_row(m, r0 + i + j + AHEAD);
                 dequant_row(m.ty, m.row(r0 + i + j), &mut buf[j * k..(j + 1) * k]);
             }
-            match r {
-                3 => tile_rows::<3>(buf.as_ptr(), x, n, k, dst, i),
-                2 => tile_rows::<2>(buf.as_ptr(), x, n, k, dst, i),
-                _ => tile_rows::<1>(buf.as_ptr(), x, n, k, dst, i),
+            if wide {
+                match r {
+                    3 => tile_rows512::<3>(buf.as_ptr(), x, n, k, dst, i),
+                    2 => tile_rows512::<2>(buf.as_ptr(), x, n, k, dst, i),
+                    _ => tile_rows512::<1>(buf.as_ptr(), x, n, k, dst, i),
+                }
+            } else {
+                match r {
+                    3 => tile_rows::<3>(buf.as_ptr(), x, n, k, dst, i),
+                    2 => tile_rows::<2>(buf.as_ptr(), x, n, k, dst, i),
+                    _ => tile_rows::<1>(buf.as_ptr(), x, n, k, dst, i),
+                }
             }
             i += r;
         }
@@ -428,28 +729,32 @@ mod tests {
 
     #[test]
     fn matmul_matches_reference_for_every_type_and_batch() {
-        let (rows, cols) = (70, 96); // 70 = 64 + 6: two chunks, row groups of 3
-        let wf = data(rows * cols, 1);
-        for ty in [GgmlType::F32, GgmlType::F16, GgmlType::Q4_1, GgmlType::Q8_0] {
-            let raw = match ty {
-                GgmlType::F32 => wf.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                GgmlType::F16 => wf
-                    .iter()
-                    .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
-                    .collect(),
-                GgmlType::Q4_1 => quantize_q4_1(&wf),
-                GgmlType::Q8_0 => quantize_q8_0(&wf),
-                GgmlType::Other(_) => unreachable!(),
-            };
-            let m = QMatrix::new(rows, cols, ty, raw).unwrap();
-            let deq = m.dequantize();
-            for n in [1, 2, 3, 4, 5, 9] {
-                let x = data(n * cols, 7 + n as u32);
-                let mut out = vec![0f32; n * rows];
-                m.matmul_t(&x, &mut out);
-                let want = reference(&deq, rows, cols, &x);
-                for (a, b) in out.iter().zip(&want) {
-                    assert!((a - b).abs() < 1e-4, "{ty:?} n={n}: {a} vs {b}");
+        // 70 = 64 + 6: two chunks, row groups of 3; 96 columns take the
+        // 16-lane path where the CPU has it, 32 the 8-lane one; 1,600 are
+        // read in three passes.
+        for (rows, cols) in [(70, 96), (70, 32), (9, 1600)] {
+            let wf = data(rows * cols, 1);
+            for ty in [GgmlType::F32, GgmlType::F16, GgmlType::Q4_1, GgmlType::Q8_0] {
+                let raw = match ty {
+                    GgmlType::F32 => wf.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    GgmlType::F16 => wf
+                        .iter()
+                        .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                        .collect(),
+                    GgmlType::Q4_1 => quantize_q4_1(&wf),
+                    GgmlType::Q8_0 => quantize_q8_0(&wf),
+                    GgmlType::Other(_) => unreachable!(),
+                };
+                let m = QMatrix::new(rows, cols, ty, raw).unwrap();
+                let deq = m.dequantize();
+                for n in [1, 2, 3, 4, 5, 8, 9, 15, 16, 27] {
+                    let x = data(n * cols, 7 + n as u32);
+                    let mut out = vec![0f32; n * rows];
+                    m.matmul_t(&x, &mut out);
+                    let want = reference(&deq, rows, cols, &x);
+                    for (a, b) in out.iter().zip(&want) {
+                        assert!((a - b).abs() < 1e-4, "{ty:?} n={n}: {a} vs {b}");
+                    }
                 }
             }
         }
@@ -470,12 +775,16 @@ mod tests {
             for c in [0, 7, 16, 31, 45, 63] {
                 let mut x = vec![0f32; cols];
                 x[c] = 1.0;
-                for n in [1, 2] {
+                for (simd, n) in Simd::all().into_iter().flat_map(|s| [(s, 1), (s, 2)]) {
                     let xs: Vec<f32> = x.iter().copied().cycle().take(n * cols).collect();
                     let mut out = vec![0f32; n * rows];
-                    m.matmul_t(&xs, &mut out);
+                    m.matmul_t_with(simd, &xs, &mut out);
                     for r in 0..rows {
-                        assert_eq!(out[r], deq[r * cols + c], "{ty:?} n={n} r={r} c={c}");
+                        assert_eq!(
+                            out[r],
+                            deq[r * cols + c],
+                            "{ty:?} {simd:?} n={n} r={r} c={c}"
+                        );
                     }
                 }
             }

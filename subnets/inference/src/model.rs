@@ -120,6 +120,8 @@ impl<B: Backend> Linear<B> {
 }
 
 struct Layer<B: Backend> {
+    /// Norm weights as tensors (burn path) and on the host (kernel path).
+    norms: [Vec<f32>; 2],
     attn_norm: Tensor<B, 1>,
     wqkv: Linear<B>,
     wo: Linear<B>,
@@ -165,6 +167,7 @@ pub struct Llama<B: Backend> {
     embed: QMatrix,
     layers: Vec<Layer<B>>,
     out_norm: Tensor<B, 1>,
+    out_norm_host: Vec<f32>,
     output: Linear<B>,
     inv_freq: Vec<f32>,
     native: bool,
@@ -209,12 +212,7 @@ fn qmatrix(f: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<QMatrix
     })
 }
 
-fn vector<B: Backend>(
-    f: &GgufFile,
-    name: &str,
-    len: usize,
-    dev: &B::Device,
-) -> Result<Tensor<B, 1>, Error> {
+fn vector(f: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>, Error> {
     let v = f.dequantize(name)?;
     if v.len() != len {
         return Err(Error::UnsupportedModel(format!(
@@ -222,7 +220,11 @@ fn vector<B: Backend>(
             v.len()
         )));
     }
-    Ok(Tensor::from_data(TensorData::new(v, [len]), dev))
+    Ok(v)
+}
+
+fn tensor1<B: Backend>(v: &[f32], dev: &B::Device) -> Tensor<B, 1> {
+    Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), dev)
 }
 
 impl<B: Backend> Llama<B> {
@@ -257,11 +259,16 @@ impl<B: Backend> Llama<B> {
             })?;
             weight_bytes +=
                 (qkv.byte_len() + gate_up.byte_len() + wo.byte_len() + down.byte_len()) as u64;
+            let norms = [
+                vector(f, &p("attn_norm"), d)?,
+                vector(f, &p("ffn_norm"), d)?,
+            ];
             layers.push(Layer {
-                attn_norm: vector(f, &p("attn_norm"), d, device)?,
+                attn_norm: tensor1(&norms[0], device),
+                ffn_norm: tensor1(&norms[1], device),
+                norms,
                 wqkv: Linear::new(qkv, native, device),
                 wo: Linear::new(wo, native, device),
-                ffn_norm: vector(f, &p("ffn_norm"), d, device)?,
                 w_gate_up: Linear::new(gate_up, native, device),
                 w_down: Linear::new(down, native, device),
             });
@@ -282,8 +289,10 @@ impl<B: Backend> Llama<B> {
         let inv_freq = (0..half)
             .map(|i| 1.0 / c.rope_base.powf((2 * i) as f32 / c.head_dim as f32))
             .collect();
+        let out_norm_host = vector(f, "output_norm.weight", d)?;
         let model = Self {
-            out_norm: vector(f, "output_norm.weight", d, device)?,
+            out_norm: tensor1(&out_norm_host, device),
+            out_norm_host,
             config: c,
             embed,
             layers,
@@ -337,6 +346,9 @@ impl<B: Backend> Llama<B> {
     /// after the last token of each sequence (`vocab` values each).
     pub fn forward(&self, caches: &mut [&mut KvCache<B>], tokens: &[&[u32]]) -> Vec<Vec<f32>> {
         assert_eq!(caches.len(), tokens.len());
+        if self.native {
+            return self.forward_host(caches, tokens);
+        }
         let c = &self.config;
         let (d, hd, nh, nkv) = (c.d_model, c.head_dim, c.n_head, c.n_kv_head);
         let rep = nh / nkv;
@@ -373,7 +385,7 @@ impl<B: Backend> Llama<B> {
             .zip(tokens)
             .map(|(cache, toks)| {
                 let l = toks.len();
-                (l > 1 && !self.native).then(|| {
+                (l > 1).then(|| {
                     let t = cache.len + l;
                     let mut m = vec![0f32; rep * l * t];
                     for g in 0..rep {
@@ -401,9 +413,7 @@ impl<B: Backend> Llama<B> {
                 .reshape([n, nkv, hd]);
             let q = Self::rope(q, &cos, &sin);
             let k = Self::rope(k, &cos, &sin);
-            let att = if self.native {
-                self.host_attention(li, caches, tokens, q, k, v)
-            } else {
+            let att = {
                 let mut outs = Vec::with_capacity(tokens.len());
                 let mut off = 0;
                 for (si, cache) in caches.iter_mut().enumerate() {
@@ -480,49 +490,188 @@ impl<B: Backend> Llama<B> {
             .collect()
     }
 
-    /// Attention on the host for the CPU path: appends the new keys and
-    /// values to each sequence's host cache and attends, one token per task.
-    fn host_attention(
-        &self,
-        li: usize,
-        caches: &mut [&mut KvCache<B>],
-        tokens: &[&[u32]],
-        q: Tensor<B, 3>,
-        k: Tensor<B, 3>,
-        v: Tensor<B, 3>,
-    ) -> Tensor<B, 2> {
-        use rayon::prelude::*;
+    /// The forward pass of the CPU kernels, on host vectors: the
+    /// projections run through [`crate::kernels`] on the quantized weights,
+    /// and norms, RoPE, attention and the MLP gate are plain loops. (Through
+    /// burn's ndarray ops these small element-wise steps cost as much as the
+    /// projections in a batch of 8.)
+    fn forward_host(&self, caches: &mut [&mut KvCache<B>], tokens: &[&[u32]]) -> Vec<Vec<f32>> {
         let c = &self.config;
-        let (d, hd, nh, nkv) = (c.d_model, c.head_dim, c.n_head, c.n_kv_head);
-        let (rep, kvw) = (nh / nkv, nkv * hd);
+        let (d, hd, nh, nkv, ff) = (c.d_model, c.head_dim, c.n_head, c.n_kv_head, c.d_ff);
+        let kvw = nkv * hd;
+        let qkv_w = d + 2 * kvw;
         let n: usize = tokens.iter().map(|t| t.len()).sum();
-        let host = |t: Tensor<B, 3>| t.into_data().to_vec::<f32>().expect("f32");
-        let (q, k, v) = (host(q), host(k), host(v));
-        // Token -> (sequence, position); append the new keys and values.
-        let mut owner = Vec::with_capacity(n);
-        let mut off = 0;
-        for (si, (cache, toks)) in caches.iter_mut().zip(tokens).enumerate() {
-            let l = toks.len();
-            let (kc, vc) = &mut cache.host[li];
-            kc.extend_from_slice(&k[off * kvw..(off + l) * kvw]);
-            vc.extend_from_slice(&v[off * kvw..(off + l) * kvw]);
-            owner.extend((0..l).map(|i| (si, cache.len + i)));
-            off += l;
+        if n == 0 {
+            return vec![Vec::new(); tokens.len()];
         }
-        let views: Vec<(&[f32], &[f32])> = caches
-            .iter()
-            .map(|c| (c.host[li].0.as_slice(), c.host[li].1.as_slice()))
-            .collect();
-        let scale = 1.0 / (hd as f32).sqrt();
+        let native = |l: &Linear<B>| match l {
+            Linear::Native(m) => m.clone(),
+            Linear::Dense(_) => unreachable!("the host path holds quantized weights"),
+        };
+        // Embeddings, rotary angles and each token's (sequence, position).
+        let mut x = vec![0f32; n * d];
+        let mut cos = Vec::with_capacity(n * hd / 2);
+        let mut sin = Vec::with_capacity(n * hd / 2);
+        let mut owner = Vec::with_capacity(n);
+        for (si, (cache, toks)) in caches.iter().zip(tokens).enumerate() {
+            for (i, &t) in toks.iter().enumerate() {
+                let t = (t as usize).min(c.vocab - 1);
+                let row = owner.len();
+                self.embed.dequantize_row(t, &mut x[row * d..(row + 1) * d]);
+                let pos = cache.len + i;
+                for &f in &self.inv_freq {
+                    let a = pos as f32 * f;
+                    cos.push(a.cos());
+                    sin.push(a.sin());
+                }
+                owner.push((si, pos));
+            }
+        }
+        let mut h = vec![0f32; n * d];
+        let mut qkv = vec![0f32; n * qkv_w];
         let mut att = vec![0f32; n * d];
-        att.par_chunks_mut(d).enumerate().for_each(|(tok, out)| {
+        let mut proj = vec![0f32; n * d];
+        let mut gu = vec![0f32; n * 2 * ff];
+        let mut act = vec![0f32; n * ff];
+        for (li, layer) in self.layers.iter().enumerate() {
+            host::rms_norm(&x, &layer.norms[0], c.eps, &mut h);
+            native(&layer.wqkv).matmul_t(&h, &mut qkv);
+            for (t, row) in qkv.chunks_exact_mut(qkv_w).enumerate() {
+                let (cs, sn) = (
+                    &cos[t * hd / 2..(t + 1) * hd / 2],
+                    &sin[t * hd / 2..(t + 1) * hd / 2],
+                );
+                host::rope(&mut row[..d + kvw], hd, cs, sn);
+            }
+            // Append the new keys and values to each sequence's cache.
+            let mut off = 0;
+            for (cache, toks) in caches.iter_mut().zip(tokens) {
+                let (kc, vc) = &mut cache.host[li];
+                for row in qkv[off * qkv_w..(off + toks.len()) * qkv_w].chunks_exact(qkv_w) {
+                    kc.extend_from_slice(&row[d..d + kvw]);
+                    vc.extend_from_slice(&row[d + kvw..]);
+                }
+                off += toks.len();
+            }
+            let views: Vec<(&[f32], &[f32])> = caches
+                .iter()
+                .map(|c| (c.host[li].0.as_slice(), c.host[li].1.as_slice()))
+                .collect();
+            host::attention(&qkv, qkv_w, &owner, &views, nh, nkv, hd, &mut att);
+            native(&layer.wo).matmul_t(&att, &mut proj);
+            host::add(&mut x, &proj);
+            host::rms_norm(&x, &layer.norms[1], c.eps, &mut h);
+            native(&layer.w_gate_up).matmul_t(&h, &mut gu);
+            host::silu_mul(&gu, ff, &mut act);
+            native(&layer.w_down).matmul_t(&act, &mut proj);
+            host::add(&mut x, &proj);
+        }
+        for (cache, toks) in caches.iter_mut().zip(tokens) {
+            cache.len += toks.len();
+        }
+        // Last position of each sequence -> logits.
+        let mut lasts = Vec::new();
+        let mut end = 0;
+        for toks in tokens {
+            end += toks.len();
+            if !toks.is_empty() {
+                lasts.extend_from_slice(&x[(end - 1) * d..end * d]);
+            }
+        }
+        let m = lasts.len() / d;
+        let mut hn = vec![0f32; m * d];
+        host::rms_norm(&lasts, &self.out_norm_host, c.eps, &mut hn);
+        let mut logits = vec![0f32; m * c.vocab];
+        native(&self.output).matmul_t(&hn, &mut logits);
+        let mut rows = logits.chunks_exact(c.vocab).map(|r| r.to_vec());
+        tokens
+            .iter()
+            .map(|t| {
+                if t.is_empty() {
+                    Vec::new()
+                } else {
+                    rows.next().expect("one row per sequence")
+                }
+            })
+            .collect()
+    }
+
+    /// The output projection's encoding (for reports).
+    pub fn embed_type(&self) -> GgmlType {
+        self.embed.ty
+    }
+}
+
+/// The element-wise steps of [`Llama::forward_host`].
+mod host {
+    use rayon::prelude::*;
+
+    use super::dot;
+
+    /// `out[t] = x[t] / sqrt(mean(x[t]²) + eps) · w` for each row.
+    pub(super) fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+        let d = w.len();
+        for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+            let ms = dot(xr, xr) / d as f32;
+            let r = (ms + eps).sqrt().recip();
+            for ((o, &v), &g) in or.iter_mut().zip(xr).zip(w) {
+                *o = v * r * g;
+            }
+        }
+    }
+
+    /// Rotates the adjacent pairs of every head in `row` by the token's angles.
+    pub(super) fn rope(row: &mut [f32], hd: usize, cos: &[f32], sin: &[f32]) {
+        for head in row.chunks_exact_mut(hd) {
+            for (i, pair) in head.chunks_exact_mut(2).enumerate() {
+                let (x0, x1) = (pair[0], pair[1]);
+                pair[0] = x0 * cos[i] - x1 * sin[i];
+                pair[1] = x0 * sin[i] + x1 * cos[i];
+            }
+        }
+    }
+
+    pub(super) fn add(x: &mut [f32], y: &[f32]) {
+        for (a, b) in x.iter_mut().zip(y) {
+            *a += b;
+        }
+    }
+
+    /// `out = silu(gate) · up` with `gu` rows laid out `[gate | up]`.
+    pub(super) fn silu_mul(gu: &[f32], ff: usize, out: &mut [f32]) {
+        for (row, o) in gu.chunks_exact(2 * ff).zip(out.chunks_exact_mut(ff)) {
+            let (g, u) = row.split_at(ff);
+            for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                *o = g / (1.0 + (-g).exp()) * u;
+            }
+        }
+    }
+
+    /// Causal attention of every new token (`q` in each `qkv` row) over its
+    /// sequence's cache (`[len, kv_heads, head_dim]`), grouped-query, one
+    /// token per task.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn attention(
+        qkv: &[f32],
+        qkv_w: usize,
+        owner: &[(usize, usize)],
+        views: &[(&[f32], &[f32])],
+        nh: usize,
+        nkv: usize,
+        hd: usize,
+        out: &mut [f32],
+    ) {
+        let d = nh * hd;
+        let (rep, kvw) = (nh / nkv, nkv * hd);
+        let scale = 1.0 / (hd as f32).sqrt();
+        out.par_chunks_mut(d).enumerate().for_each(|(tok, out)| {
             let (si, pos) = owner[tok];
             let (kc, vc) = views[si];
             let seen = pos + 1;
             let mut p = vec![0f32; seen];
             for h in 0..nh {
                 let j = h / rep;
-                let qv = &q[tok * d + h * hd..tok * d + (h + 1) * hd];
+                let qv = &qkv[tok * qkv_w + h * hd..tok * qkv_w + (h + 1) * hd];
                 let mut max = f32::NEG_INFINITY;
                 for (t, pt) in p.iter_mut().enumerate() {
                     let kv = &kc[t * kvw + j * hd..t * kvw + (j + 1) * hd];
@@ -545,11 +694,5 @@ impl<B: Backend> Llama<B> {
                 }
             }
         });
-        Tensor::from_data(TensorData::new(att, [n, d]), &self.device)
-    }
-
-    /// The output projection's encoding (for reports).
-    pub fn embed_type(&self) -> GgmlType {
-        self.embed.ty
     }
 }
