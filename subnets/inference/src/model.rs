@@ -175,6 +175,7 @@ pub struct Llama<B: Backend> {
 }
 
 /// Dot product in eight lanes (vectorizes without reassociation flags).
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -667,15 +668,66 @@ mod host {
         out.par_chunks_mut(d).enumerate().for_each(|(tok, out)| {
             let (si, pos) = owner[tok];
             let (kc, vc) = views[si];
-            let seen = pos + 1;
-            let mut p = vec![0f32; seen];
-            for h in 0..nh {
-                let j = h / rep;
-                let qv = &qkv[tok * qkv_w + h * hd..tok * qkv_w + (h + 1) * hd];
+            let q = &qkv[tok * qkv_w..tok * qkv_w + d];
+            let a = Attend {
+                q,
+                kc,
+                vc,
+                seen: pos + 1,
+                nh,
+                rep,
+                hd,
+                kvw,
+                scale,
+            };
+            #[cfg(target_arch = "x86_64")]
+            if avx2() {
+                // SAFETY: the CPU has AVX2 and FMA.
+                return unsafe { a.run_avx2(out) };
+            }
+            a.run(out)
+        });
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn avx2() -> bool {
+        use std::sync::OnceLock;
+        static OK: OnceLock<bool> = OnceLock::new();
+        *OK.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    }
+
+    /// One token's attention over `seen` cached positions.
+    struct Attend<'a> {
+        q: &'a [f32],
+        kc: &'a [f32],
+        vc: &'a [f32],
+        seen: usize,
+        nh: usize,
+        rep: usize,
+        hd: usize,
+        kvw: usize,
+        scale: f32,
+    }
+
+    impl Attend<'_> {
+        /// Compiled for AVX2 (the loops vectorize 8 wide).
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn run_avx2(&self, out: &mut [f32]) {
+            self.run(out)
+        }
+
+        #[inline(always)]
+        fn run(&self, out: &mut [f32]) {
+            let (hd, kvw) = (self.hd, self.kvw);
+            let mut p = vec![0f32; self.seen];
+            for h in 0..self.nh {
+                let j = h / self.rep;
+                let qv = &self.q[h * hd..(h + 1) * hd];
                 let mut max = f32::NEG_INFINITY;
                 for (t, pt) in p.iter_mut().enumerate() {
-                    let kv = &kc[t * kvw + j * hd..t * kvw + (j + 1) * hd];
-                    *pt = dot(qv, kv) * scale;
+                    let kv = &self.kc[t * kvw + j * hd..t * kvw + (j + 1) * hd];
+                    *pt = dot(qv, kv) * self.scale;
                     max = max.max(*pt);
                 }
                 let mut sum = 0.0;
@@ -687,12 +739,12 @@ mod host {
                 o.fill(0.0);
                 for (t, pt) in p.iter().enumerate() {
                     let w = pt / sum;
-                    let vv = &vc[t * kvw + j * hd..t * kvw + (j + 1) * hd];
+                    let vv = &self.vc[t * kvw + j * hd..t * kvw + (j + 1) * hd];
                     for (oi, vi) in o.iter_mut().zip(vv) {
                         *oi += w * vi;
                     }
                 }
             }
-        });
+        }
     }
 }
