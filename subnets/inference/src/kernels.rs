@@ -101,12 +101,6 @@ impl QMatrix {
         // small buffer (the kernels' natural layout) and writes its columns
         // of `out` (`[n, rows]`) itself.
         const CHUNK: usize = 64;
-        if n == 1 {
-            out.par_chunks_mut(CHUNK)
-                .enumerate()
-                .for_each(|(ci, dst)| self.rows_into(simd, ci * CHUNK, x, 1, dst));
-            return;
-        }
         // 64-byte aligned tokens for the 16-lane loads (a load that splits a
         // cache line costs twice): a third faster than the allocator's
         // 16-byte alignment.
@@ -120,6 +114,12 @@ impl QMatrix {
         } else {
             x
         };
+        if n == 1 {
+            out.par_chunks_mut(CHUNK)
+                .enumerate()
+                .for_each(|(ci, dst)| self.rows_into(simd, ci * CHUNK, x, 1, dst));
+            return;
+        }
         let rows = self.rows;
         let base = OutPtr(out.as_mut_ptr());
         (0..rows.div_ceil(CHUNK)).into_par_iter().for_each(|ci| {
@@ -712,6 +712,15 @@ mod avx2 {
     ) {
         let k = m.cols;
         let nrows = dst.len() / n;
+        // `wide`: 16 lanes and 32 registers (AVX-512), one token or many.
+        if wide && m.ty == GgmlType::Q4_1 {
+            fused_batch512::<true>(m, r0, x, n, dst);
+            return;
+        }
+        if wide && m.ty == GgmlType::Q8_0 {
+            fused_batch512::<false>(m, r0, x, n, dst);
+            return;
+        }
         if n == 1 && m.ty == GgmlType::Q4_1 {
             for (i, d) in dst.iter_mut().enumerate() {
                 prefetch_row(m, r0 + i + AHEAD);
@@ -724,16 +733,6 @@ mod avx2 {
                 prefetch_row(m, r0 + i + AHEAD);
                 *d = fused_dot::<false>(m.row(r0 + i), x);
             }
-            return;
-        }
-        // A batch is bound by multiply-adds: `wide` uses 16 lanes and 32
-        // registers (AVX-512).
-        if wide && m.ty == GgmlType::Q4_1 {
-            fused_batch512::<true>(m, r0, x, n, dst);
-            return;
-        }
-        if wide && m.ty == GgmlType::Q8_0 {
-            fused_batch512::<false>(m, r0, x, n, dst);
             return;
         }
         const R: usize = 3;
