@@ -1,14 +1,18 @@
 //! CPU kernels for the hot path: `y = x · Wᵀ` with `W` kept in its GGUF
 //! encoding (Q4_1, Q8_0, F16 or F32 rows).
 //!
-//! Decoding is matrix×vector work bound by how fast the weights can be
-//! read; reading them quantized (0.6 bytes a weight for Q4_1 instead of 4)
-//! keeps the whole 135M model in cache. Each row is dequantized once into a
-//! small f32 buffer and then dotted with every token of the batch, four
-//! tokens at a time, so a batch of sequences reads the weights once. Rows
-//! are split across the rayon pool. The arithmetic is the f32 arithmetic of
-//! the dequantized model (only the summation order differs), so results
-//! match a reference that dequantizes to f32.
+//! Reading the weights quantized (0.6 bytes a weight for Q4_1 instead of 4)
+//! keeps the whole 135M model in cache. With AVX-512, each block of 32
+//! weights is expanded in registers (the block scales are pre-converted to
+//! f32 at load) and multiplied with up to 8 tokens at once, so a batch reads
+//! every weight once and never writes an f32 copy; tokens are copied to
+//! 64-byte-aligned memory so no 16-lane load splits a cache line. With
+//! AVX2 only, one token takes a fused dequantize-and-dot and a batch
+//! expands rows into a small buffer first. Rows are split across the rayon
+//! pool. The arithmetic is the f32 arithmetic of the dequantized model
+//! (`q·d + m` as a multiply and an add, as the reference dequantizer does;
+//! only the order of the sums differs), so results match a reference that
+//! dequantizes to f32. Tests run every path the CPU has.
 
 use rayon::prelude::*;
 

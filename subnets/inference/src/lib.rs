@@ -12,9 +12,10 @@
 //!   dequantizes Q4_1 / Q8_0 / F16 / F32 tensors.
 //! - [`tokenizer`] builds the byte-level BPE from the file's own vocabulary
 //!   and merges, and formats chats with SmolLM2's ChatML template.
-//! - [`model`] is the Llama forward pass in burn tensor ops with a per-
-//!   sequence KV cache, over several sequences per call; [`kernels`] holds
-//!   the CPU matrix×vector path that keeps weights quantized.
+//! - [`model`] is the Llama forward pass with a per-sequence KV cache, over
+//!   several sequences per call: in burn tensor ops on dense f32 weights
+//!   (any backend, CUDA included), and on the CPU backend a path of its own
+//!   that keeps the weights quantized and runs them through [`kernels`].
 //! - [`engine`] owns the model on one thread and runs continuous batching:
 //!   every step is one forward pass over all active sequences. Callers get a
 //!   [`Generation`] stream of [`Event`]s; dropping it cancels the request.

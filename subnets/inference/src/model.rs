@@ -1,12 +1,19 @@
-//! The Llama forward pass (SmolLM2) in burn tensor ops, with a KV cache and
-//! several sequences per call.
+//! The Llama forward pass (SmolLM2), with a KV cache and several sequences
+//! per call.
 //!
 //! Q and K rows come from llama.cpp's converter, which permutes them so that
 //! RoPE rotates *adjacent* pairs `(x[2i], x[2i+1])` by `pos·base^(-2i/d)`;
 //! the forward pass does exactly that (equivalent to HF's `rotate_half` on
-//! the unpermuted weights). Projections go through [`Linear`]: on the CPU
-//! backend the weights stay quantized and run through [`crate::kernels`];
-//! on other backends they are dequantized to f32 burn tensors.
+//! the unpermuted weights).
+//!
+//! Two paths: on other backends (CUDA) the weights are dequantized to f32
+//! burn tensors and the pass is burn tensor ops; on the CPU backend the
+//! weights stay quantized, the projections run through [`crate::kernels`],
+//! and the small steps between them (norms, RoPE, attention, the MLP gate)
+//! are loops over host vectors (`forward_host`). Through burn's ndarray ops
+//! those steps cost as much as the projections themselves in a batch of 8
+//! sequences. The kernel path is checked against the reference fixture,
+//! and the burn path against the kernel path.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
