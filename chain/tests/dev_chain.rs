@@ -359,11 +359,7 @@ async fn refusals_are_named_and_only_the_elected_validator_proposes() {
 async fn pinned_metadata_matches_the_node() {
     let (_node, client) = start().await;
     let live = client.fetch_metadata_bytes().await.unwrap();
-    let pinned = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/metadata/mesh-dev.scale"
-    ))
-    .unwrap();
+    let pinned = include_bytes!("../metadata/mesh-dev.scale");
     assert!(
         live == pinned,
         "chain/metadata/mesh-dev.scale is stale: run scripts/update-chain-metadata.sh and commit it"

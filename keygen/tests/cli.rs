@@ -13,9 +13,12 @@ fn keygen() -> Command {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .join(name)
+    // The runtime value (cargo and nextest set it) rather than the compiled
+    // one: a test binary reused from another checkout still finds the files.
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    dir.join("../tests/fixtures").join(name)
 }
 
 struct Paths {

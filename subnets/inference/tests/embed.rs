@@ -25,14 +25,7 @@ fn embeddings_match_reference() {
         "{} missing: run scripts/fetch-models.sh minilm (or set MESH_MODELS)",
         dir.display()
     );
-    let g: Golden = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/minilm_golden.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let g: Golden = serde_json::from_str(include_str!("fixtures/minilm_golden.json")).unwrap();
     let m = MiniLm::<Cpu>::load(&dir, &Default::default()).unwrap();
     for c in &g.cases {
         assert_eq!(m.tokenizer.encode(&c.text), c.ids, "{:?}", c.text);

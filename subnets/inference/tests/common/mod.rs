@@ -46,9 +46,6 @@ pub struct Golden {
 }
 
 pub fn golden() -> Golden {
-    let p = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/smollm2_golden.json"
-    );
-    serde_json::from_str(&std::fs::read_to_string(p).expect("fixture")).expect("fixture JSON")
+    // Embedded, so the test binary does not depend on where it was built.
+    serde_json::from_str(include_str!("../fixtures/smollm2_golden.json")).expect("fixture JSON")
 }
