@@ -34,6 +34,7 @@
 //! # Ok::<(), mesh_inference::Error>(())
 //! ```
 
+mod attention;
 pub mod backend;
 pub mod bench;
 pub mod embed;

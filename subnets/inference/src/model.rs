@@ -22,6 +22,7 @@ use burn::tensor::activation::{silu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
+use crate::attention;
 use crate::gguf::{GgmlType, GgufError, GgufFile};
 use crate::kernels::QMatrix;
 use crate::Error;
@@ -138,7 +139,8 @@ struct Layer<B: Backend> {
 }
 
 /// Per-sequence key/value cache: for each layer `[kv_heads, len, head_dim]`
-/// burn tensors, or (CPU kernels) host vectors laid out `[len, kv_heads, head_dim]`.
+/// burn tensors, or (CPU kernels) host vectors: keys in `crate::attention`'s blocked
+/// layout, values `[len, kv_heads, head_dim]`.
 pub struct KvCache<B: Backend> {
     layers: Vec<Option<(Tensor<B, 3>, Tensor<B, 3>)>>,
     host: Vec<(Vec<f32>, Vec<f32>)>,
@@ -554,9 +556,11 @@ impl<B: Backend> Llama<B> {
             // Append the new keys and values to each sequence's cache.
             let mut off = 0;
             for (cache, toks) in caches.iter_mut().zip(tokens) {
+                let len = cache.len;
                 let (kc, vc) = &mut cache.host[li];
-                for row in qkv[off * qkv_w..(off + toks.len()) * qkv_w].chunks_exact(qkv_w) {
-                    kc.extend_from_slice(&row[d..d + kvw]);
+                let rows = qkv[off * qkv_w..(off + toks.len()) * qkv_w].chunks_exact(qkv_w);
+                for (i, row) in rows.enumerate() {
+                    attention::append_key(kc, len + i, &row[d..d + kvw]);
                     vc.extend_from_slice(&row[d + kvw..]);
                 }
                 off += toks.len();
@@ -615,6 +619,7 @@ mod host {
     use rayon::prelude::*;
 
     use super::dot;
+    use crate::attention::{attend, Shape};
 
     /// `out[t] = x[t] / sqrt(mean(x[t]²) + eps) · w` for each row.
     pub(super) fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -656,8 +661,7 @@ mod host {
     }
 
     /// Causal attention of every new token (`q` in each `qkv` row) over its
-    /// sequence's cache (`[len, kv_heads, head_dim]`), grouped-query, one
-    /// token per task.
+    /// sequence's cache, one token per task.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn attention(
         qkv: &[f32],
@@ -670,88 +674,16 @@ mod host {
         out: &mut [f32],
     ) {
         let d = nh * hd;
-        let (rep, kvw) = (nh / nkv, nkv * hd);
-        let scale = 1.0 / (hd as f32).sqrt();
+        let shape = Shape {
+            heads: nh,
+            kv_heads: nkv,
+            head_dim: hd,
+        };
         out.par_chunks_mut(d).enumerate().for_each(|(tok, out)| {
             let (si, pos) = owner[tok];
-            let (kc, vc) = views[si];
+            let (kt, v) = views[si];
             let q = &qkv[tok * qkv_w..tok * qkv_w + d];
-            let a = Attend {
-                q,
-                kc,
-                vc,
-                seen: pos + 1,
-                nh,
-                rep,
-                hd,
-                kvw,
-                scale,
-            };
-            #[cfg(target_arch = "x86_64")]
-            if avx2() {
-                // SAFETY: the CPU has AVX2 and FMA.
-                return unsafe { a.run_avx2(out) };
-            }
-            a.run(out)
+            attend(q, kt, v, pos + 1, shape, out);
         });
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    fn avx2() -> bool {
-        use std::sync::OnceLock;
-        static OK: OnceLock<bool> = OnceLock::new();
-        *OK.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-    }
-
-    /// One token's attention over `seen` cached positions.
-    struct Attend<'a> {
-        q: &'a [f32],
-        kc: &'a [f32],
-        vc: &'a [f32],
-        seen: usize,
-        nh: usize,
-        rep: usize,
-        hd: usize,
-        kvw: usize,
-        scale: f32,
-    }
-
-    impl Attend<'_> {
-        /// Compiled for AVX2 (the loops vectorize 8 wide).
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn run_avx2(&self, out: &mut [f32]) {
-            self.run(out)
-        }
-
-        #[inline(always)]
-        fn run(&self, out: &mut [f32]) {
-            let (hd, kvw) = (self.hd, self.kvw);
-            let mut p = vec![0f32; self.seen];
-            for h in 0..self.nh {
-                let j = h / self.rep;
-                let qv = &self.q[h * hd..(h + 1) * hd];
-                let mut max = f32::NEG_INFINITY;
-                for (t, pt) in p.iter_mut().enumerate() {
-                    let kv = &self.kc[t * kvw + j * hd..t * kvw + (j + 1) * hd];
-                    *pt = dot(qv, kv) * self.scale;
-                    max = max.max(*pt);
-                }
-                let mut sum = 0.0;
-                for pt in p.iter_mut() {
-                    *pt = (*pt - max).exp();
-                    sum += *pt;
-                }
-                let o = &mut out[h * hd..(h + 1) * hd];
-                o.fill(0.0);
-                for (t, pt) in p.iter().enumerate() {
-                    let w = pt / sum;
-                    let vv = &self.vc[t * kvw + j * hd..t * kvw + (j + 1) * hd];
-                    for (oi, vi) in o.iter_mut().zip(vv) {
-                        *oi += w * vi;
-                    }
-                }
-            }
-        }
     }
 }
