@@ -273,6 +273,19 @@ impl Aligned {
         }
     }
 
+    fn zeroed(len: usize) -> Self {
+        Aligned {
+            blocks: vec![Block64([0.0; 16]); len.div_ceil(16)],
+            len,
+        }
+    }
+
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    fn as_mut_slice(&mut self) -> &mut [f32] {
+        // SAFETY: as in `as_slice`, and `self` is borrowed mutably.
+        unsafe { std::slice::from_raw_parts_mut(self.blocks.as_mut_ptr() as *mut f32, self.len) }
+    }
+
     fn as_slice(&self) -> &[f32] {
         // SAFETY: `Block64` is 16 f32 with no padding (repr(C), size 64), so
         // the blocks are `16 × blocks.len() ≥ len` contiguous f32.
@@ -701,57 +714,59 @@ mod avx2 {
         }
     }
 
-    /// `x` (`[n, k]`) transposed to `[k, np]`, `np` = n rounded up to 32,
-    /// zero-padded and 64-byte aligned.
-    pub(super) fn transpose_tokens(x: &[f32], n: usize, k: usize) -> (super::Aligned, usize) {
-        let np = n.div_ceil(32) * 32;
-        let mut t = vec![0f32; k * np];
-        for (ti, row) in x.chunks_exact(k).enumerate() {
-            for (kk, &v) in row.iter().enumerate() {
-                t[kk * np + ti] = v;
+    /// `x` (`[n, k]`) in groups of 32 tokens, each group transposed to
+    /// `[k, 32]` (zero-padded, 64-byte aligned) so the kernel reads it as
+    /// one stream.
+    pub(super) fn transpose_tokens(x: &[f32], n: usize, k: usize) -> super::Aligned {
+        let groups = n.div_ceil(32);
+        let mut t = super::Aligned::zeroed(groups * k * 32);
+        let dst = t.as_mut_slice();
+        for g in 0..groups {
+            let out = &mut dst[g * k * 32..(g + 1) * k * 32];
+            for ti in 0..32.min(n - g * 32) {
+                let row = &x[(g * 32 + ti) * k..(g * 32 + ti + 1) * k];
+                for (kk, &v) in row.iter().enumerate() {
+                    out[kk * 32 + ti] = v;
+                }
             }
         }
-        (super::Aligned::copy(&t), np)
+        t
     }
 
-    /// Rows `r0..r0 + m` of `x · Wᵀ` for `n` tokens into `out` (`[n, rows]`):
-    /// eight rows at a time are expanded to f32 (exactly as the reference
-    /// dequantizer does), then every 32 tokens take 8×32 sums in 16
-    /// registers, one broadcast weight times two vectors of tokens per step.
+    /// Rows `r0..r0 + rows` of `x · Wᵀ` for `n` tokens into `out`
+    /// (`[n, rows]`): the rows are expanded to f32 once (exactly as the
+    /// reference dequantizer does), then for every 32 tokens, eight rows at
+    /// a time take 8×32 sums in 16 registers, one broadcast weight times two
+    /// vectors of tokens per step.
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
     #[allow(clippy::needless_range_loop)] // register tiles read best with indices
     pub(super) unsafe fn gemm512(
         m: &QMatrix,
         r0: usize,
         rows: usize,
-        xt: &(super::Aligned, usize),
+        xt: &super::Aligned,
         n: usize,
         out: super::OutPtr,
     ) {
         const R: usize = 8;
-        let (xt, np) = (xt.0.as_slice(), xt.1);
         let k = m.cols;
-        let mut w = vec![0f32; R * k];
+        let padded = rows.div_ceil(R) * R;
+        let mut w = vec![0f32; padded * k];
+        for r in 0..rows {
+            dequant_row(m.ty, m.row(r0 + r), &mut w[r * k..(r + 1) * k]);
+        }
+        let xt = xt.as_slice();
         let mut tile = [[0f32; 32]; R];
         let out = out.get();
-        let mut i = 0;
-        while i < rows {
-            let rr = R.min(rows - i);
-            for r in 0..R {
-                let dst = &mut w[r * k..(r + 1) * k];
-                if r < rr {
-                    dequant_row(m.ty, m.row(r0 + i + r), dst);
-                } else {
-                    dst.fill(0.0);
-                }
-            }
-            let wp = w.as_ptr();
-            for tg in (0..np).step_by(32) {
+        for g in 0..n.div_ceil(32) {
+            let xp = xt.as_ptr().add(g * k * 32);
+            let tokens = 32.min(n - g * 32);
+            for i in (0..rows).step_by(R) {
+                let wp = w.as_ptr().add(i * k);
                 let mut acc = [[_mm512_setzero_ps(); 2]; R];
-                let xp = xt.as_ptr().add(tg);
                 for kk in 0..k {
-                    let x0 = _mm512_load_ps(xp.add(kk * np));
-                    let x1 = _mm512_load_ps(xp.add(kk * np + 16));
+                    let x0 = _mm512_load_ps(xp.add(kk * 32));
+                    let x1 = _mm512_load_ps(xp.add(kk * 32 + 16));
                     for r in 0..R {
                         let wv = _mm512_set1_ps(*wp.add(r * k + kk));
                         acc[r][0] = _mm512_fmadd_ps(wv, x0, acc[r][0]);
@@ -762,14 +777,14 @@ mod avx2 {
                     _mm512_storeu_ps(tile[r].as_mut_ptr(), acc[r][0]);
                     _mm512_storeu_ps(tile[r].as_mut_ptr().add(16), acc[r][1]);
                 }
-                for t in 0..32.min(n - tg) {
-                    let o = out.add((tg + t) * m.rows + r0 + i);
+                let rr = R.min(rows - i);
+                for t in 0..tokens {
+                    let o = out.add((g * 32 + t) * m.rows + r0 + i);
                     for r in 0..rr {
                         *o.add(r) = tile[r][t];
                     }
                 }
             }
-            i += rr;
         }
     }
 
