@@ -105,6 +105,20 @@ impl QMatrix {
         // small buffer (the kernels' natural layout) and writes its columns
         // of `out` (`[n, rows]`) itself.
         const CHUNK: usize = 64;
+        let rows = self.rows;
+        let base = OutPtr(out.as_mut_ptr());
+        #[cfg(target_arch = "x86_64")]
+        if simd == Simd::Avx512 && n >= GEMM_MIN_TOKENS && k.is_multiple_of(16) {
+            // A long prompt: a matrix-matrix product (rows expanded once,
+            // tokens in the vector lanes; the transposed copy is aligned).
+            let xt = avx2::transpose_tokens(x, n, k);
+            (0..rows.div_ceil(CHUNK)).into_par_iter().for_each(|ci| {
+                let r0 = ci * CHUNK;
+                // SAFETY: AVX-512 checked; chunk `ci` alone writes rows r0..r0+CHUNK.
+                unsafe { avx2::gemm512(self, r0, CHUNK.min(rows - r0), &xt, n, base) };
+            });
+            return;
+        }
         // 64-byte aligned tokens for the 16-lane loads (a load that splits a
         // cache line costs twice): a third faster than the allocator's
         // 16-byte alignment.
@@ -122,20 +136,6 @@ impl QMatrix {
             out.par_chunks_mut(CHUNK)
                 .enumerate()
                 .for_each(|(ci, dst)| self.rows_into(simd, ci * CHUNK, x, 1, dst));
-            return;
-        }
-        let rows = self.rows;
-        let base = OutPtr(out.as_mut_ptr());
-        #[cfg(target_arch = "x86_64")]
-        if simd == Simd::Avx512 && n >= GEMM_MIN_TOKENS && k.is_multiple_of(16) {
-            // A long prompt: a matrix-matrix product (rows expanded once,
-            // tokens in the vector lanes).
-            let xt = avx2::transpose_tokens(x, n, k);
-            (0..rows.div_ceil(CHUNK)).into_par_iter().for_each(|ci| {
-                let r0 = ci * CHUNK;
-                // SAFETY: AVX-512 checked; chunk `ci` alone writes rows r0..r0+CHUNK.
-                unsafe { avx2::gemm512(self, r0, CHUNK.min(rows - r0), &xt, n, base) };
-            });
             return;
         }
         (0..rows.div_ceil(CHUNK)).into_par_iter().for_each(|ci| {
@@ -499,80 +499,6 @@ mod avx2 {
         }
     }
 
-    /// [`tile`] with 512-bit vectors: `k` a multiple of 16, up to 3×8 sums
-    /// in the 32 registers.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-    #[allow(clippy::needless_range_loop)] // register tiles read best with indices
-    unsafe fn tile512<const R: usize, const T: usize>(
-        w: *const f32,
-        x: *const f32,
-        k: usize,
-    ) -> [[f32; T]; R] {
-        let mut acc = [[_mm512_setzero_ps(); T]; R];
-        let mut i = 0;
-        while i < k {
-            let mut wv = [_mm512_setzero_ps(); R];
-            for r in 0..R {
-                wv[r] = _mm512_loadu_ps(w.add(r * k + i));
-            }
-            for t in 0..T {
-                let xv = _mm512_loadu_ps(x.add(t * k + i));
-                for r in 0..R {
-                    acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
-                }
-            }
-            i += 16;
-        }
-        let mut out = [[0f32; T]; R];
-        for r in 0..R {
-            for t in 0..T {
-                out[r][t] = _mm512_reduce_add_ps(acc[r][t]);
-            }
-        }
-        out
-    }
-
-    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-    unsafe fn tile_rows512<const R: usize>(
-        w: *const f32,
-        x: &[f32],
-        n: usize,
-        k: usize,
-        dst: &mut [f32],
-        i: usize,
-    ) {
-        #[inline]
-        #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-        unsafe fn put<const R: usize, const T: usize>(
-            o: [[f32; T]; R],
-            dst: &mut [f32],
-            n: usize,
-            i: usize,
-            t: usize,
-        ) {
-            for (r, row) in o.iter().enumerate() {
-                dst[(i + r) * n + t..(i + r) * n + t + T].copy_from_slice(row);
-            }
-        }
-        let mut t = 0;
-        while t + 8 <= n {
-            put(tile512::<R, 8>(w, x.as_ptr().add(t * k), k), dst, n, i, t);
-            t += 8;
-        }
-        if t + 4 <= n {
-            put(tile512::<R, 4>(w, x.as_ptr().add(t * k), k), dst, n, i, t);
-            t += 4;
-        }
-        if t + 2 <= n {
-            put(tile512::<R, 2>(w, x.as_ptr().add(t * k), k), dst, n, i, t);
-            t += 2;
-        }
-        if t < n {
-            put(tile512::<R, 1>(w, x.as_ptr().add(t * k), k), dst, n, i, t);
-        }
-    }
-
     /// 16 bytes as 16 floats (unsigned or signed).
     #[inline]
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
@@ -851,18 +777,10 @@ mod avx2 {
                 prefetch_row(m, r0 + i + j + AHEAD);
                 dequant_row(m.ty, m.row(r0 + i + j), &mut buf[j * k..(j + 1) * k]);
             }
-            if wide {
-                match r {
-                    3 => tile_rows512::<3>(buf.as_ptr(), x, n, k, dst, i),
-                    2 => tile_rows512::<2>(buf.as_ptr(), x, n, k, dst, i),
-                    _ => tile_rows512::<1>(buf.as_ptr(), x, n, k, dst, i),
-                }
-            } else {
-                match r {
-                    3 => tile_rows::<3>(buf.as_ptr(), x, n, k, dst, i),
-                    2 => tile_rows::<2>(buf.as_ptr(), x, n, k, dst, i),
-                    _ => tile_rows::<1>(buf.as_ptr(), x, n, k, dst, i),
-                }
+            match r {
+                3 => tile_rows::<3>(buf.as_ptr(), x, n, k, dst, i),
+                2 => tile_rows::<2>(buf.as_ptr(), x, n, k, dst, i),
+                _ => tile_rows::<1>(buf.as_ptr(), x, n, k, dst, i),
             }
             i += r;
         }

@@ -114,15 +114,15 @@ impl<B: Backend> Linear<B> {
     fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         match self {
             Linear::Dense(w) => x.matmul(w.clone()),
-            Linear::Native(m) => {
-                let device = x.device();
-                let [n, _] = x.dims();
-                let data = x.into_data();
-                let xs = data.as_slice::<f32>().expect("f32 activations");
-                let mut out = vec![0f32; n * m.rows];
-                m.matmul_t(xs, &mut out);
-                Tensor::from_data(TensorData::new(out, [n, m.rows]), &device)
-            }
+            Linear::Native(_) => unreachable!("quantized weights run in forward_host"),
+        }
+    }
+
+    /// The quantized weights of the kernel path.
+    fn quantized(&self) -> &QMatrix {
+        match self {
+            Linear::Native(m) => m,
+            Linear::Dense(_) => unreachable!("the host path holds quantized weights"),
         }
     }
 }
@@ -200,6 +200,33 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail
+}
+
+/// What [`Llama::inputs`] prepares for a forward pass.
+struct Inputs {
+    /// `[n, d_model]` embeddings.
+    x: Vec<f32>,
+    /// `[n, head_dim / 2]` rotary angles.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    /// Each token's sequence and position.
+    owner: Vec<(usize, usize)>,
+}
+
+/// Rows of `logits` (`vocab` each, one per sequence with new tokens) handed
+/// back per sequence; sequences without new tokens get an empty vector.
+fn per_sequence(logits: &[f32], vocab: usize, tokens: &[&[u32]]) -> Vec<Vec<f32>> {
+    let mut rows = logits.chunks_exact(vocab).map(|r| r.to_vec());
+    tokens
+        .iter()
+        .map(|t| {
+            if t.is_empty() {
+                Vec::new()
+            } else {
+                rows.next().expect("one row per sequence")
+            }
+        })
+        .collect()
 }
 
 fn qmatrix(f: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<QMatrix, Error> {
@@ -367,24 +394,9 @@ impl<B: Backend> Llama<B> {
             return vec![Vec::new(); tokens.len()];
         }
         // Embeddings and rotary tables on the host.
-        let mut emb = vec![0f32; n * d];
-        let mut cos = Vec::with_capacity(n * hd / 2);
-        let mut sin = Vec::with_capacity(n * hd / 2);
-        let mut row = 0;
-        for (cache, toks) in caches.iter().zip(tokens) {
-            for (i, &t) in toks.iter().enumerate() {
-                let t = (t as usize).min(c.vocab - 1);
-                self.embed
-                    .dequantize_row(t, &mut emb[row * d..(row + 1) * d]);
-                let pos = (cache.len + i) as f32;
-                for &f in &self.inv_freq {
-                    let a = pos * f;
-                    cos.push(a.cos());
-                    sin.push(a.sin());
-                }
-                row += 1;
-            }
-        }
+        let Inputs {
+            x: emb, cos, sin, ..
+        } = self.inputs(caches, tokens, n);
         let dev = &self.device;
         let mut x = Tensor::<B, 2>::from_data(TensorData::new(emb, [n, d]), dev);
         let cos = Tensor::<B, 4>::from_data(TensorData::new(cos, [n, 1, hd / 2, 1]), dev);
@@ -487,17 +499,7 @@ impl<B: Backend> Llama<B> {
         let h = self.rms_norm(h, &self.out_norm);
         let logits = self.output.forward(h);
         let data = logits.into_data().to_vec::<f32>().expect("f32 logits");
-        let mut rows = data.chunks_exact(c.vocab).map(|r| r.to_vec());
-        tokens
-            .iter()
-            .map(|t| {
-                if t.is_empty() {
-                    Vec::new()
-                } else {
-                    rows.next().expect("one row per sequence")
-                }
-            })
-            .collect()
+        per_sequence(&data, c.vocab, tokens)
     }
 
     /// The forward pass of the CPU kernels, on host vectors: the
@@ -514,29 +516,12 @@ impl<B: Backend> Llama<B> {
         if n == 0 {
             return vec![Vec::new(); tokens.len()];
         }
-        let native = |l: &Linear<B>| match l {
-            Linear::Native(m) => m.clone(),
-            Linear::Dense(_) => unreachable!("the host path holds quantized weights"),
-        };
-        // Embeddings, rotary angles and each token's (sequence, position).
-        let mut x = vec![0f32; n * d];
-        let mut cos = Vec::with_capacity(n * hd / 2);
-        let mut sin = Vec::with_capacity(n * hd / 2);
-        let mut owner = Vec::with_capacity(n);
-        for (si, (cache, toks)) in caches.iter().zip(tokens).enumerate() {
-            for (i, &t) in toks.iter().enumerate() {
-                let t = (t as usize).min(c.vocab - 1);
-                let row = owner.len();
-                self.embed.dequantize_row(t, &mut x[row * d..(row + 1) * d]);
-                let pos = cache.len + i;
-                for &f in &self.inv_freq {
-                    let a = pos as f32 * f;
-                    cos.push(a.cos());
-                    sin.push(a.sin());
-                }
-                owner.push((si, pos));
-            }
-        }
+        let Inputs {
+            mut x,
+            cos,
+            sin,
+            owner,
+        } = self.inputs(caches, tokens, n);
         let mut h = vec![0f32; n * d];
         let mut qkv = vec![0f32; n * qkv_w];
         let mut att = vec![0f32; n * d];
@@ -545,7 +530,7 @@ impl<B: Backend> Llama<B> {
         let mut act = vec![0f32; n * ff];
         for (li, layer) in self.layers.iter().enumerate() {
             host::rms_norm(&x, &layer.norms[0], c.eps, &mut h);
-            native(&layer.wqkv).matmul_t(&h, &mut qkv);
+            layer.wqkv.quantized().matmul_t(&h, &mut qkv);
             for (t, row) in qkv.chunks_exact_mut(qkv_w).enumerate() {
                 let (cs, sn) = (
                     &cos[t * hd / 2..(t + 1) * hd / 2],
@@ -570,12 +555,12 @@ impl<B: Backend> Llama<B> {
                 .map(|c| (c.host[li].0.as_slice(), c.host[li].1.as_slice()))
                 .collect();
             host::attention(&qkv, qkv_w, &owner, &views, nh, nkv, hd, &mut att);
-            native(&layer.wo).matmul_t(&att, &mut proj);
+            layer.wo.quantized().matmul_t(&att, &mut proj);
             host::add(&mut x, &proj);
             host::rms_norm(&x, &layer.norms[1], c.eps, &mut h);
-            native(&layer.w_gate_up).matmul_t(&h, &mut gu);
+            layer.w_gate_up.quantized().matmul_t(&h, &mut gu);
             host::silu_mul(&gu, ff, &mut act);
-            native(&layer.w_down).matmul_t(&act, &mut proj);
+            layer.w_down.quantized().matmul_t(&act, &mut proj);
             host::add(&mut x, &proj);
         }
         for (cache, toks) in caches.iter_mut().zip(tokens) {
@@ -594,18 +579,36 @@ impl<B: Backend> Llama<B> {
         let mut hn = vec![0f32; m * d];
         host::rms_norm(&lasts, &self.out_norm_host, c.eps, &mut hn);
         let mut logits = vec![0f32; m * c.vocab];
-        native(&self.output).matmul_t(&hn, &mut logits);
-        let mut rows = logits.chunks_exact(c.vocab).map(|r| r.to_vec());
-        tokens
-            .iter()
-            .map(|t| {
-                if t.is_empty() {
-                    Vec::new()
-                } else {
-                    rows.next().expect("one row per sequence")
+        self.output.quantized().matmul_t(&hn, &mut logits);
+        per_sequence(&logits, c.vocab, tokens)
+    }
+
+    /// Each new token's embedding, rotary angles and (sequence, position).
+    fn inputs(&self, caches: &[&mut KvCache<B>], tokens: &[&[u32]], n: usize) -> Inputs {
+        let c = &self.config;
+        let d = c.d_model;
+        let mut inp = Inputs {
+            x: vec![0f32; n * d],
+            cos: Vec::with_capacity(n * c.head_dim / 2),
+            sin: Vec::with_capacity(n * c.head_dim / 2),
+            owner: Vec::with_capacity(n),
+        };
+        for (si, (cache, toks)) in caches.iter().zip(tokens).enumerate() {
+            for (i, &t) in toks.iter().enumerate() {
+                let t = (t as usize).min(c.vocab - 1);
+                let row = inp.owner.len();
+                self.embed
+                    .dequantize_row(t, &mut inp.x[row * d..(row + 1) * d]);
+                let pos = cache.len + i;
+                for &f in &self.inv_freq {
+                    let a = pos as f32 * f;
+                    inp.cos.push(a.cos());
+                    inp.sin.push(a.sin());
                 }
-            })
-            .collect()
+                inp.owner.push((si, pos));
+            }
+        }
+        inp
     }
 
     /// The output projection's encoding (for reports).
