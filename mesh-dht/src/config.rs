@@ -73,7 +73,7 @@ pub struct DhtConfig {
     pub replicas: usize,
     /// Timeout of one request to one peer.
     pub request_timeout: Duration,
-    /// How long to wait for the initial peers and the first bootstrap.
+    /// How long to wait for the initial peers and the join lookup.
     pub bootstrap_timeout: Duration,
     /// Limits of the local store.
     pub limits: StoreLimits,

@@ -188,11 +188,11 @@ fn valid_subnet_id(s: &str) -> bool {
 }
 
 impl Dht {
-    /// Starts a node: listens, dials the initial peers and bootstraps.
+    /// Starts a node: listens, dials the initial peers and joins.
     ///
     /// Returns once the node listens on every address and, when initial
-    /// peers are given, at least one of them answered and the first
-    /// bootstrap finished. Fails with [`DhtError::NoInitialPeerAnswered`]
+    /// peers are given, at least one of them answered and the join lookup
+    /// (of this node's own PeerId) finished. Fails with [`DhtError::NoInitialPeerAnswered`]
     /// when none of them answers within `bootstrap_timeout`.
     pub async fn start(config: DhtConfig) -> Result<Dht, DhtError> {
         if !valid_subnet_id(&config.subnet_id) {
@@ -382,9 +382,9 @@ impl Dht {
                 pending_initial,
                 failed_initial: Vec::new(),
                 connected: initial.is_empty(),
-                needs_bootstrap: !initial.is_empty(),
+                needs_join: !initial.is_empty(),
                 awaiting_verdict: config.stake_gate.is_some() && !initial.is_empty(),
-                bootstrap: None,
+                join: None,
                 deadline: Instant::now() + config.bootstrap_timeout,
                 timeout: config.bootstrap_timeout,
                 ready: ready_tx,
@@ -517,11 +517,12 @@ struct Startup {
     pending_initial: HashMap<PeerId, Multiaddr>,
     failed_initial: Vec<(Multiaddr, String)>,
     connected: bool,
-    needs_bootstrap: bool,
+    needs_join: bool,
     /// With a stake gate: no routing entry exists before the oracle's first
-    /// answer, so the first bootstrap waits for it.
+    /// answer, so the join waits for it.
     awaiting_verdict: bool,
-    bootstrap: Option<kad::QueryId>,
+    /// The join lookup in flight.
+    join: Option<kad::QueryId>,
     deadline: Instant,
     timeout: Duration,
     ready: oneshot::Sender<Result<(), DhtError>>,
@@ -650,19 +651,19 @@ impl EventLoop {
             }
             return;
         }
-        if s.needs_bootstrap {
+        if s.needs_join {
             if s.awaiting_verdict {
                 return;
             }
-            s.needs_bootstrap = false;
+            s.needs_join = false;
             let local = self.local;
             let id = self.swarm.behaviour_mut().kad.get_closest_peers(local);
             if let Some(s) = &mut self.startup {
-                s.bootstrap = Some(id);
+                s.join = Some(id);
             }
             return;
         }
-        if s.bootstrap.is_none() {
+        if s.join.is_none() {
             self.finish_startup(Ok(()));
         }
     }
@@ -684,7 +685,7 @@ impl EventLoop {
             self.finish_startup(Err(DhtError::NoInitialPeerAnswered { tried, timeout_s }));
         } else {
             tracing::warn!(
-                "first bootstrap did not finish in time; continuing with the peers found so far"
+                "the join lookup did not finish in time; continuing with the peers found so far"
             );
             self.finish_startup(Ok(()));
         }
@@ -799,8 +800,8 @@ impl EventLoop {
                 ..
             } if step.last => {
                 if let Some(s) = &mut self.startup {
-                    if s.bootstrap == Some(id) {
-                        s.bootstrap = None;
+                    if s.join == Some(id) {
+                        s.join = None;
                     }
                 }
                 self.check_ready();

@@ -111,11 +111,11 @@ impl QMatrix {
         if simd == Simd::Avx512 && n >= GEMM_MIN_TOKENS && k.is_multiple_of(16) {
             // A long prompt: a matrix-matrix product (rows expanded once,
             // tokens in the vector lanes; the transposed copy is aligned).
-            let xt = avx2::transpose_tokens(x, n, k);
+            let xt = x86::transpose_tokens(x, n, k);
             (0..rows.div_ceil(CHUNK)).into_par_iter().for_each(|ci| {
                 let r0 = ci * CHUNK;
                 // SAFETY: AVX-512 checked; chunk `ci` alone writes rows r0..r0+CHUNK.
-                unsafe { avx2::gemm512(self, r0, CHUNK.min(rows - r0), &xt, n, base) };
+                unsafe { x86::gemm512(self, r0, CHUNK.min(rows - r0), &xt, n, base) };
             });
             return;
         }
@@ -170,7 +170,7 @@ impl QMatrix {
             if k.is_multiple_of(8) && simd >= Simd::Avx2 {
                 // SAFETY: the CPU has the features; sizes are checked by the caller.
                 let wide = k.is_multiple_of(16) && simd >= Simd::Avx512;
-                unsafe { avx2::rows_into(self, r0, x, n, dst, wide) };
+                unsafe { x86::rows_into(self, r0, x, n, dst, wide) };
                 return;
             }
         }
@@ -328,8 +328,8 @@ fn dot_many_portable(w: &[f32], x: &[f32], out: &mut [f32]) {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
-    //! AVX2/FMA/F16C kernels. Quantized rows are expanded with exactly the
+mod x86 {
+    //! AVX2/FMA/F16C and AVX-512 kernels. Quantized rows are expanded with exactly the
     //! arithmetic of `gguf::dequantize_into` (`q·d + m` as a multiply and an
     //! add), so only the order of the dot products' sums differs.
     use std::arch::x86_64::*;
