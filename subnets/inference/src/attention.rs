@@ -4,9 +4,10 @@
 //! Keys are cached transposed in blocks of [`BLOCK`] positions
 //! (`[block][kv_head·head_dim][BLOCK]`), so the scores of 16 positions are
 //! one vector of multiply-adds over the head's dimensions, with no
-//! horizontal sums; values stay position-major (`[len][kv_head·head_dim]`),
-//! so the weighted sum is one multiply-add per dimension vector and
-//! position. Grouped-query: query head `h` reads kv head `h / (heads /
+//! horizontal sums; values are cached in the same blocks, position-major
+//! within a block and head (`[block][kv_head][BLOCK][head_dim]`), so the
+//! weighted sum is one multiply-add per dimension vector and position and
+//! one head's values are read as contiguous 4 KB runs. Grouped-query: query head `h` reads kv head `h / (heads /
 //! kv_heads)`.
 
 /// Positions per block of the transposed key cache.
@@ -23,6 +24,28 @@ pub(crate) fn append_key(kt: &mut Vec<f32>, pos: usize, k: &[f32]) {
     for (i, &v) in k.iter().enumerate() {
         kt[base + i * BLOCK + lane] = v;
     }
+}
+
+/// Appends the values of position `pos` (`kv_heads·head_dim` values) to
+/// `vb`, laid out `[block][kv_head][BLOCK][head_dim]`: one head's values of
+/// a block are one contiguous run.
+pub(crate) fn append_value(vb: &mut Vec<f32>, pos: usize, v: &[f32], head_dim: usize) {
+    let kvw = v.len();
+    let (block, lane) = (pos / BLOCK, pos % BLOCK);
+    if vb.len() < (block + 1) * kvw * BLOCK {
+        vb.resize((block + 1) * kvw * BLOCK, 0.0);
+    }
+    let base = block * kvw * BLOCK + lane * head_dim;
+    for (j, head) in v.chunks_exact(head_dim).enumerate() {
+        let at = base + j * head_dim * BLOCK;
+        vb[at..at + head_dim].copy_from_slice(head);
+    }
+}
+
+/// Where position `t`, kv head `j` starts in a value cache of
+/// [`append_value`]'s layout.
+fn value_at(t: usize, j: usize, hd: usize, kvw: usize) -> usize {
+    (t / BLOCK) * kvw * BLOCK + j * hd * BLOCK + (t % BLOCK) * hd
 }
 
 /// The shape of one attention call.
@@ -72,12 +95,44 @@ fn attend_portable(q: &[f32], kt: &[f32], v: &[f32], seen: usize, s: Shape, out:
         let o = &mut out[h * hd..(h + 1) * hd];
         o.fill(0.0);
         for (t, &w) in p.iter().enumerate() {
-            let vv = &v[t * kvw + j * hd..t * kvw + (j + 1) * hd];
+            let at = value_at(t, j, hd, kvw);
+            let vv = &v[at..at + hd];
             for (oi, vi) in o.iter_mut().zip(vv) {
                 *oi += w * vi;
             }
         }
     }
+}
+
+/// `out = silu(g) · u = g / (1 + e⁻ᵍ) · u`, element-wise (the MLP gate).
+pub(crate) fn silu_mul(g: &[f32], u: &[f32], out: &mut [f32]) {
+    assert!(g.len() == out.len() && u.len() == out.len());
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        // SAFETY: the CPU has AVX-512F; lengths asserted above.
+        unsafe { done = silu_mul_avx512(g, u, out) };
+    }
+    for ((o, &g), &u) in out[done..].iter_mut().zip(&g[done..]).zip(&u[done..]) {
+        *o = g / (1.0 + (-g).exp()) * u;
+    }
+}
+
+/// [`silu_mul`] 16 lanes at a time; returns how many values it wrote.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn silu_mul_avx512(g: &[f32], u: &[f32], out: &mut [f32]) -> usize {
+    use std::arch::x86_64::*;
+    let n = out.len() / 16 * 16;
+    let one = _mm512_set1_ps(1.0);
+    for i in (0..n).step_by(16) {
+        let gv = _mm512_loadu_ps(g.as_ptr().add(i));
+        let e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), gv));
+        let s = _mm512_div_ps(gv, _mm512_add_ps(one, e));
+        let uv = _mm512_loadu_ps(u.as_ptr().add(i));
+        _mm512_storeu_ps(out.as_mut_ptr().add(i), _mm512_mul_ps(s, uv));
+    }
+    n
 }
 
 /// In place: `p = exp(p - max) / Σ`.
@@ -111,7 +166,6 @@ unsafe fn attend_avx512(q: &[f32], kt: &[f32], v: &[f32], seen: usize, s: Shape,
 /// head.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::needless_range_loop)] // register tiles read best with indices
 unsafe fn group_avx512<const R: usize>(
     q: &[f32],
     kt: &[f32],
@@ -120,52 +174,144 @@ unsafe fn group_avx512<const R: usize>(
     s: Shape,
     out: &mut [f32],
 ) {
-    use std::arch::x86_64::*;
     let (hd, kvw) = (s.head_dim, s.kv_heads * s.head_dim);
-    let scale = 1.0 / (hd as f32).sqrt();
     let blocks = seen.div_ceil(BLOCK);
-    assert!(kt.len() >= blocks * kvw * BLOCK && v.len() >= seen * kvw && hd.is_multiple_of(16));
+    assert!(kt.len() >= blocks * kvw * BLOCK && v.len() >= blocks * kvw * BLOCK);
+    assert!(hd.is_multiple_of(16));
     assert!(q.len() >= s.heads * hd && out.len() >= s.heads * hd);
     let stride = blocks * BLOCK;
     let mut p = vec![0f32; R * stride];
-    let (ktp, vp, qp) = (kt.as_ptr(), v.as_ptr(), q.as_ptr());
+    let g = Group {
+        kt: kt.as_ptr(),
+        v: v.as_ptr(),
+        q: q.as_ptr(),
+        p: p.as_mut_ptr(),
+        hd,
+        kvw,
+        stride,
+        scale: 1.0 / (hd as f32).sqrt(),
+    };
     for j in 0..s.kv_heads {
-        let h0 = j * R;
-        // Scores, 16 positions at a time, two sums per head so that
-        // multiply-add latency does not serialize the loop.
-        for b in 0..blocks {
-            let base = ktp.add(b * kvw * BLOCK + j * hd * BLOCK);
-            let mut acc = [[_mm512_setzero_ps(); 2]; R];
-            for d in 0..hd {
-                let kv = _mm512_loadu_ps(base.add(d * BLOCK));
-                for r in 0..R {
-                    let qd = _mm512_set1_ps(*qp.add((h0 + r) * hd + d));
-                    acc[r][d % 2] = _mm512_fmadd_ps(qd, kv, acc[r][d % 2]);
-                }
-            }
-            for r in 0..R {
-                let sum = _mm512_add_ps(acc[r][0], acc[r][1]);
-                _mm512_storeu_ps(
-                    p.as_mut_ptr().add(r * stride + b * BLOCK),
-                    _mm512_mul_ps(sum, _mm512_set1_ps(scale)),
-                );
-            }
+        // Scores, four blocks of 16 positions at a time: 4·R independent
+        // sums keep both multiply-add units busy.
+        let mut b = 0;
+        while b + 4 <= blocks {
+            g.scores::<R, 4>(j, b);
+            b += 4;
+        }
+        while b < blocks {
+            g.scores::<R, 1>(j, b);
+            b += 1;
         }
         for r in 0..R {
             softmax_avx512(&mut p[r * stride..r * stride + seen]);
         }
-        // Weighted sums of the values, 16 dimensions a vector.
-        for c in (0..hd).step_by(16) {
-            let mut acc = [_mm512_setzero_ps(); R];
-            for t in 0..seen {
-                let vv = _mm512_loadu_ps(vp.add(t * kvw + j * hd + c));
-                for r in 0..R {
-                    let w = _mm512_set1_ps(*p.as_ptr().add(r * stride + t));
-                    acc[r] = _mm512_fmadd_ps(w, vv, acc[r]);
-                }
+        // Weighted sums of the values, 64 dimensions (4·R sums) at a time.
+        let o = out.as_mut_ptr().add(j * R * hd);
+        let mut c = 0;
+        while c + 64 <= hd {
+            g.values::<R, 4>(j, c, seen, o);
+            c += 64;
+        }
+        while c < hd {
+            g.values::<R, 1>(j, c, seen, o);
+            c += 16;
+        }
+    }
+}
+
+/// Asks for the cache line at `p` (which may lie past the cache's end: a
+/// prefetch never faults).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn prefetch(p: *const f32) {
+    use std::arch::x86_64::*;
+    _mm_prefetch::<_MM_HINT_T0>(p.cast());
+}
+
+/// One attention call's pointers and sizes (see [`group_avx512`]).
+#[cfg(target_arch = "x86_64")]
+struct Group {
+    kt: *const f32,
+    v: *const f32,
+    q: *const f32,
+    p: *mut f32,
+    hd: usize,
+    kvw: usize,
+    stride: usize,
+    scale: f32,
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)] // register tiles read best with indices
+impl Group {
+    /// Scores of query heads `j·R..` over positions `b·16..(b+NB)·16`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn scores<const R: usize, const NB: usize>(&self, j: usize, b: usize) {
+        use std::arch::x86_64::*;
+        let mut acc = [[_mm512_setzero_ps(); NB]; R];
+        let base = self.kt.add(b * self.kvw * BLOCK + j * self.hd * BLOCK);
+        let q = self.q.add(j * R * self.hd);
+        for d in 0..self.hd {
+            let mut kv = [_mm512_setzero_ps(); NB];
+            for (k, kv) in kv.iter_mut().enumerate() {
+                let at = base.add(k * self.kvw * BLOCK + d * BLOCK);
+                *kv = _mm512_loadu_ps(at);
+                // A sequence's cache lives in L3 during a batch, and each
+                // head's run of a block is one 4 KB page, too short for
+                // the hardware prefetcher: fetch the next blocks' line now.
+                prefetch(at.wrapping_add(NB * self.kvw * BLOCK));
             }
             for r in 0..R {
-                _mm512_storeu_ps(out.as_mut_ptr().add((h0 + r) * hd + c), acc[r]);
+                let qd = _mm512_set1_ps(*q.add(r * self.hd + d));
+                for k in 0..NB {
+                    acc[r][k] = _mm512_fmadd_ps(qd, kv[k], acc[r][k]);
+                }
+            }
+        }
+        let scale = _mm512_set1_ps(self.scale);
+        for r in 0..R {
+            for k in 0..NB {
+                _mm512_storeu_ps(
+                    self.p.add(r * self.stride + (b + k) * BLOCK),
+                    _mm512_mul_ps(acc[r][k], scale),
+                );
+            }
+        }
+    }
+
+    /// `out[h][c..c+16·NC]` for the query heads `j·R..` (`o` points at
+    /// head `j·R`'s output).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn values<const R: usize, const NC: usize>(
+        &self,
+        j: usize,
+        c: usize,
+        seen: usize,
+        o: *mut f32,
+    ) {
+        use std::arch::x86_64::*;
+        let mut acc = [[_mm512_setzero_ps(); NC]; R];
+        for t in 0..seen {
+            let v = self.v.add(value_at(t, j, self.hd, self.kvw) + c);
+            let mut vv = [_mm512_setzero_ps(); NC];
+            for (k, vv) in vv.iter_mut().enumerate() {
+                *vv = _mm512_loadu_ps(v.add(k * 16));
+                prefetch(v.wrapping_add(self.kvw * BLOCK + k * 16));
+            }
+            for r in 0..R {
+                let w = _mm512_set1_ps(*self.p.add(r * self.stride + t));
+                for k in 0..NC {
+                    acc[r][k] = _mm512_fmadd_ps(w, vv[k], acc[r][k]);
+                }
+            }
+        }
+        for r in 0..R {
+            for k in 0..NC {
+                _mm512_storeu_ps(o.add(r * self.hd + c + k * 16), acc[r][k]);
             }
         }
     }
@@ -302,29 +448,58 @@ mod tests {
     }
 
     #[test]
+    fn silu_mul_matches_scalar() {
+        let g: Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) * 0.05).collect();
+        let u: Vec<f32> = (0..1000)
+            .map(|i| ((i * 37) % 17) as f32 * 0.1 - 0.8)
+            .collect();
+        let mut out = vec![0f32; 1000];
+        silu_mul(&g, &u, &mut out);
+        for ((&g, &u), &o) in g.iter().zip(&u).zip(&out) {
+            let want = (g as f64 / (1.0 + (-g as f64).exp()) * u as f64) as f32;
+            assert!(
+                (o - want).abs() <= 1e-6 * want.abs().max(1.0),
+                "silu({g})·{u} = {o}, want {want}"
+            );
+        }
+    }
+
+    #[test]
     fn blocked_keys_give_plain_attention() {
-        let s = Shape {
-            heads: 6,
-            kv_heads: 2,
-            head_dim: 32,
-        };
+        let shapes = [(6, 2, 32), (9, 3, 64), (4, 1, 80), (8, 2, 64), (2, 2, 16)];
+        for (heads, kv_heads, head_dim) in shapes {
+            check_shape(Shape {
+                heads,
+                kv_heads,
+                head_dim,
+            });
+        }
+    }
+
+    fn check_shape(s: Shape) {
         let kvw = s.kv_heads * s.head_dim;
         let val = |i: usize, seed: usize| ((i * 2654435761 + seed) % 1000) as f32 / 500.0 - 1.0;
-        for seen in [1, 15, 16, 17, 40] {
+        for seen in [1, 15, 16, 17, 40, 64, 65, 100] {
             let k: Vec<f32> = (0..seen * kvw).map(|i| val(i, 3)).collect();
             let v: Vec<f32> = (0..seen * kvw).map(|i| val(i, 5)).collect();
             let q: Vec<f32> = (0..s.heads * s.head_dim).map(|i| val(i, 9)).collect();
-            let mut kt = Vec::new();
+            let (mut kt, mut vb) = (Vec::new(), Vec::new());
             for t in 0..seen {
                 append_key(&mut kt, t, &k[t * kvw..(t + 1) * kvw]);
+                append_value(&mut vb, t, &v[t * kvw..(t + 1) * kvw], s.head_dim);
             }
             let want = reference(&q, &k, &v, seen, s);
             let mut fast = vec![0f32; want.len()];
-            attend(&q, &kt, &v, seen, s, &mut fast);
+            attend(&q, &kt, &vb, seen, s, &mut fast);
             let mut plain = vec![0f32; want.len()];
-            attend_portable(&q, &kt, &v, seen, s, &mut plain);
+            attend_portable(&q, &kt, &vb, seen, s, &mut plain);
             for ((a, b), w) in fast.iter().zip(&plain).zip(&want) {
-                assert!((a - w).abs() < 1e-5, "seen={seen}: {a} vs {w}");
+                assert!(
+                    (a - w).abs() < 1e-5,
+                    "{}x{}: seen={seen}: {a} vs {w}",
+                    s.heads,
+                    s.head_dim
+                );
                 assert!((b - w).abs() < 1e-5, "seen={seen}: {b} vs {w}");
             }
         }

@@ -139,8 +139,8 @@ struct Layer<B: Backend> {
 }
 
 /// Per-sequence key/value cache: for each layer `[kv_heads, len, head_dim]`
-/// burn tensors, or (CPU kernels) host vectors: keys in `crate::attention`'s blocked
-/// layout, values `[len, kv_heads, head_dim]`.
+/// burn tensors, or (CPU kernels) host vectors: keys and values in
+/// `crate::attention`'s blocked layouts.
 pub struct KvCache<B: Backend> {
     layers: Vec<Option<(Tensor<B, 3>, Tensor<B, 3>)>>,
     host: Vec<(Vec<f32>, Vec<f32>)>,
@@ -546,7 +546,7 @@ impl<B: Backend> Llama<B> {
                 let rows = qkv[off * qkv_w..(off + toks.len()) * qkv_w].chunks_exact(qkv_w);
                 for (i, row) in rows.enumerate() {
                     attention::append_key(kc, len + i, &row[d..d + kvw]);
-                    vc.extend_from_slice(&row[d + kvw..]);
+                    attention::append_value(vc, len + i, &row[d + kvw..], hd);
                 }
                 off += toks.len();
             }
@@ -657,9 +657,7 @@ mod host {
     pub(super) fn silu_mul(gu: &[f32], ff: usize, out: &mut [f32]) {
         for (row, o) in gu.chunks_exact(2 * ff).zip(out.chunks_exact_mut(ff)) {
             let (g, u) = row.split_at(ff);
-            for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-                *o = g / (1.0 + (-g).exp()) * u;
-            }
+            crate::attention::silu_mul(g, u, o);
         }
     }
 
