@@ -260,9 +260,14 @@ impl Group {
                 let at = base.add(k * self.kvw * BLOCK + d * BLOCK);
                 *kv = _mm512_loadu_ps(at);
                 // A sequence's cache lives in L3 during a batch, and each
-                // head's run of a block is one 4 KB page, too short for
-                // the hardware prefetcher: fetch the next blocks' line now.
+                // head's run of a block is 4 KB, too short for the hardware
+                // prefetcher: ask for the next blocks' keys and, line for
+                // line, for the values these blocks will weigh next.
                 prefetch(at.wrapping_add(NB * self.kvw * BLOCK));
+                prefetch(
+                    self.v
+                        .add(value_at((b + k) * BLOCK, j, self.hd, self.kvw) + d * 16),
+                );
             }
             for r in 0..R {
                 let qd = _mm512_set1_ps(*q.add(r * self.hd + d));
@@ -295,12 +300,22 @@ impl Group {
     ) {
         use std::arch::x86_64::*;
         let mut acc = [[_mm512_setzero_ps(); NC]; R];
+        // The values were asked for while scoring; ask now for the next kv
+        // head's keys (`hd` lines a block, `hd / 16` per position).
+        let next = (c == 0 && (j + 1) * self.hd < self.kvw)
+            .then(|| self.kt.add((j + 1) * self.hd * BLOCK));
+        let per = self.hd / 16;
         for t in 0..seen {
             let v = self.v.add(value_at(t, j, self.hd, self.kvw) + c);
             let mut vv = [_mm512_setzero_ps(); NC];
             for (k, vv) in vv.iter_mut().enumerate() {
                 *vv = _mm512_loadu_ps(v.add(k * 16));
-                prefetch(v.wrapping_add(self.kvw * BLOCK + k * 16));
+            }
+            if let Some(kt) = next {
+                let run = kt.add((t / BLOCK) * self.kvw * BLOCK + (t % BLOCK) * per * 16);
+                for l in 0..per {
+                    prefetch(run.add(l * 16));
+                }
             }
             for r in 0..R {
                 let w = _mm512_set1_ps(*self.p.add(r * self.stride + t));
