@@ -7,10 +7,12 @@
 //! horizontal sums; values are cached in the same blocks, position-major
 //! within a block and head (`[block][kv_head][BLOCK][head_dim]`), so the
 //! weighted sum is one multiply-add per dimension vector and position and
-//! one head's values are read as contiguous 4 KB runs. Grouped-query: query head `h` reads kv head `h / (heads /
-//! kv_heads)`.
+//! one head's values in a block are one contiguous run (`16·head_dim`
+//! floats, 4 KB at head_dim 64). Grouped-query: query head `h` reads kv
+//! head `h / (heads / kv_heads)`. The MLP gate's [`silu_mul`] lives here
+//! too, beside the vector `exp` it shares with the softmax.
 
-/// Positions per block of the transposed key cache.
+/// Positions per block of the key and value caches.
 pub(crate) const BLOCK: usize = 16;
 
 /// Appends the keys of position `pos` (`kvw` values) to `kt`.
@@ -31,6 +33,7 @@ pub(crate) fn append_key(kt: &mut Vec<f32>, pos: usize, k: &[f32]) {
 /// a block are one contiguous run.
 pub(crate) fn append_value(vb: &mut Vec<f32>, pos: usize, v: &[f32], head_dim: usize) {
     let kvw = v.len();
+    assert!(kvw.is_multiple_of(head_dim), "whole heads of values");
     let (block, lane) = (pos / BLOCK, pos % BLOCK);
     if vb.len() < (block + 1) * kvw * BLOCK {
         vb.resize((block + 1) * kvw * BLOCK, 0.0);
@@ -152,6 +155,9 @@ fn softmax(p: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn attend_avx512(q: &[f32], kt: &[f32], v: &[f32], seen: usize, s: Shape, out: &mut [f32]) {
+    if !s.head_dim.is_multiple_of(16) {
+        return attend_portable(q, kt, v, seen, s, out);
+    }
     match s.heads / s.kv_heads {
         1 => group_avx512::<1>(q, kt, v, seen, s, out),
         2 => group_avx512::<2>(q, kt, v, seen, s, out),
@@ -177,7 +183,10 @@ unsafe fn group_avx512<const R: usize>(
     let (hd, kvw) = (s.head_dim, s.kv_heads * s.head_dim);
     let blocks = seen.div_ceil(BLOCK);
     assert!(kt.len() >= blocks * kvw * BLOCK && v.len() >= blocks * kvw * BLOCK);
-    assert!(hd.is_multiple_of(16));
+    assert!(
+        hd.is_multiple_of(16) && seen > 0,
+        "a token sees at least itself"
+    );
     assert!(q.len() >= s.heads * hd && out.len() >= s.heads * hd);
     let stride = blocks * BLOCK;
     let mut p = vec![0f32; R * stride];
@@ -260,8 +269,8 @@ impl Group {
                 let at = base.add(k * self.kvw * BLOCK + d * BLOCK);
                 *kv = _mm512_loadu_ps(at);
                 // A sequence's cache lives in L3 during a batch, and each
-                // head's run of a block is 4 KB, too short for the hardware
-                // prefetcher: ask for the next blocks' keys and, line for
+                // head's run of a block (4 KB at head_dim 64) is too short
+                // for the hardware prefetcher: ask for the next blocks' keys and, line for
                 // line, for the values these blocks will weigh next.
                 prefetch(at.wrapping_add(NB * self.kvw * BLOCK));
                 prefetch(
@@ -481,7 +490,15 @@ mod tests {
 
     #[test]
     fn blocked_keys_give_plain_attention() {
-        let shapes = [(6, 2, 32), (9, 3, 64), (4, 1, 80), (8, 2, 64), (2, 2, 16)];
+        // head_dim 24 is not a whole number of vectors: the portable path.
+        let shapes = [
+            (6, 2, 32),
+            (9, 3, 64),
+            (4, 1, 80),
+            (8, 2, 64),
+            (2, 2, 16),
+            (4, 2, 24),
+        ];
         for (heads, kv_heads, head_dim) in shapes {
             check_shape(Shape {
                 heads,

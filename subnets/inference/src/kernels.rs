@@ -122,11 +122,9 @@ impl QMatrix {
             });
             return;
         }
-        // 64-byte aligned tokens for the 16-lane loads (a load that splits a
-        // cache line costs twice): a third faster than the allocator's
-        // 16-byte alignment.
         // Batches of 8+ for the fused AVX-512 kernel: each group of 8 tokens
-        // interleaved by block (see `x86::group_tokens`).
+        // interleaved by block (see `x86::group_tokens`), in 64-byte aligned
+        // memory like the copy below.
         let grouped = cfg!(target_arch = "x86_64")
             && simd == Simd::Avx512
             && n >= 8
@@ -146,6 +144,9 @@ impl QMatrix {
             && k.is_multiple_of(16)
             && !(x.as_ptr() as usize).is_multiple_of(64)
         {
+            // 64-byte aligned tokens for the 16-lane loads (a load that
+            // splits a cache line costs twice): a third faster than the
+            // allocator's 16-byte alignment.
             aligned = Aligned::copy(x);
             aligned.as_slice()
         } else {
@@ -657,9 +658,10 @@ mod x86 {
         out
     }
 
-    /// The lane sums of 8 vectors, in order, in 23 instructions (8
-    /// separate reductions take 64): halves of pairs, then quarters of
-    /// quads, then the last four lanes of each.
+    /// The lane sums of 8 vectors, in order, in 24 instructions (8
+    /// separate reductions take 64): 256-bit halves of pairs added, then
+    /// 128-bit quarters of quads, then the last 4 values of each 128-bit
+    /// lane, gathered into token order.
     #[inline]
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
     pub(super) unsafe fn hsum8(a: [__m512; 8]) -> __m256 {
@@ -766,6 +768,10 @@ mod x86 {
     /// fused kernel reads a group's block as one 1 KB run at fixed offsets;
     /// the last `n % 8` tokens follow in rows. 64-byte aligned.
     pub(super) fn group_tokens(x: &[f32], n: usize, k: usize) -> super::Aligned {
+        assert!(
+            k.is_multiple_of(32) && x.len() >= n * k,
+            "whole blocks of tokens"
+        );
         let mut g = super::Aligned::zeroed(n * k);
         let dst = g.as_mut_slice();
         let full = n / 8 * 8;
@@ -965,7 +971,7 @@ mod tests {
 
     #[test]
     fn matmul_matches_reference_for_every_type_and_batch() {
-        // 70 = 64 + 6: two chunks, row groups of 3; 96 columns take the
+        // 70 = 32 + 32 + 6: three chunks, row groups of 3; 96 columns take the
         // 16-lane path where the CPU has it, 32 the 8-lane one; 1,600 are
         // read in three passes.
         for (rows, cols) in [(70, 96), (70, 32), (9, 1600)] {

@@ -502,9 +502,9 @@ impl<B: Backend> Llama<B> {
 
     /// The forward pass of the CPU kernels, on host vectors: the
     /// projections run through [`crate::kernels`] on the quantized weights,
-    /// and norms, RoPE, attention and the MLP gate are plain loops. (Through
-    /// burn's ndarray ops these small element-wise steps cost as much as the
-    /// projections in a batch of 8.)
+    /// attention and the MLP gate through `crate::attention`'s vector code,
+    /// and norms and RoPE are plain loops. (Through burn's ndarray ops these
+    /// small steps cost as much as the projections in a batch of 8.)
     fn forward_host(&self, caches: &mut [&mut KvCache<B>], tokens: &[&[u32]]) -> Vec<Vec<f32>> {
         let c = &self.config;
         let (d, hd, nh, nkv, ff) = (c.d_model, c.head_dim, c.n_head, c.n_kv_head, c.d_ff);
@@ -514,9 +514,7 @@ impl<B: Backend> Llama<B> {
         if n == 0 {
             return vec![Vec::new(); tokens.len()];
         }
-        let Inputs {
-            mut x, cos, sin, ..
-        } = self.inputs(caches, tokens, n);
+        let Inputs { mut x, cos, sin } = self.inputs(caches, tokens, n);
         let mut h = vec![0f32; n * d];
         let mut qkv = vec![0f32; n * qkv_w];
         let mut att = vec![0f32; n * d];
