@@ -211,6 +211,19 @@ struct Inputs {
     sin: Vec<f32>,
 }
 
+/// The step's row of each sequence's last new token (sequences without new
+/// tokens have none): the rows whose logits the step returns.
+fn last_rows(tokens: &[&[u32]]) -> Vec<usize> {
+    let mut end = 0;
+    tokens
+        .iter()
+        .filter_map(|t| {
+            end += t.len();
+            (!t.is_empty()).then(|| end - 1)
+        })
+        .collect()
+}
+
 /// Rows of `logits` (`vocab` each, one per sequence with new tokens) handed
 /// back per sequence; sequences without new tokens get an empty vector.
 fn per_sequence(logits: &[f32], vocab: usize, tokens: &[&[u32]]) -> Vec<Vec<f32>> {
@@ -480,14 +493,10 @@ impl<B: Backend> Llama<B> {
             cache.len += toks.len();
         }
         // Last position of each sequence -> logits.
-        let mut lasts = Vec::new();
-        let mut end = 0;
-        for toks in tokens {
-            end += toks.len();
-            if !toks.is_empty() {
-                lasts.push(x.clone().slice([end - 1..end, 0..d]));
-            }
-        }
+        let mut lasts: Vec<_> = last_rows(tokens)
+            .into_iter()
+            .map(|r| x.clone().slice([r..r + 1, 0..d]))
+            .collect();
         let m = lasts.len();
         let h = if m == 1 {
             lasts.pop().expect("one")
@@ -521,15 +530,15 @@ impl<B: Backend> Llama<B> {
         let mut proj = vec![0f32; n * d];
         let mut gu = vec![0f32; n * 2 * ff];
         let mut act = vec![0f32; n * ff];
+        let shape = Shape {
+            heads: nh,
+            kv_heads: nkv,
+            head_dim: hd,
+        };
         for (li, layer) in self.layers.iter().enumerate() {
             host::rms_norm(&x, &layer.norms[0], c.eps, &mut h);
             layer.wqkv.quantized().matmul_t(&h, &mut qkv);
             // RoPE, the cache append and attention, one sequence per task.
-            let shape = Shape {
-                heads: nh,
-                kv_heads: nkv,
-                head_dim: hd,
-            };
             host::attend_sequences(caches, tokens, li, &mut qkv, &cos, &sin, shape, &mut att);
             layer.wo.quantized().matmul_t(&att, &mut proj);
             host::add(&mut x, &proj);
@@ -543,15 +552,13 @@ impl<B: Backend> Llama<B> {
             cache.len += toks.len();
         }
         // Last position of each sequence -> logits.
-        let mut lasts = Vec::new();
-        let mut end = 0;
-        for toks in tokens {
-            end += toks.len();
-            if !toks.is_empty() {
-                lasts.extend_from_slice(&x[(end - 1) * d..end * d]);
-            }
-        }
-        let m = lasts.len() / d;
+        let rows = last_rows(tokens);
+        let lasts: Vec<f32> = rows
+            .iter()
+            .flat_map(|&r| &x[r * d..(r + 1) * d])
+            .copied()
+            .collect();
+        let m = rows.len();
         let mut hn = vec![0f32; m * d];
         host::rms_norm(&lasts, &self.out_norm_host, c.eps, &mut hn);
         let mut logits = vec![0f32; m * c.vocab];
