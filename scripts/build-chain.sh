@@ -8,14 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../chain/substrate"
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mesh-target}"
-if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
-    rustup target add wasm32-unknown-unknown
-fi
-if ! rustup component list --installed | grep -q '^rust-src'; then
-    rustup component add rust-src
-fi
+. ../../scripts/lib/prereqs.sh
+need_chain_tools
 
 # One cargo invocation builds runtime and node with the same feature set, so
 # nothing (binaryen above all) is compiled twice.
-cargo build --release --locked -p mesh-chain-node >&2
+cargo build --release --locked -p mesh-chain-node >&2 \
+    || die "cargo build of the dev chain node failed (the compiler's message is above)"
 echo "$CARGO_TARGET_DIR/release/mesh-chain-node"

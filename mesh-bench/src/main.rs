@@ -7,6 +7,7 @@
 //! mesh-bench dht --peers 1000 --keys 1000 --transport memory --json
 //! mesh-bench rpc --peers 4 --concurrency 8 --calls 2000 --json
 //! mesh-bench rpc --peers 4 --concurrency 8 --calls 2000 --no-auth --json
+//! mesh-bench pubsub --peers 32 --messages 2000 --json
 //! mesh-bench infer --model smollm2 --prompt-tokens 64 --new-tokens 64 --concurrency 8 --json
 //! ```
 
@@ -54,6 +55,10 @@ enum Command {
     /// nodes make K unary calls to them round-robin, C at a time, through
     /// every authorizer and signed channels, or through none (`--no-auth`).
     Rpc(RpcArgs),
+    /// N nodes in this process, all subscribed to one topic; P of them
+    /// publish M messages in all: delivery rate to every subscriber, delivery
+    /// latency, duplicates.
+    Pubsub(PubsubArgs),
     /// Load the inference engine and generate: prefill and decode rates
     /// (single stream and C concurrent streams), time to first token, load
     /// time and memory.
@@ -200,6 +205,11 @@ fn rss_kb(field: &str) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// `x` rounded to `d` decimals.
+fn round(x: f64, d: i32) -> f64 {
+    (x * 10f64.powi(d)).round() / 10f64.powi(d)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -353,7 +363,6 @@ async fn bench_dht(args: DhtArgs) -> Result<()> {
     put_ms.sort_by(f64::total_cmp);
     get_ms.sort_by(f64::total_cmp);
     let n = args.keys as f64;
-    let round = |x: f64, d: i32| (x * 10f64.powi(d)).round() / 10f64.powi(d);
     let out = serde_json::json!({
         "system": "mesh",
         "bench": "dht",
@@ -554,7 +563,6 @@ async fn bench_rpc(args: RpcArgs) -> Result<()> {
     ms.sort_by(f64::total_cmp);
     let errors = results.iter().filter(|r| !r.1).count();
     let rss_mb = rss_kb("VmRSS:") as f64 / 1024.0;
-    let round = |x: f64, d: i32| (x * 10f64.powi(d)).round() / 10f64.powi(d);
     let out = serde_json::json!({
         "system": "mesh",
         "bench": "rpc",
@@ -579,6 +587,223 @@ async fn bench_rpc(args: RpcArgs) -> Result<()> {
     Ok(())
 }
 
+#[derive(clap::Args, Debug)]
+struct PubsubArgs {
+    /// Number of nodes, each its own swarm and identity; all subscribe.
+    #[arg(long, default_value_t = 32)]
+    peers: usize,
+    /// Messages published in all.
+    #[arg(long, default_value_t = 2_000)]
+    messages: usize,
+    /// Nodes that publish (round-robin).
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// Bytes of each message (at least 16: publisher, sequence, send time).
+    #[arg(long = "message-bytes", default_value_t = 128)]
+    message_bytes: usize,
+    /// Transport between the nodes.
+    #[arg(long, value_enum, default_value_t = Transport::Tcp)]
+    transport: Transport,
+    /// Stop waiting for deliveries after this many seconds without one.
+    #[arg(long = "idle-timeout", default_value_t = 5.0)]
+    idle_timeout: f64,
+    /// Print one JSON line instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What one subscriber saw.
+#[derive(Default)]
+struct Received {
+    latencies_ms: Vec<f64>,
+    duplicates: u64,
+    /// Deliveries per message (index = publisher * per_publisher + seq).
+    seen: HashSet<u64>,
+    last: Option<Instant>,
+}
+
+async fn bench_pubsub(args: PubsubArgs) -> Result<()> {
+    if args.peers < 2 {
+        bail!("--peers must be at least 2 (a publisher and a subscriber)");
+    }
+    if args.publishers == 0 || args.publishers > args.peers {
+        bail!("--publishers must be between 1 and --peers");
+    }
+    if args.messages == 0 {
+        bail!("--messages must be positive");
+    }
+    if args.message_bytes < 16 {
+        bail!("--message-bytes must be at least 16 (publisher, sequence, send time)");
+    }
+    if !(args.idle_timeout.is_finite() && args.idle_timeout > 0.0) {
+        bail!("--idle-timeout must be a positive number of seconds");
+    }
+    let topic = mesh_dht::Topic::new("bench")?;
+    let start = |initial: Vec<Multiaddr>| async move {
+        let mut c = DhtConfig::new(PeerKey::generate(KeyType::Ed25519)?);
+        c.subnet_id = "bench-pubsub".into();
+        c.listen = vec![listen(args.transport)];
+        c.initial_peers = initial;
+        c.refresh_period = Duration::from_secs(300);
+        c.bootstrap_timeout = Duration::from_secs(60);
+        c.max_connections = 4096;
+        // One process plays every peer: per-peer limits would throttle the
+        // benchmark, not a peer.
+        c.rate_limit = None;
+        c.pubsub.rate_limit = None;
+        c.pubsub.queue_len = 65_536;
+        let dht = Dht::start(c).await?;
+        let addr = dht
+            .listen_addrs()
+            .await?
+            .into_iter()
+            .next()
+            .context("node has no address")?;
+        anyhow::Ok((dht, addr))
+    };
+    let mut nodes: Vec<(Dht, Multiaddr)> = vec![start(vec![]).await?];
+    while nodes.len() < args.peers {
+        let via = nodes[rand::thread_rng().gen_range(0..nodes.len())]
+            .1
+            .clone();
+        nodes.push(start(vec![via]).await?);
+    }
+    let mut subs = Vec::new();
+    for (d, _) in &nodes {
+        subs.push(d.pubsub().subscribe(&topic).await?);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (d, _) in &nodes {
+        while d.pubsub().peers(&topic).await?.is_empty() {
+            if Instant::now() > deadline {
+                bail!("the topic's mesh did not form within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Two gossipsub heartbeats: the meshes are grafted.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let t0 = Instant::now();
+    let per_publisher = args.messages.div_ceil(args.publishers) as u64;
+    let receivers: Vec<_> = subs
+        .into_iter()
+        .map(|mut sub| {
+            tokio::spawn(async move {
+                let mut r = Received::default();
+                while let Some(m) = sub.recv().await {
+                    let now = Instant::now();
+                    let publisher = u32::from_be_bytes(m.data[0..4].try_into().unwrap());
+                    let seq = u32::from_be_bytes(m.data[4..8].try_into().unwrap());
+                    let sent_ns = u64::from_be_bytes(m.data[8..16].try_into().unwrap());
+                    let sent = t0 + Duration::from_nanos(sent_ns);
+                    r.latencies_ms
+                        .push(now.saturating_duration_since(sent).as_secs_f64() * 1e3);
+                    if !r
+                        .seen
+                        .insert(u64::from(publisher) * per_publisher + u64::from(seq))
+                    {
+                        r.duplicates += 1;
+                    }
+                    r.last = Some(now);
+                }
+                r
+            })
+        })
+        .collect();
+
+    let publish_start = Instant::now();
+    let mut publish_errors = 0u64;
+    for i in 0..args.messages {
+        let p = i % args.publishers;
+        let seq = (i / args.publishers) as u32;
+        let mut data = vec![0u8; args.message_bytes];
+        data[0..4].copy_from_slice(&(p as u32).to_be_bytes());
+        data[4..8].copy_from_slice(&seq.to_be_bytes());
+        let sent_ns = t0.elapsed().as_nanos() as u64;
+        data[8..16].copy_from_slice(&sent_ns.to_be_bytes());
+        if nodes[p].0.pubsub().publish(&topic, data).await.is_err() {
+            publish_errors += 1;
+        }
+    }
+    let published = args.messages as u64 - publish_errors;
+    // Each message reaches every node but its publisher.
+    let expected = published * (args.peers as u64 - 1);
+    let idle = Duration::from_secs_f64(args.idle_timeout);
+    let deliveries = || {
+        let count = nodes
+            .iter()
+            .map(|(d, _)| d.registry())
+            .map(|r| {
+                let mut text = String::new();
+                let _ = prometheus_client::encoding::text::encode(
+                    &mut text,
+                    &r.lock().unwrap_or_else(|e| e.into_inner()),
+                );
+                text.lines()
+                    .find(|l| l.starts_with("mesh_pubsub_messages_total{outcome=\"delivered\"}"))
+                    .and_then(|l| l.rsplit(' ').next())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum::<u64>();
+        count
+    };
+    let mut last_count = 0;
+    let mut last_change = Instant::now();
+    loop {
+        let count = deliveries();
+        if count >= expected {
+            break;
+        }
+        if count != last_count {
+            last_count = count;
+            last_change = Instant::now();
+        } else if last_change.elapsed() > idle {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rss_mb = rss_kb("VmRSS:") as f64 / 1024.0;
+    for (d, _) in &nodes {
+        d.shutdown().await;
+    }
+    let mut latencies = Vec::new();
+    let mut duplicates = 0;
+    let mut delivered = 0u64;
+    let mut last = publish_start;
+    for r in receivers {
+        let r = r.await?;
+        delivered += r.latencies_ms.len() as u64 - r.duplicates;
+        duplicates += r.duplicates;
+        latencies.extend(r.latencies_ms);
+        last = last.max(r.last.unwrap_or(publish_start));
+    }
+    latencies.sort_by(f64::total_cmp);
+    let elapsed = last.duration_since(publish_start).as_secs_f64().max(1e-9);
+    let out = serde_json::json!({
+        "system": "mesh",
+        "bench": "pubsub",
+        "peers": args.peers,
+        "publishers": args.publishers,
+        "messages": args.messages,
+        "message_bytes": args.message_bytes,
+        "transport": format!("{:?}", args.transport).to_lowercase(),
+        "publish_errors": publish_errors,
+        "delivered": delivered,
+        "expected": expected,
+        "delivery_ratio": round(delivered as f64 / expected.max(1) as f64, 4),
+        "messages_per_s": round(delivered as f64 / (args.peers as f64 - 1.0) / elapsed, 1),
+        "deliveries_per_s": round(delivered as f64 / elapsed, 1),
+        "p50_ms": round(percentile(&latencies, 0.50), 3),
+        "p99_ms": round(percentile(&latencies, 0.99), 3),
+        "duplicates": duplicates,
+        "rss_mb": round(rss_mb, 1),
+    });
+    print_report(&out, args.json);
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     if std::env::var_os("RUST_LOG").is_some() {
@@ -594,6 +819,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Dht(args) => rt.block_on(bench_dht(args)),
         Command::Rpc(args) => rt.block_on(bench_rpc(args)),
+        Command::Pubsub(args) => rt.block_on(bench_pubsub(args)),
         Command::Infer(args) => bench_infer(args),
     }
 }

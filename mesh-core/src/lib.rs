@@ -22,6 +22,7 @@
 
 pub mod consensus;
 pub mod identity;
+pub mod rate;
 pub mod record;
 pub mod stake;
 pub mod store;
@@ -29,6 +30,7 @@ pub mod validator;
 
 pub use identity::{KeyError, KeyType, PeerKey};
 pub use libp2p_identity::{PeerId, PublicKey};
+pub use rate::{RateLimit, TokenBucket};
 pub use record::{Expiration, Item, MergeRefusal, Record, StoredValue};
 pub use stake::{CachedStakeOracle, NodeClass, StakeError, StakeOracle, SubnetId};
 pub use store::{Refusal, Store, StoreLimits};

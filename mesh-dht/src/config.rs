@@ -5,15 +5,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::Multiaddr;
-use mesh_core::{CompositeValidator, NodeClass, PeerKey, StakeOracle, StoreLimits, SubnetId};
 
-/// Stake-gated admission (DESIGN §5): only peers the oracle calls staked in
-/// `subnet_id` with at least `min_class` enter the routing table and may
-/// store records here. Reads stay open. Peers are asked again every refresh
-/// period, and dropped from the routing table once the oracle says no.
+use crate::pubsub::PubsubConfig;
+use mesh_core::{
+    CompositeValidator, NodeClass, PeerKey, RateLimit, StakeOracle, StoreLimits, SubnetId,
+};
+
+/// Stake-gated admission: only peers the oracle calls staked in
+/// `subnet_id` with at least `min_class` enter the routing table, may store
+/// records here and have their pubsub messages delivered and forwarded.
+/// Reads stay open. A peer's answer is used for one refresh period, then
+/// asked again in the background; peers in the routing table are asked again
+/// every refresh period and dropped once the oracle says no. When the oracle
+/// fails, a peer's last answer is kept for `grace`, then the gate fails
+/// closed.
 ///
-/// Give it a cached oracle (e.g. `mesh_chain::chain_stake_oracle`): it is
-/// asked on every inbound store.
+/// Give it a cached oracle (e.g. `mesh_chain::chain_stake_oracle`).
 #[derive(Clone)]
 pub struct StakeGate {
     /// Who answers.
@@ -22,6 +29,24 @@ pub struct StakeGate {
     pub subnet_id: SubnetId,
     /// The least class admitted.
     pub min_class: NodeClass,
+    /// How long a peer's last answer is kept while the oracle fails.
+    pub grace: Duration,
+}
+
+impl StakeGate {
+    /// A gate with the default grace period ([`StakeGate::DEFAULT_GRACE`]).
+    pub fn new(oracle: Arc<dyn StakeOracle>, subnet_id: SubnetId, min_class: NodeClass) -> Self {
+        Self {
+            oracle,
+            subnet_id,
+            min_class,
+            grace: Self::DEFAULT_GRACE,
+        }
+    }
+
+    /// Five minutes: an oracle outage shorter than this refuses nobody who
+    /// was admitted before it.
+    pub const DEFAULT_GRACE: Duration = Duration::from_secs(300);
 }
 
 impl std::fmt::Debug for StakeGate {
@@ -29,25 +54,8 @@ impl std::fmt::Debug for StakeGate {
         f.debug_struct("StakeGate")
             .field("subnet_id", &self.subnet_id)
             .field("min_class", &self.min_class)
+            .field("grace", &self.grace)
             .finish_non_exhaustive()
-    }
-}
-
-/// Per-peer limit on inbound record requests: a token bucket.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RateLimit {
-    /// Sustained requests per second.
-    pub per_second: f64,
-    /// Requests allowed in a burst.
-    pub burst: f64,
-}
-
-impl Default for RateLimit {
-    fn default() -> Self {
-        Self {
-            per_second: 200.0,
-            burst: 400.0,
-        }
     }
 }
 
@@ -92,6 +100,8 @@ pub struct DhtConfig {
     pub max_connections: u32,
     /// Admit only staked peers (`None`: everyone).
     pub stake_gate: Option<StakeGate>,
+    /// Limits of the node's pubsub.
+    pub pubsub: PubsubConfig,
 }
 
 impl DhtConfig {
@@ -116,6 +126,7 @@ impl DhtConfig {
             idle_connection_timeout: Duration::from_secs(60),
             max_connections: 1024,
             stake_gate: None,
+            pubsub: PubsubConfig::default(),
         }
     }
 }

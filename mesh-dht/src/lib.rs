@@ -55,6 +55,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admission;
 mod codec;
 mod config;
 pub mod daemon;
@@ -63,11 +64,17 @@ mod lookup;
 mod metrics;
 mod node;
 mod persist;
+pub mod pubsub;
 
-pub use config::{DhtConfig, RateLimit, StakeGate};
+pub use config::{DhtConfig, StakeGate};
 pub use libp2p::{Multiaddr, PeerId};
+pub use mesh_core::RateLimit;
 pub use metrics::serve_metrics;
 pub use node::{Dht, DhtStats, RefusalKind, RemoteRefusal, StoreReport};
+pub use pubsub::{
+    MessageId, MessageValidator, Pubsub, PubsubConfig, PubsubError, PubsubMessage, Subscription,
+    Topic, Verdict,
+};
 
 /// Errors of the DHT.
 #[derive(Debug, thiserror::Error)]

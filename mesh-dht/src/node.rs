@@ -15,10 +15,14 @@ use libp2p::metrics::Recorder;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    connection_limits, identify, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
+    connection_limits, gossipsub, identify, noise, ping, tcp, yamux, Multiaddr, PeerId,
+    StreamProtocol, Swarm,
 };
 use mesh_core::validator::SignatureValidator;
-use mesh_core::{CompositeValidator, Expiration, Kind, MergeRefusal, Record, Refusal, StoredValue};
+use mesh_core::{
+    CompositeValidator, Expiration, Kind, MergeRefusal, RateLimit, Record, Refusal, StoredValue,
+    TokenBucket,
+};
 use mesh_proto::dht as pb;
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, oneshot};
@@ -26,12 +30,14 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::{Admission, Answer, Decision};
 use crate::codec::RecordCodec;
-use crate::config::{DhtConfig, RateLimit, StakeGate};
+use crate::config::DhtConfig;
 use crate::kad_store::KadStore;
 use crate::lookup::{PeerSet, PeerState};
 use crate::metrics::NodeMetrics;
 use crate::persist::Persist;
+use crate::pubsub::{self, Inbound, Pubsub, PubsubCommand, PubsubState};
 use crate::DhtError;
 
 /// Most records one store request may carry.
@@ -44,6 +50,8 @@ struct Behaviour {
     records: request_response::Behaviour<RecordCodec>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
+    /// Pubsub for the subnet's applications.
+    pubsub: gossipsub::Behaviour,
     /// Raw streams for protocols built on top (the RPC of `mesh-server`).
     streams: libp2p_stream::Behaviour,
 }
@@ -132,7 +140,7 @@ pub struct DhtStats {
     pub stored_entries: usize,
 }
 
-enum Command {
+pub(crate) enum Command {
     Store {
         record: Record,
         reply: oneshot::Sender<StoreReport>,
@@ -145,6 +153,7 @@ enum Command {
     Stats(oneshot::Sender<DhtStats>),
     RoutingTable(oneshot::Sender<Vec<PeerId>>),
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    Pubsub(PubsubCommand),
 }
 
 struct Inner {
@@ -282,6 +291,14 @@ impl Dht {
                 .with_max_established_per_peer(Some(4))
                 .with_max_pending_incoming(Some(256)),
         );
+        let mut registry = Registry::default();
+        let pubsub = pubsub::behaviour(
+            config.key.keypair(),
+            &config.pubsub,
+            &config.subnet_id,
+            &mut registry,
+        )
+        .map_err(DhtError::Transport)?;
         let streams = libp2p_stream::Behaviour::new();
         let stream_control = streams.new_control();
         let behaviour = Behaviour {
@@ -290,6 +307,7 @@ impl Dht {
             records,
             identify,
             ping: ping::Behaviour::default(),
+            pubsub,
             streams,
         };
 
@@ -317,8 +335,13 @@ impl Dht {
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
             .build();
 
-        let mut registry = Registry::default();
         let metrics = NodeMetrics::new(&mut registry);
+        let pubsub = PubsubState::new(
+            local,
+            config.subnet_id.clone(),
+            config.pubsub.clone(),
+            &mut registry,
+        );
 
         let mut listeners = HashSet::new();
         for addr in &config.listen {
@@ -349,7 +372,6 @@ impl Dht {
         }
 
         let (tx, rx) = mpsc::channel(1024);
-        let (gate_tx, gate_rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel();
         let cancel = CancellationToken::new();
         let event_loop = EventLoop {
@@ -364,6 +386,7 @@ impl Dht {
             refresh_period: config.refresh_period,
             rate_limit: config.rate_limit,
             buckets: HashMap::new(),
+            pubsub,
             addr_book,
             routing: None,
             listen_addrs: Vec::new(),
@@ -371,12 +394,12 @@ impl Dht {
             requests: HashMap::new(),
             next_lookup: 0,
             metrics,
-            gate: config.stake_gate.clone(),
-            gate_tx,
-            gate_rx,
-            admitted: HashMap::new(),
+            admission: Admission::new(
+                config.stake_gate.clone(),
+                config.refresh_period,
+                cancel.child_token(),
+            ),
             awaiting: HashMap::new(),
-            checking: HashSet::new(),
             startup: Some(Startup {
                 listeners,
                 pending_initial,
@@ -435,7 +458,12 @@ impl Dht {
         self.inner.registry.clone()
     }
 
-    async fn ask<T>(
+    /// The node's pubsub: signed, stake-gated topics of this subnet.
+    pub fn pubsub(&self) -> Pubsub {
+        Pubsub::new(self.clone())
+    }
+
+    pub(crate) async fn ask<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, DhtError> {
@@ -561,9 +589,14 @@ impl Lookup {
     }
 }
 
-struct Bucket {
-    tokens: f64,
-    last: Instant,
+/// Work waiting for the stake oracle's answer about a peer.
+enum Parked {
+    Store {
+        peer: PeerId,
+        store: pb::StoreRequest,
+        channel: ResponseChannel<pb::Response>,
+    },
+    Message(Inbound),
 }
 
 struct EventLoop {
@@ -577,7 +610,8 @@ struct EventLoop {
     replicas: usize,
     refresh_period: Duration,
     rate_limit: Option<RateLimit>,
-    buckets: HashMap<PeerId, Bucket>,
+    buckets: HashMap<PeerId, TokenBucket>,
+    pubsub: PubsubState,
     addr_book: HashMap<PeerId, Vec<Multiaddr>>,
     /// Snapshot of the routing table, rebuilt after kad reports a change:
     /// kad's own closest-peer iterator copies whole buckets on every call.
@@ -588,29 +622,9 @@ struct EventLoop {
     next_lookup: u64,
     metrics: NodeMetrics,
     startup: Option<Startup>,
-    gate: Option<StakeGate>,
-    gate_tx: mpsc::UnboundedSender<GateMsg>,
-    gate_rx: mpsc::UnboundedReceiver<GateMsg>,
-    /// The oracle's latest answer per peer.
-    admitted: HashMap<PeerId, bool>,
+    admission: Admission<Parked>,
     /// Addresses of peers waiting for the oracle before entering the table.
     awaiting: HashMap<PeerId, Vec<Multiaddr>>,
-    /// Peers the oracle is being asked about.
-    checking: HashSet<PeerId>,
-}
-
-/// Answers of the stake oracle, back in the event loop.
-enum GateMsg {
-    Verdict {
-        peer: PeerId,
-        staked: Result<bool, mesh_core::StakeError>,
-    },
-    Store {
-        peer: PeerId,
-        store: pb::StoreRequest,
-        channel: ResponseChannel<pb::Response>,
-        staked: Result<bool, mesh_core::StakeError>,
-    },
 }
 
 impl EventLoop {
@@ -625,7 +639,10 @@ impl EventLoop {
                     Some(cmd) => self.on_command(cmd),
                     None => break,
                 },
-                Some(msg) = self.gate_rx.recv() => self.on_gate(msg),
+                answer = self.admission.answer() => self.on_answer(answer),
+                (topic, id) = self.pubsub.next_closed() => {
+                    self.pubsub.on_closed(&mut self.swarm.behaviour_mut().pubsub, topic, id);
+                }
                 _ = refresh.tick() => self.refresh(),
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     self.startup_timed_out();
@@ -715,21 +732,27 @@ impl EventLoop {
                 self.metrics.libp2p.record(&ev);
                 if let identify::Event::Received { peer_id, info, .. } = ev {
                     if info.protocols.contains(&self.kad_protocol) {
-                        if self.gate.is_some() {
-                            self.awaiting
+                        match self.admission.decide(peer_id) {
+                            Decision::Admit => {
+                                for addr in info.listen_addrs {
+                                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                                }
+                            }
+                            Decision::Unknown => self
+                                .awaiting
                                 .entry(peer_id)
                                 .or_default()
-                                .extend(info.listen_addrs);
-                            self.check_stake(peer_id);
-                        } else {
-                            for addr in info.listen_addrs {
-                                self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                            }
+                                .extend(info.listen_addrs),
+                            Decision::Refuse => {}
                         }
                     }
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ev)) => self.metrics.libp2p.record(&ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Pubsub(ev)) => {
+                self.metrics.libp2p.record(&ev);
+                self.on_pubsub_event(ev);
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Limits(v)) => match v {},
             SwarmEvent::NewListenAddr {
                 listener_id,
@@ -815,10 +838,9 @@ impl EventLoop {
                     },
             } => {
                 // A record written through kad's own PUT_VALUE: same rules.
-                if self.gate.is_some() && self.admitted.get(&source) != Some(&true) {
+                if self.admission.decide(source) != Decision::Admit {
                     NodeMetrics::count(&self.metrics.refused_requests, "reason", "not_staked");
                     tracing::debug!(%source, "kad PUT_VALUE from a peer not known staked refused");
-                    self.check_stake(source);
                     return;
                 }
                 let decoded = prost::Message::decode(record.value.as_slice())
@@ -903,20 +925,12 @@ impl EventLoop {
         let Some(limit) = self.rate_limit else {
             return false;
         };
-        let now = Instant::now();
-        let b = self.buckets.entry(peer).or_insert(Bucket {
-            tokens: limit.burst,
-            last: now,
-        });
-        b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * limit.per_second)
-            .min(limit.burst);
-        b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            false
-        } else {
-            true
-        }
+        let now = Instant::now().into_std();
+        !self
+            .buckets
+            .entry(peer)
+            .or_insert_with(|| TokenBucket::full(limit, now))
+            .try_take(limit, now)
     }
 
     fn respond(&mut self, channel: ResponseChannel<pb::Response>, kind: pb::response::Kind) {
@@ -954,25 +968,7 @@ impl EventLoop {
         let kind = match request.kind {
             Some(pb::request::Kind::Store(store)) => {
                 NodeMetrics::count(&self.metrics.inbound_requests, "kind", "store");
-                if let Some(gate) = self.gate.clone() {
-                    // Ask the (cached) oracle off the event loop; the answer
-                    // comes back as a GateMsg with the request.
-                    let tx = self.gate_tx.clone();
-                    tokio::spawn(async move {
-                        let staked = gate
-                            .oracle
-                            .is_staked(gate.subnet_id, &peer, gate.min_class)
-                            .await;
-                        let _ = tx.send(GateMsg::Store {
-                            peer,
-                            store,
-                            channel,
-                            staked,
-                        });
-                    });
-                    return;
-                }
-                self.store_response(peer, store)
+                return self.on_store(peer, store, channel);
             }
             Some(pb::request::Kind::Find(f)) => {
                 NodeMetrics::count(&self.metrics.inbound_requests, "kind", "find");
@@ -1025,104 +1021,158 @@ impl EventLoop {
         })
     }
 
-    // ---- stake gate ---------------------------------------------------------
+    // ---- admission ------------------------------------------------------------
 
-    /// Ask the oracle about `peer` (once at a time per peer).
-    fn check_stake(&mut self, peer: PeerId) {
-        let Some(gate) = self.gate.clone() else {
-            return;
-        };
-        if !self.checking.insert(peer) {
-            return;
-        }
-        let tx = self.gate_tx.clone();
-        tokio::spawn(async move {
-            let staked = gate
-                .oracle
-                .is_staked(gate.subnet_id, &peer, gate.min_class)
-                .await;
-            let _ = tx.send(GateMsg::Verdict { peer, staked });
-        });
-    }
-
-    fn on_gate(&mut self, msg: GateMsg) {
-        match msg {
-            GateMsg::Verdict { peer, staked } => {
-                self.checking.remove(&peer);
-                if let Some(s) = &mut self.startup {
-                    s.awaiting_verdict = false;
-                }
-                let admitted = self.verdict(peer, &staked);
-                let kad = &mut self.swarm.behaviour_mut().kad;
-                if admitted {
-                    if let Some(addrs) = self.awaiting.remove(&peer) {
-                        for addr in addrs {
-                            kad.add_address(&peer, addr);
-                        }
-                        tracing::debug!(%peer, "staked: admitted to the routing table");
-                    }
-                } else {
-                    self.awaiting.remove(&peer);
-                    if kad.remove_peer(&peer).is_some() {
-                        self.routing = None;
-                        self.addr_book.remove(&peer);
-                        tracing::info!(%peer, "no longer staked: dropped from the routing table");
-                        let _ = self.swarm.disconnect_peer_id(peer);
-                    }
-                }
-                self.check_ready();
-            }
-            GateMsg::Store {
-                peer,
-                store,
-                channel,
-                staked,
-            } => {
-                let kind = if self.verdict(peer, &staked) {
-                    self.store_response(peer, store)
-                } else {
-                    let gate = self.gate.as_ref().expect("only sent with a gate");
-                    let reason = match &staked {
-                        Err(e) => format!("cannot check the publisher's stake: {e}"),
-                        Ok(_) => format!(
-                            "publisher {peer} is not staked in subnet {} with class {} or above",
-                            gate.subnet_id, gate.min_class
-                        ),
-                    };
-                    NodeMetrics::count(&self.metrics.refused_requests, "reason", "not_staked");
-                    let results = store
-                        .records
-                        .iter()
-                        .map(|_| pb::StoreResult {
-                            accepted: false,
-                            refusal: pb::Refusal::NotStaked as i32,
-                            reason: reason.clone(),
-                        })
-                        .collect();
-                    pb::response::Kind::Store(pb::StoreResponse {
-                        results,
-                        closer: Vec::new(),
-                    })
+    /// A store request: admitted peers store, others are refused with the
+    /// reason, unknown ones wait for the oracle.
+    fn on_store(
+        &mut self,
+        peer: PeerId,
+        store: pb::StoreRequest,
+        channel: ResponseChannel<pb::Response>,
+    ) {
+        let kind = match self.admission.decide(peer) {
+            Decision::Admit => self.store_response(peer, store),
+            Decision::Refuse => self.not_staked(peer, &store),
+            Decision::Unknown => {
+                let parked = Parked::Store {
+                    peer,
+                    store,
+                    channel,
                 };
-                self.respond(channel, kind);
+                match self.admission.park(peer, parked) {
+                    Ok(()) => return,
+                    Err(Parked::Store { store, channel, .. }) => {
+                        NodeMetrics::count(&self.metrics.refused_requests, "reason", "busy");
+                        let kind = Self::error_response(
+                            pb::error_response::Code::RateLimited,
+                            "too many stake checks pending; try again",
+                        );
+                        drop(store);
+                        return self.respond(channel, kind);
+                    }
+                    Err(Parked::Message(_)) => unreachable!("parked a store"),
+                }
             }
+        };
+        self.respond(channel, kind);
+    }
+
+    fn not_staked(&mut self, peer: PeerId, store: &pb::StoreRequest) -> pb::response::Kind {
+        let gate = self.admission.gate().expect("refusals need a gate");
+        let reason = format!(
+            "publisher {peer} is not staked in subnet {} with class {} or above",
+            gate.subnet_id, gate.min_class
+        );
+        NodeMetrics::count(&self.metrics.refused_requests, "reason", "not_staked");
+        let results = store
+            .records
+            .iter()
+            .map(|_| pb::StoreResult {
+                accepted: false,
+                refusal: pb::Refusal::NotStaked as i32,
+                reason: reason.clone(),
+            })
+            .collect();
+        pb::response::Kind::Store(pb::StoreResponse {
+            results,
+            closer: Vec::new(),
+        })
+    }
+
+    /// The oracle answered about a peer: update the routing table and run
+    /// the work that waited for it.
+    fn on_answer(&mut self, answer: Answer) {
+        let peer = answer.peer;
+        let (admitted, parked) = self.admission.record(&answer);
+        if let Some(s) = &mut self.startup {
+            s.awaiting_verdict = false;
+        }
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        if admitted {
+            if let Some(addrs) = self.awaiting.remove(&peer) {
+                for addr in addrs {
+                    kad.add_address(&peer, addr);
+                }
+                tracing::debug!(%peer, "staked: admitted to the routing table");
+            }
+        } else {
+            self.awaiting.remove(&peer);
+            if kad.remove_peer(&peer).is_some() {
+                self.routing = None;
+                self.addr_book.remove(&peer);
+                tracing::info!(%peer, "no longer staked: dropped from the routing table");
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+        }
+        for work in parked {
+            match work {
+                Parked::Store {
+                    peer,
+                    store,
+                    channel,
+                } => self.on_store(peer, store, channel),
+                Parked::Message(m) => self.check_message(m),
+            }
+        }
+        self.check_ready();
+    }
+
+    // ---- pubsub ----------------------------------------------------------------
+
+    fn on_pubsub_event(&mut self, ev: gossipsub::Event) {
+        match ev {
+            gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            } => {
+                let m = Inbound {
+                    forwarder: propagation_source,
+                    id: message_id,
+                    message,
+                };
+                if self
+                    .pubsub
+                    .within_rate(&mut self.swarm.behaviour_mut().pubsub, &m)
+                {
+                    self.check_message(m);
+                }
+            }
+            gossipsub::Event::Subscribed { peer_id, topic } => {
+                tracing::debug!(%peer_id, %topic, "peer subscribed");
+            }
+            gossipsub::Event::Unsubscribed { peer_id, topic } => {
+                tracing::debug!(%peer_id, %topic, "peer unsubscribed");
+            }
+            gossipsub::Event::SlowPeer { peer_id, .. } => {
+                tracing::debug!(%peer_id, "pubsub peer is not reading its messages in time");
+            }
+            gossipsub::Event::GossipsubNotSupported { .. } => {}
         }
     }
 
-    /// Record the oracle's answer; errors count as "not staked" (fail closed).
-    fn verdict(&mut self, peer: PeerId, staked: &Result<bool, mesh_core::StakeError>) -> bool {
-        let admitted = match staked {
-            Ok(staked) => *staked,
-            Err(e) => {
-                tracing::warn!(%peer, "stake oracle did not answer, treating the peer as unstaked: {e}");
-                false
+    /// Stake of the forwarder and the author (parking the message while the
+    /// oracle is asked), then the topic's validators.
+    fn check_message(&mut self, m: Inbound) {
+        let gs = &mut self.swarm.behaviour_mut().pubsub;
+        let author = m.message.source;
+        for peer in std::iter::once(m.forwarder).chain(author) {
+            if peer == self.local {
+                continue;
             }
-        };
-        if !admitted && self.admitted.get(&peer) != Some(&false) {
-            tracing::info!(%peer, "peer is not staked in this subnet");
+            match self.admission.decide(peer) {
+                Decision::Admit => {}
+                Decision::Refuse => return self.pubsub.refuse_unstaked(gs, m),
+                Decision::Unknown => {
+                    if let Err(Parked::Message(m)) = self.admission.park(peer, Parked::Message(m)) {
+                        self.pubsub.ignore(gs, m, "admission_busy");
+                    }
+                    return;
+                }
+            }
         }
-        self.admitted.insert(peer, admitted);
-        admitted
+        self.pubsub.validate_and_deliver(gs, m);
     }
 
     /// Validates and stores one record published by `publisher`.
@@ -1389,6 +1439,9 @@ impl EventLoop {
             Command::RoutingTable(reply) => {
                 let _ = reply.send(self.routing_table());
             }
+            Command::Pubsub(cmd) => self
+                .pubsub
+                .on_command(&mut self.swarm.behaviour_mut().pubsub, cmd),
             Command::ListenAddrs(reply) => {
                 let mut addrs: Vec<Multiaddr> = self
                     .swarm
@@ -1440,19 +1493,18 @@ impl EventLoop {
             .remove_expired(Expiration::now());
         if let Some(limit) = self.rate_limit {
             // Forget peers whose bucket has refilled.
-            let now = Instant::now();
-            self.buckets.retain(|_, b| {
-                b.tokens + now.duration_since(b.last).as_secs_f64() * limit.per_second < limit.burst
-            });
+            let now = Instant::now().into_std();
+            self.buckets.retain(|_, b| !b.is_full(limit, now));
         }
-        if self.gate.is_some() {
+        self.pubsub.refresh();
+        if self.admission.enabled() {
             // Peers lose stake: ask again about everyone in the table (the
             // oracle's cache keeps this cheap) and forget peers we no longer see.
             for peer in self.routing_table() {
-                self.check_stake(peer);
+                self.admission.check(peer);
             }
             let swarm = &self.swarm;
-            self.admitted.retain(|peer, _| swarm.is_connected(peer));
+            self.admission.retain(|peer| swarm.is_connected(peer));
         }
         let stats = self.stats();
         if stats.routing_table_size > 0 {

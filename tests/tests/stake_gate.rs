@@ -58,11 +58,7 @@ async fn only_staked_peers_enter_routing_tables_and_store() {
     }
 
     let watched = chain_stake_oracle(client.clone(), Duration::from_secs(300));
-    let gate = StakeGate {
-        oracle: watched.oracle(),
-        subnet_id: subnet,
-        min_class: NodeClass::Registered,
-    };
+    let gate = StakeGate::new(watched.oracle(), subnet, NodeClass::Registered);
     let mut keys = keys.into_iter();
     let a = start(keys.next().unwrap(), vec![], &gate).await;
     let a_addr = addr_of(&a, Net::Tcp).await;

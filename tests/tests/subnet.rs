@@ -62,11 +62,7 @@ impl Subnet {
     /// of RPC, consensus signed by `hotkey`.
     fn config(&self, key: PeerKey, initial: Vec<Multiaddr>, hotkey: &str) -> RuntimeConfig {
         let local = key.peer_id();
-        let gate = StakeGate {
-            oracle: self.oracle.oracle(),
-            subnet_id: self.subnet_id,
-            min_class: NodeClass::Registered,
-        };
+        let gate = StakeGate::new(self.oracle.oracle(), self.subnet_id, NodeClass::Registered);
         let mut dht = DhtConfig::new(key);
         dht.subnet_id = self.subnet_id.to_string();
         dht.listen = vec![common::listen_addr(Net::Tcp)];

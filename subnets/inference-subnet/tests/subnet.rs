@@ -116,11 +116,11 @@ async fn a_staked_inference_subnet_streams_fails_over_and_refuses_strangers() {
         dht.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
         dht.initial_peers = first.iter().cloned().collect();
         dht.bootstrap_timeout = Duration::from_secs(10);
-        dht.stake_gate = Some(StakeGate {
-            oracle: oracle.oracle(),
+        dht.stake_gate = Some(StakeGate::new(
+            oracle.oracle(),
             subnet_id,
-            min_class: NodeClass::Registered,
-        });
+            NodeClass::Registered,
+        ));
         let authorizers: Vec<Arc<dyn Authorizer>> = vec![
             Arc::new(RateLimitAuthorizer::new(RateLimits::default())),
             Arc::new(SignatureAuthorizer::new(key.peer_id())),

@@ -1,0 +1,318 @@
+//! Stake admission inside the event loop: one verdict per peer, coalesced
+//! oracle queries, bounded queues.
+//!
+//! Every gate of the node asks [`Admission::decide`]: routing-table inserts,
+//! stores (the record protocol and kad's `PUT_VALUE`) and pubsub messages
+//! (their author and the peer that forwarded them). A peer's verdict is kept
+//! with the time the oracle gave it:
+//!
+//! - a fresh verdict (younger than the refresh period) answers at once;
+//! - a stale one still answers at once, and the oracle is asked again in the
+//!   background (stale-while-revalidate), so a busy peer never waits on the
+//!   chain;
+//! - with no verdict the caller parks its work here until the oracle answers.
+//!
+//! One query per peer is in flight at a time, however many stores or
+//! messages wait on it, and at most [`MAX_CHECKS`] peers are being asked at
+//! once. Answers come back on a bounded channel. When the oracle fails, a
+//! peer's last answer is kept for the grace period ([`StakeGate::grace`]);
+//! after that it fails closed (not admitted).
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use libp2p::PeerId;
+use mesh_core::StakeError;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::StakeGate;
+
+/// Most peers whose stake is being asked at once.
+pub(crate) const MAX_CHECKS: usize = 1024;
+/// Most pieces of work (stores, messages) parked waiting for verdicts.
+pub(crate) const MAX_PARKED: usize = 4096;
+/// An oracle query that takes longer than this counts as unanswered.
+const ORACLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The answer to "may this peer do this now".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    Admit,
+    Refuse,
+    /// Not known yet: the oracle is being asked.
+    Unknown,
+}
+
+/// An oracle answer, back in the event loop.
+pub(crate) struct Answer {
+    pub(crate) peer: PeerId,
+    pub(crate) staked: Result<bool, StakeError>,
+}
+
+struct Verdict {
+    admitted: bool,
+    at: Instant,
+}
+
+/// The stake half of the node's admission policy (rate limits are
+/// [`mesh_core::TokenBucket`]s kept beside the work they meter).
+pub(crate) struct Admission<P> {
+    gate: Option<StakeGate>,
+    fresh_for: Duration,
+    verdicts: HashMap<PeerId, Verdict>,
+    checking: HashSet<PeerId>,
+    parked: HashMap<PeerId, Vec<P>>,
+    parked_count: usize,
+    tx: mpsc::Sender<Answer>,
+    rx: mpsc::Receiver<Answer>,
+    cancel: CancellationToken,
+}
+
+impl<P> Admission<P> {
+    /// `fresh_for`: how long an answer is used without asking again.
+    /// Oracle queries stop when `cancel` is cancelled.
+    pub(crate) fn new(
+        gate: Option<StakeGate>,
+        fresh_for: Duration,
+        cancel: CancellationToken,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(MAX_CHECKS);
+        Self {
+            gate,
+            fresh_for,
+            verdicts: HashMap::new(),
+            checking: HashSet::new(),
+            parked: HashMap::new(),
+            parked_count: 0,
+            tx,
+            rx,
+            cancel,
+        }
+    }
+
+    pub(crate) fn gate(&self) -> Option<&StakeGate> {
+        self.gate.as_ref()
+    }
+
+    pub(crate) fn enabled(&self) -> bool {
+        self.gate.is_some()
+    }
+
+    /// The current verdict on `peer`, asking the oracle when there is none
+    /// or it is stale. Without a gate everyone is admitted.
+    pub(crate) fn decide(&mut self, peer: PeerId) -> Decision {
+        if self.gate.is_none() {
+            return Decision::Admit;
+        }
+        let (decision, stale) = match self.verdicts.get(&peer) {
+            Some(v) => (
+                if v.admitted {
+                    Decision::Admit
+                } else {
+                    Decision::Refuse
+                },
+                v.at.elapsed() >= self.fresh_for,
+            ),
+            None => (Decision::Unknown, true),
+        };
+        if stale {
+            self.check(peer);
+        }
+        decision
+    }
+
+    /// Ask the oracle about `peer` now (once at a time per peer).
+    pub(crate) fn check(&mut self, peer: PeerId) {
+        let Some(gate) = self.gate.clone() else {
+            return;
+        };
+        if self.checking.len() >= MAX_CHECKS || !self.checking.insert(peer) {
+            return;
+        }
+        let tx = self.tx.clone();
+        let cancel = self.cancel.clone();
+        tokio::spawn(async move {
+            let ask = gate.oracle.is_staked(gate.subnet_id, &peer, gate.min_class);
+            let staked = tokio::select! {
+                r = tokio::time::timeout(ORACLE_TIMEOUT, ask) => r.unwrap_or_else(|_| {
+                    Err(StakeError::Unavailable(format!("no answer within {ORACLE_TIMEOUT:?}")))
+                }),
+                _ = cancel.cancelled() => return,
+            };
+            let _ = tx.send(Answer { peer, staked }).await;
+        });
+    }
+
+    /// The next oracle answer (never ends while `self` lives: it holds a sender).
+    pub(crate) async fn answer(&mut self) -> Answer {
+        self.rx.recv().await.expect("admission holds a sender")
+    }
+
+    /// Records an answer: whether `peer` is admitted, and the work parked on it.
+    pub(crate) fn record(&mut self, answer: &Answer) -> (bool, Vec<P>) {
+        let peer = answer.peer;
+        self.checking.remove(&peer);
+        let now = Instant::now();
+        let grace = self.gate.as_ref().map_or(Duration::ZERO, |g| g.grace);
+        let previous = self.verdicts.get(&peer).map(|v| (v.admitted, v.at));
+        let admitted = match (&answer.staked, previous) {
+            (Ok(staked), _) => *staked,
+            // The oracle failed: keep the last answer for the grace period.
+            (Err(e), Some((last, at))) if now.duration_since(at) < grace => {
+                tracing::warn!(%peer, "stake oracle did not answer, keeping the last answer ({last}) for the grace period: {e}");
+                return (last, self.take_parked(&peer));
+            }
+            (Err(e), _) => {
+                tracing::warn!(%peer, "stake oracle did not answer, treating the peer as unstaked: {e}");
+                false
+            }
+        };
+        if !admitted && previous.map(|p| p.0) != Some(false) {
+            tracing::info!(%peer, "peer is not staked in this subnet");
+        }
+        self.verdicts.insert(peer, Verdict { admitted, at: now });
+        (admitted, self.take_parked(&peer))
+    }
+
+    fn take_parked(&mut self, peer: &PeerId) -> Vec<P> {
+        let parked = self.parked.remove(peer).unwrap_or_default();
+        self.parked_count -= parked.len();
+        parked
+    }
+
+    /// Keeps `work` until the oracle answers about `peer`; gives it back
+    /// when too much work is parked already.
+    pub(crate) fn park(&mut self, peer: PeerId, work: P) -> Result<(), P> {
+        if self.parked_count >= MAX_PARKED {
+            return Err(work);
+        }
+        self.check(peer);
+        if !self.checking.contains(&peer) {
+            // No query could be started: nothing would ever wake this work.
+            return Err(work);
+        }
+        self.parked.entry(peer).or_default().push(work);
+        self.parked_count += 1;
+        Ok(())
+    }
+
+    /// Forgets the verdicts of peers `keep` says no to.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&PeerId) -> bool) {
+        self.verdicts.retain(|p, _| keep(p));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_core::stake::StakeFuture;
+    use mesh_core::{NodeClass, StakeOracle, SubnetId};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// Staked iff the first byte of the PeerId's multihash digest is even;
+    /// counts its calls, answers after 50 ms, fails while `down` is set.
+    struct Oracle {
+        calls: AtomicUsize,
+        down: std::sync::atomic::AtomicBool,
+        staked: PeerId,
+    }
+
+    impl StakeOracle for Oracle {
+        fn is_staked<'a>(&'a self, _: SubnetId, peer: &'a PeerId, _: NodeClass) -> StakeFuture<'a> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if self.down.load(Ordering::SeqCst) {
+                    return Err(StakeError::Unavailable("test outage".into()));
+                }
+                Ok(*peer == self.staked)
+            })
+        }
+    }
+
+    fn admission(oracle: Arc<Oracle>, grace: Duration) -> Admission<u32> {
+        let gate = StakeGate {
+            oracle,
+            subnet_id: 1,
+            min_class: NodeClass::Registered,
+            grace,
+        };
+        Admission::new(
+            Some(gate),
+            Duration::from_millis(200),
+            CancellationToken::new(),
+        )
+    }
+
+    #[tokio::test]
+    async fn queries_are_coalesced_and_parked_work_comes_back() {
+        let staked = PeerId::random();
+        let oracle = Arc::new(Oracle {
+            calls: AtomicUsize::new(0),
+            down: false.into(),
+            staked,
+        });
+        let mut a = admission(oracle.clone(), Duration::ZERO);
+        assert_eq!(a.decide(staked), Decision::Unknown);
+        for work in 0..100 {
+            a.park(staked, work).unwrap();
+        }
+        let answer = a.answer().await;
+        assert_eq!(oracle.calls.load(Ordering::SeqCst), 1, "one query per peer");
+        let (admitted, parked) = a.record(&answer);
+        assert!(admitted);
+        assert_eq!(parked, (0..100).collect::<Vec<_>>());
+        assert_eq!(a.decide(staked), Decision::Admit);
+        // An unstaked peer is refused.
+        let other = PeerId::random();
+        a.decide(other);
+        let answer = a.answer().await;
+        assert!(!a.record(&answer).0);
+        assert_eq!(a.decide(other), Decision::Refuse);
+    }
+
+    #[tokio::test]
+    async fn an_outage_keeps_the_last_answer_for_the_grace_period_only() {
+        let staked = PeerId::random();
+        let oracle = Arc::new(Oracle {
+            calls: AtomicUsize::new(0),
+            down: false.into(),
+            staked,
+        });
+        let mut a = admission(oracle.clone(), Duration::from_millis(600));
+        a.decide(staked);
+        let answer = a.answer().await;
+        a.record(&answer);
+        oracle.down.store(true, Ordering::SeqCst);
+        // Stale after 200 ms: answered from memory, asked again, the oracle fails.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(a.decide(staked), Decision::Admit);
+        let answer = a.answer().await;
+        assert!(answer.staked.is_err());
+        assert!(a.record(&answer).0, "kept within the grace period");
+        // Past the grace period the failure closes the gate.
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        assert_eq!(a.decide(staked), Decision::Admit);
+        let answer = a.answer().await;
+        assert!(!a.record(&answer).0, "fails closed after the grace period");
+        assert_eq!(a.decide(staked), Decision::Refuse);
+    }
+
+    #[tokio::test]
+    async fn parking_is_bounded() {
+        let oracle = Arc::new(Oracle {
+            calls: AtomicUsize::new(0),
+            down: false.into(),
+            staked: PeerId::random(),
+        });
+        let mut a = admission(oracle, Duration::ZERO);
+        let peer = PeerId::random();
+        for work in 0..MAX_PARKED as u32 {
+            a.park(peer, work).unwrap();
+        }
+        assert_eq!(a.park(peer, 0), Err(0), "full: the work comes back");
+    }
+}
