@@ -44,6 +44,12 @@ pub struct SubnetContext {
 }
 
 impl SubnetContext {
+    /// The node's pubsub: signed, stake-gated topics of this subnet
+    /// (`/mesh/<subnet>/<topic>` on the wire).
+    pub fn pubsub(&self) -> mesh_dht::Pubsub {
+        self.dht.pubsub()
+    }
+
     /// A channel to the subnet's services on `peer` (see [`connect`]) that
     /// signs requests with the node's key and checks the answers are
     /// `peer`'s (see [`signed`]).

@@ -1,6 +1,6 @@
-//! Stake-gated admission (DESIGN §5) across real libp2p nodes and the real
-//! dev chain: only peers staked on chain enter routing tables and may store;
-//! a node removed on chain is dropped at the next refresh.
+//! Stake-gated admission across real libp2p nodes and the real dev chain:
+//! only peers staked on chain enter routing tables, may store and reach
+//! anyone over pubsub; a node removed on chain is dropped at the next refresh.
 
 mod common;
 
@@ -10,7 +10,7 @@ use common::{addr_of, in_secs, Net};
 use mesh_chain::devnode::{register_dev_node, DevNode};
 use mesh_chain::{chain_stake_oracle, ChainClient, SignerSource};
 use mesh_core::{KeyType, NodeClass, PeerId, PeerKey};
-use mesh_dht::{Dht, DhtConfig, Multiaddr, RefusalKind, StakeGate};
+use mesh_dht::{Dht, DhtConfig, Multiaddr, RefusalKind, StakeGate, Topic};
 
 async fn wait_until<F, Fut>(what: &str, mut check: F)
 where
@@ -99,6 +99,44 @@ async fn only_staked_peers_enter_routing_tables_and_store() {
     assert!(report.refused.is_empty(), "{report:?}");
     let read = c.get(b"from-b".to_vec(), true).await.unwrap();
     assert!(read.is_some(), "an unstaked peer may read");
+
+    // Pubsub: the unstaked peer's messages reach nobody; b's reach a (and c,
+    // since reading stays open).
+    let topic = Topic::new("gated-news").unwrap();
+    let mut a_sub = a.pubsub().subscribe(&topic).await.unwrap();
+    let mut c_sub = c.pubsub().subscribe(&topic).await.unwrap();
+    let _b_sub = b.pubsub().subscribe(&topic).await.unwrap();
+    wait_until("c and b see a on the topic", || async {
+        c.pubsub().peers(&topic).await.unwrap().contains(&a_id)
+            && b.pubsub().peers(&topic).await.unwrap().contains(&a_id)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // a gossipsub heartbeat
+    c.pubsub()
+        .publish(&topic, b"from-c".to_vec())
+        .await
+        .unwrap();
+    b.pubsub()
+        .publish(&topic, b"from-b".to_vec())
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(20), a_sub.recv())
+        .await
+        .expect("a receives b's message")
+        .unwrap();
+    assert_eq!(
+        (first.data.as_slice(), first.author),
+        (b"from-b".as_slice(), b_id)
+    );
+    let more = tokio::time::timeout(Duration::from_millis(1000), a_sub.recv()).await;
+    assert!(more.is_err(), "nothing from the unstaked c: {more:?}");
+    let at_c = tokio::time::timeout(Duration::from_secs(20), c_sub.recv())
+        .await
+        .expect("c may read")
+        .unwrap();
+    assert_eq!(at_c.data, b"from-b");
+    let score = a.pubsub().peer_score(c_id).await.unwrap();
+    assert!(score.is_some_and(|s| s < 0.0), "a penalised c: {score:?}");
 
     // b is removed on chain: a drops it within a refresh or two.
     client
