@@ -1,6 +1,6 @@
 //! # mesh-cli
 //!
-//! The node binaries, in a thin crate above `subnets/` (DESIGN §1) so the
+//! The node binaries, in a thin crate above `subnets/` so the
 //! framework crates never depend on an application:
 //!
 //! - `mesh-server` ([`server`]): one node of a subnet, hosting the

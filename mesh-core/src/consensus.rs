@@ -1,4 +1,4 @@
-//! What the per-epoch consensus loop needs from the chain (DESIGN §8), as a
+//! What the per-epoch consensus loop needs from the chain (see `docs/architecture.md`, "Consensus"), as a
 //! trait: `mesh-server` runs the loop, `mesh-chain` answers from the real
 //! chain, and neither knows the other.
 

@@ -1,4 +1,4 @@
-//! DHT records, what a key holds, and the merge rules of DESIGN §3.
+//! DHT records, what a key holds, and their merge rules (see `docs/architecture.md`, "Records").
 //!
 //! A [`Record`] is one write: `(key, subkey?, value, expiration)`. A key holds a
 //! [`StoredValue`]: either one regular value or a dictionary of subkeys, each

@@ -1,7 +1,7 @@
 //! A bounded in-memory record store applying the merge rules.
 //!
 //! [`Store`] holds what each key holds ([`StoredValue`]) and enforces the
-//! limits of DESIGN §3: a maximum value size, a maximum number of entries (a
+//! limits of a record store: a maximum value size, a maximum number of entries (a
 //! regular value or one subkey counts as one entry) with the earliest-expiring
 //! entry evicted first, and a per-publisher quota. Expired entries are
 //! dropped. It does not run validators: the DHT validates a record before it

@@ -29,8 +29,19 @@
 //!   refusal and its reason, and each read with the key's whole dictionary.
 //!   A lookup asks the `replicas` closest peers it knows, and keeps asking
 //!   closer peers they name until the closest have all answered.
+//! - **gossipsub** ([`Pubsub`], from [`Dht::pubsub`]): the subnet's topics
+//!   (`/mesh/<subnet_id>/<topic>`), signed messages with content-hash ids,
+//!   each checked before it is forwarded or delivered: the forwarder's rate
+//!   limit, the author's and forwarder's stake, the subnet's validators.
 //! - **identify**, **ping**, and connection limits; TCP, QUIC and an
 //!   in-process memory transport, with Noise and Yamux.
+//!
+//! One admission policy serves every gate (routing-table inserts, every
+//! store path, pubsub): a stake verdict per peer, refreshed in the
+//! background, kept through oracle outages for a grace period, with one
+//! oracle query per peer in flight and bounded queues. The repository's
+//! `docs/architecture.md` follows a store, a get, a pubsub message and an RPC
+//! call through the code.
 //!
 //! Every record is checked by a [`mesh_core::CompositeValidator`] on the way
 //! in (`Put`) and out (`Get`); by default it holds a

@@ -530,6 +530,12 @@ impl Dht {
         self.ask(Command::ListenAddrs).await
     }
 
+    /// Stops the node without waiting: its event loop ends, its connections
+    /// close, and every handle's calls fail with [`DhtError::Stopped`].
+    pub fn close(&self) {
+        self.inner.cancel.cancel();
+    }
+
     /// Stops the node and waits for its event loop to finish.
     pub async fn shutdown(&self) {
         self.inner.cancel.cancel();

@@ -269,7 +269,7 @@ where
     }
 }
 
-/// Refuses callers that are not staked in the subnet (DESIGN §5). Give it a
+/// Refuses callers that are not staked in the subnet (see `docs/architecture.md`, "Admission"). Give it a
 /// cached oracle (`mesh_chain::chain_stake_oracle`): it is asked on every call.
 pub struct StakeAuthorizer {
     oracle: Arc<dyn StakeOracle>,

@@ -1,4 +1,4 @@
-//! The per-epoch consensus loop (DESIGN §8).
+//! The per-epoch consensus loop (see `docs/architecture.md`, "Consensus").
 //!
 //! Each epoch, once the subnet is active and this node is at least `Idle`:
 //! score the alive peers through the subnet's hook; if this node is the

@@ -140,12 +140,30 @@ pub enum RuntimeError {
     Rpc(#[from] RpcError),
 }
 
-/// A running node.
+/// A running node. Dropping it stops everything at once (RPC server,
+/// heartbeats, consensus, DHT) without the subnet's stop hook;
+/// [`shutdown`](Self::shutdown) is the graceful path.
+#[must_use = "dropping a Runtime stops the node"]
 pub struct Runtime {
     ctx: SubnetContext,
     auth_metrics: AuthMetrics,
     tasks: Vec<JoinHandle<()>>,
-    stop_hook: Box<dyn FnOnce() -> HookFuture<'static, ()> + Send>,
+    stop_hook: Option<Box<dyn FnOnce() -> HookFuture<'static, ()> + Send>>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if self.tasks.is_empty() && self.stop_hook.is_none() {
+            return; // shut down already
+        }
+        self.ctx.cancel.cancel();
+        for task in &self.tasks {
+            task.abort();
+        }
+        // The subnet may hold clones of the DHT handle: stop the node itself.
+        self.ctx.dht.close();
+        tracing::info!("node runtime dropped: stopped");
+    }
 }
 
 impl Runtime {
@@ -232,7 +250,9 @@ impl Runtime {
             ctx,
             auth_metrics,
             tasks,
-            stop_hook: Box::new(move || Box::pin(async move { stopping.stop().await })),
+            stop_hook: Some(Box::new(move || {
+                Box::pin(async move { stopping.stop().await })
+            })),
         })
     }
 
@@ -248,10 +268,12 @@ impl Runtime {
     }
 
     /// Stop everything: the subnet's hook, heartbeats, consensus, RPC, DHT.
-    pub async fn shutdown(self) {
-        (self.stop_hook)().await;
+    pub async fn shutdown(mut self) {
+        if let Some(hook) = self.stop_hook.take() {
+            hook().await;
+        }
         self.ctx.cancel.cancel();
-        for task in self.tasks {
+        for task in std::mem::take(&mut self.tasks) {
             let _ = task.await;
         }
         self.ctx.dht.shutdown().await;

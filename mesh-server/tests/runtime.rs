@@ -186,3 +186,42 @@ async fn a_staked_subnet_reaches_consensus_from_heartbeats() {
         runtime.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_runtime_stops_the_node() {
+    let subnet = Arc::new(EchoSubnet);
+    let a = Runtime::start(config(vec![]), subnet.clone())
+        .await
+        .unwrap();
+    let addr = a.context().dht.listen_addrs().await.unwrap()[0].clone();
+    let b = Runtime::start(config(vec![addr]), subnet).await.unwrap();
+    let a_id = a.context().dht.peer_id();
+    // A clone of a's DHT handle outlives the runtime, as a subnet's would.
+    let a_dht = a.context().dht.clone();
+    let say = || {
+        let mut echo = EchoClient::new(b.context().client(a_id));
+        async move {
+            echo.say(SayRequest {
+                text: "hi".into(),
+                delay_ms: 0,
+            })
+            .await
+        }
+    };
+    say().await.expect("a serves while it runs");
+
+    drop(a);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while say().await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a dropped runtime still serves RPC"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        matches!(a_dht.stats().await, Err(mesh_dht::DhtError::Stopped)),
+        "the dropped runtime's DHT stopped, though a handle to it lives"
+    );
+    b.shutdown().await;
+}

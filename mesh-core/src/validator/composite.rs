@@ -1,4 +1,4 @@
-//! Several validators run as one (DESIGN §3, "Validators").
+//! Several validators run as one.
 
 use std::any::Any;
 use std::fmt;

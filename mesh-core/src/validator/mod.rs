@@ -1,4 +1,4 @@
-//! Record validators (DESIGN §3 "Validators").
+//! Record validators.
 //!
 //! A [`RecordValidator`] checks records on the way in ([`Kind::Put`]) and on
 //! the way out of the DHT ([`Kind::Get`]), may sign a record before it is

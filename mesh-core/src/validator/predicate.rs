@@ -1,4 +1,4 @@
-//! Any closure over the record (DESIGN §3, "Predicate").
+//! Any closure over the record.
 
 use std::any::Any;
 use std::fmt;

@@ -1,4 +1,4 @@
-//! Typed values per key (DESIGN §3, "Schema").
+//! Typed values per key.
 //!
 //! Values are JSON. Each key may carry a schema: a Rust type that the value
 //! must deserialize into with `serde_json` (which never coerces: `"1"` is not

@@ -1,4 +1,4 @@
-//! Owner markers and record signatures (DESIGN §3, "Signature").
+//! Owner markers and record signatures.
 //!
 //! A key or subkey that contains an owner marker `[owner:<base64 public key>]`
 //! makes the record *protected*: its value must end with exactly one
