@@ -1,0 +1,61 @@
+//! Pubsub messages in the event loop: rate, stake, the subnet's validators.
+use super::*;
+
+impl EventLoop {
+    // ---- pubsub ----------------------------------------------------------------
+
+    pub(super) fn on_pubsub_event(&mut self, ev: gossipsub::Event) {
+        match ev {
+            gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            } => {
+                let m = Inbound {
+                    forwarder: propagation_source,
+                    id: message_id,
+                    message,
+                };
+                if self
+                    .pubsub
+                    .within_rate(&mut self.swarm.behaviour_mut().pubsub, &m)
+                {
+                    self.check_message(m);
+                }
+            }
+            gossipsub::Event::Subscribed { peer_id, topic } => {
+                tracing::debug!(%peer_id, %topic, "peer subscribed");
+            }
+            gossipsub::Event::Unsubscribed { peer_id, topic } => {
+                tracing::debug!(%peer_id, %topic, "peer unsubscribed");
+            }
+            gossipsub::Event::SlowPeer { peer_id, .. } => {
+                tracing::debug!(%peer_id, "pubsub peer is not reading its messages in time");
+            }
+            gossipsub::Event::GossipsubNotSupported { .. } => {}
+        }
+    }
+
+    /// Stake of the forwarder and the author (parking the message while the
+    /// oracle is asked), then the topic's validators.
+    pub(super) fn check_message(&mut self, m: Inbound) {
+        let gs = &mut self.swarm.behaviour_mut().pubsub;
+        let author = m.message.source;
+        for peer in std::iter::once(m.forwarder).chain(author) {
+            if peer == self.local {
+                continue;
+            }
+            match self.admission.decide(peer) {
+                Decision::Admit => {}
+                Decision::Refuse => return self.pubsub.refuse_unstaked(gs, m),
+                Decision::Unknown => {
+                    if let Err(Parked::Message(m)) = self.admission.park(peer, Parked::Message(m)) {
+                        self.pubsub.ignore(gs, m, "admission_busy");
+                    }
+                    return;
+                }
+            }
+        }
+        self.pubsub.validate_and_deliver(gs, m);
+    }
+}

@@ -1,0 +1,721 @@
+//! The node: the cloneable [`Dht`] handle and the event loop that owns the
+//! swarm. The loop only dispatches; each concern has its own module:
+//! [`start`] builds the swarm, [`startup`] waits for listeners, initial
+//! peers and the join, [`records`] serves the record protocol, [`lookups`]
+//! runs lookups, [`messages`] checks pubsub messages; admission and pubsub
+//! state live in `crate::admission` and `crate::pubsub`.
+
+mod lookups;
+mod messages;
+mod records;
+mod start;
+mod startup;
+
+use lookups::{merge_valid, strip};
+use records::refusal_code;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::core::multiaddr::Protocol;
+use libp2p::core::transport::MemoryTransport;
+use libp2p::core::upgrade::Version;
+use libp2p::core::Transport;
+use libp2p::kad::store::RecordStore;
+use libp2p::kad::{self, KBucketKey, RecordKey};
+use libp2p::metrics::Recorder;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    connection_limits, gossipsub, identify, noise, ping, tcp, yamux, Multiaddr, PeerId,
+    StreamProtocol, Swarm,
+};
+use mesh_core::validator::SignatureValidator;
+use mesh_core::{
+    CompositeValidator, Expiration, Kind, MergeRefusal, RateLimit, Record, Refusal, StoredValue,
+    TokenBucket,
+};
+use mesh_proto::dht as pb;
+use prometheus_client::registry::Registry;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::{Admission, Answer, Decision};
+use crate::codec::RecordCodec;
+use crate::config::DhtConfig;
+use crate::kad_store::KadStore;
+use crate::lookup::{PeerSet, PeerState};
+use crate::metrics::NodeMetrics;
+use crate::persist::Persist;
+use crate::pubsub::{self, Inbound, Pubsub, PubsubCommand, PubsubState};
+use crate::DhtError;
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    limits: connection_limits::Behaviour,
+    kad: kad::Behaviour<KadStore>,
+    records: request_response::Behaviour<RecordCodec>,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    /// Pubsub for the subnet's applications.
+    pubsub: gossipsub::Behaviour,
+    /// Raw streams for protocols built on top (the RPC of `mesh-server`).
+    streams: libp2p_stream::Behaviour,
+}
+
+/// Why one replica refused a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteRefusal {
+    /// The refusing peer (the local node for its own store).
+    pub peer: PeerId,
+    /// The kind of refusal.
+    pub kind: RefusalKind,
+    /// The replica's explanation.
+    pub reason: String,
+}
+
+/// The kinds of refusal a replica reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefusalKind {
+    /// The expiration is already past.
+    Expired,
+    /// Something at least as new is stored.
+    NotNewer,
+    /// The value is too large.
+    TooLarge,
+    /// A validator refused it.
+    Invalid,
+    /// The publisher's quota is used up.
+    QuotaExceeded,
+    /// The store is full of later-expiring entries.
+    StoreFull,
+    /// The publisher is not staked in the subnet.
+    NotStaked,
+    /// Anything else.
+    Other,
+}
+
+impl From<pb::Refusal> for RefusalKind {
+    fn from(r: pb::Refusal) -> Self {
+        match r {
+            pb::Refusal::Expired => Self::Expired,
+            pb::Refusal::NotNewer => Self::NotNewer,
+            pb::Refusal::TooLarge => Self::TooLarge,
+            pb::Refusal::Invalid => Self::Invalid,
+            pb::Refusal::QuotaExceeded => Self::QuotaExceeded,
+            pb::Refusal::StoreFull => Self::StoreFull,
+            pb::Refusal::NotStaked => Self::NotStaked,
+            pb::Refusal::Unspecified => Self::Other,
+        }
+    }
+}
+
+/// The outcome of [`Dht::store`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreReport {
+    /// Replicas (the local node included) that accepted the record.
+    pub accepted: usize,
+    /// Replicas that refused it, with their reasons.
+    pub refused: Vec<RemoteRefusal>,
+    /// Peers that could not be asked (unreachable, timed out, rate limited).
+    pub unreachable: Vec<(PeerId, String)>,
+}
+
+/// A snapshot of a node's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhtStats {
+    /// Peers in the routing table.
+    pub routing_table_size: usize,
+    /// Peers with an open connection.
+    pub connected_peers: usize,
+    /// Keys in the local store.
+    pub stored_keys: usize,
+    /// Entries (values and subkeys) in the local store.
+    pub stored_entries: usize,
+}
+
+pub(crate) enum Command {
+    Store {
+        record: Record,
+        reply: oneshot::Sender<StoreReport>,
+    },
+    Get {
+        key: Vec<u8>,
+        latest: bool,
+        reply: oneshot::Sender<Option<StoredValue>>,
+    },
+    Stats(oneshot::Sender<DhtStats>),
+    RoutingTable(oneshot::Sender<Vec<PeerId>>),
+    ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    Pubsub(PubsubCommand),
+}
+
+struct Inner {
+    tx: mpsc::Sender<Command>,
+    peer_id: PeerId,
+    streams: libp2p_stream::Control,
+    validator: Arc<CompositeValidator>,
+    registry: Arc<Mutex<Registry>>,
+    cancel: CancellationToken,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Handle to a running DHT node. Cheap to clone; the node stops when every
+/// handle is dropped or [`shutdown`](Self::shutdown) is called.
+#[derive(Clone)]
+pub struct Dht {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Dht {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dht")
+            .field("peer_id", &self.inner.peer_id)
+            .finish()
+    }
+}
+
+impl Dht {
+    /// Open and accept raw libp2p streams on this node's swarm, for
+    /// protocols built on top of the DHT (e.g. `mesh-server`'s RPC). Streams
+    /// share the node's connections, identity and transports.
+    pub fn streams(&self) -> libp2p_stream::Control {
+        self.inner.streams.clone()
+    }
+
+    /// This node's PeerId.
+    pub fn peer_id(&self) -> PeerId {
+        self.inner.peer_id
+    }
+
+    /// The validators this node applies (to sign or check records yourself).
+    pub fn validator(&self) -> &CompositeValidator {
+        &self.inner.validator
+    }
+
+    /// The Prometheus registry holding libp2p's and the node's metrics.
+    pub fn registry(&self) -> Arc<Mutex<Registry>> {
+        self.inner.registry.clone()
+    }
+
+    /// The node's pubsub: signed, stake-gated topics of this subnet.
+    pub fn pubsub(&self) -> Pubsub {
+        Pubsub::new(self.clone())
+    }
+
+    pub(crate) async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, DhtError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(make(tx))
+            .await
+            .map_err(|_| DhtError::Stopped)?;
+        rx.await.map_err(|_| DhtError::Stopped)
+    }
+
+    /// Stores `value` under `key` (and `subkey`, for one entry of a
+    /// dictionary) until `expiration`, on the closest replicas.
+    ///
+    /// The record is signed by the node's validators first (when its key or
+    /// subkey carries this node's owner marker) and checked locally: a record
+    /// our own validators refuse is an error and is never sent. Refusals by
+    /// replicas (older than what they hold, expired, over quota, …) come back
+    /// in the report with their reasons.
+    pub async fn store(
+        &self,
+        key: Vec<u8>,
+        subkey: Option<Vec<u8>>,
+        value: Vec<u8>,
+        expiration: Expiration,
+    ) -> Result<StoreReport, DhtError> {
+        self.store_record(Record {
+            key,
+            subkey,
+            value,
+            expiration,
+        })
+        .await
+    }
+
+    /// [`store`](Self::store) taking a whole [`Record`].
+    pub async fn store_record(&self, record: Record) -> Result<StoreReport, DhtError> {
+        let record = self.inner.validator.sign(record);
+        self.inner.validator.validate(&record, Kind::Put)?;
+        self.ask(|reply| Command::Store { record, reply }).await
+    }
+
+    /// Reads `key`: the newest valid value found, with validators' additions
+    /// (signatures) stripped. Without `latest` the first valid answer wins
+    /// (the local store first); with `latest` every closest replica is asked
+    /// and dictionaries are merged subkey by subkey.
+    pub async fn get(&self, key: Vec<u8>, latest: bool) -> Result<Option<StoredValue>, DhtError> {
+        self.ask(|reply| Command::Get { key, latest, reply }).await
+    }
+
+    /// A snapshot of the node's routing table and store sizes.
+    pub async fn stats(&self) -> Result<DhtStats, DhtError> {
+        self.ask(Command::Stats).await
+    }
+
+    /// The peers in this node's routing table.
+    pub async fn routing_table(&self) -> Result<Vec<PeerId>, DhtError> {
+        self.ask(Command::RoutingTable).await
+    }
+
+    /// The addresses others can dial, each ending in `/p2p/<PeerId>`.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, DhtError> {
+        self.ask(Command::ListenAddrs).await
+    }
+
+    /// Stops the node without waiting: its event loop ends, its connections
+    /// close, and every handle's calls fail with [`DhtError::Stopped`].
+    pub fn close(&self) {
+        self.inner.cancel.cancel();
+    }
+
+    /// Stops the node and waits for its event loop to finish.
+    pub async fn shutdown(&self) {
+        self.inner.cancel.cancel();
+        let task = self.inner.task.lock().expect("task lock").take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+struct Startup {
+    listeners: HashSet<libp2p::core::transport::ListenerId>,
+    pending_initial: HashMap<PeerId, Multiaddr>,
+    failed_initial: Vec<(Multiaddr, String)>,
+    connected: bool,
+    needs_join: bool,
+    /// With a stake gate: no routing entry exists before the oracle's first
+    /// answer, so the join waits for it.
+    awaiting_verdict: bool,
+    /// The join lookup in flight.
+    join: Option<kad::QueryId>,
+    deadline: Instant,
+    timeout: Duration,
+    ready: oneshot::Sender<Result<(), DhtError>>,
+}
+
+enum Op {
+    Store(Record),
+    Find { latest: bool },
+}
+
+enum Reply {
+    Store(oneshot::Sender<StoreReport>),
+    Find(oneshot::Sender<Option<StoredValue>>),
+}
+
+struct Lookup {
+    key: Vec<u8>,
+    peers: PeerSet,
+    op: Op,
+    report: StoreReport,
+    found: Option<StoredValue>,
+    reply: Reply,
+}
+
+impl Lookup {
+    fn request(&self) -> pb::Request {
+        let kind = match &self.op {
+            Op::Store(r) => pb::request::Kind::Store(pb::StoreRequest {
+                records: vec![r.clone().into()],
+            }),
+            Op::Find { .. } => pb::request::Kind::Find(pb::FindRequest {
+                key: self.key.clone(),
+            }),
+        };
+        pb::Request { kind: Some(kind) }
+    }
+}
+
+/// Work waiting for the stake oracle's answer about a peer.
+enum Parked {
+    Store {
+        peer: PeerId,
+        store: pb::StoreRequest,
+        channel: ResponseChannel<pb::Response>,
+    },
+    Message(Inbound),
+}
+
+struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    cancel: CancellationToken,
+    local: PeerId,
+    client_mode: bool,
+    kad_protocol: StreamProtocol,
+    validator: Arc<CompositeValidator>,
+    replicas: usize,
+    refresh_period: Duration,
+    rate_limit: Option<RateLimit>,
+    buckets: HashMap<PeerId, TokenBucket>,
+    pubsub: PubsubState,
+    addr_book: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Snapshot of the routing table, rebuilt after kad reports a change:
+    /// kad's own closest-peer iterator copies whole buckets on every call.
+    routing: Option<Vec<KBucketKey<PeerId>>>,
+    listen_addrs: Vec<Multiaddr>,
+    lookups: HashMap<u64, Lookup>,
+    requests: HashMap<OutboundRequestId, (u64, PeerId)>,
+    next_lookup: u64,
+    metrics: NodeMetrics,
+    startup: Option<Startup>,
+    admission: Admission<Parked>,
+    /// Addresses of peers waiting for the oracle before entering the table.
+    awaiting: HashMap<PeerId, Vec<Multiaddr>>,
+}
+
+impl EventLoop {
+    async fn run(mut self) {
+        let mut refresh =
+            tokio::time::interval_at(Instant::now() + self.refresh_period, self.refresh_period);
+        loop {
+            let deadline = self.startup.as_ref().map(|s| s.deadline);
+            tokio::select! {
+                ev = self.swarm.select_next_some() => self.on_swarm_event(ev),
+                cmd = self.commands.recv(), if self.startup.is_none() => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    None => break,
+                },
+                answer = self.admission.answer() => self.on_answer(answer),
+                (topic, id) = self.pubsub.next_closed() => {
+                    self.pubsub.on_closed(&mut self.swarm.behaviour_mut().pubsub, topic, id);
+                }
+                _ = refresh.tick() => self.refresh(),
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    self.startup_timed_out();
+                }
+                _ = self.cancel.cancelled() => break,
+            }
+        }
+        tracing::info!(peer_id = %self.local, "DHT node stopped");
+    }
+
+    // ---- swarm events ---------------------------------------------------
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.metrics.libp2p.record(&event);
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(ev)) => {
+                self.metrics.libp2p.record(&ev);
+                self.on_kad_event(ev);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Records(ev)) => self.on_records_event(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(ev)) => {
+                self.metrics.libp2p.record(&ev);
+                if let identify::Event::Received { peer_id, info, .. } = ev {
+                    if info.protocols.contains(&self.kad_protocol) {
+                        match self.admission.decide(peer_id) {
+                            Decision::Admit => {
+                                for addr in info.listen_addrs {
+                                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                                }
+                            }
+                            Decision::Unknown => self
+                                .awaiting
+                                .entry(peer_id)
+                                .or_default()
+                                .extend(info.listen_addrs),
+                            Decision::Refuse => {}
+                        }
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ev)) => self.metrics.libp2p.record(&ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Pubsub(ev)) => {
+                self.metrics.libp2p.record(&ev);
+                self.on_pubsub_event(ev);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Limits(v)) => match v {},
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                let full = address.with_p2p(self.local).expect("our own PeerId");
+                tracing::info!(%full, "listening");
+                self.listen_addrs.push(full);
+                if let Some(s) = &mut self.startup {
+                    s.listeners.remove(&listener_id);
+                }
+                self.check_ready();
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                let full = address.with_p2p(self.local).expect("our own PeerId");
+                self.listen_addrs.retain(|a| *a != full);
+            }
+            SwarmEvent::ListenerClosed {
+                addresses,
+                reason: Err(e),
+                ..
+            } => tracing::error!(?addresses, "listener closed: {e}"),
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                if let Some(s) = &mut self.startup {
+                    if s.pending_initial.remove(&peer_id).is_some() {
+                        s.connected = true;
+                        tracing::info!(%peer_id, "connected to initial peer");
+                    }
+                }
+                self.check_ready();
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } => {
+                if let Some(s) = &mut self.startup {
+                    if let Some(addr) = s.pending_initial.remove(&peer) {
+                        tracing::warn!(%addr, "initial peer did not answer: {error}");
+                        s.failed_initial.push((addr, error.to_string()));
+                    }
+                }
+                self.check_ready();
+            }
+            _ => {}
+        }
+    }
+
+    fn on_kad_event(&mut self, ev: kad::Event) {
+        match ev {
+            kad::Event::RoutingUpdated {
+                peer,
+                addresses,
+                old_peer,
+                ..
+            } => {
+                self.routing = None;
+                self.addr_book
+                    .insert(peer, addresses.iter().cloned().collect());
+                if let Some(old) = old_peer {
+                    self.addr_book.remove(&old);
+                }
+            }
+            kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::Bootstrap(_) | kad::QueryResult::GetClosestPeers(_),
+                step,
+                ..
+            } if step.last => {
+                if let Some(s) = &mut self.startup {
+                    if s.join == Some(id) {
+                        s.join = None;
+                    }
+                }
+                self.check_ready();
+            }
+            kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::PutRecord {
+                        source,
+                        record: Some(record),
+                        ..
+                    },
+            } => {
+                // A record written through kad's own PUT_VALUE: same rules.
+                if self.admission.decide(source) != Decision::Admit {
+                    NodeMetrics::count(&self.metrics.refused_requests, "reason", "not_staked");
+                    tracing::debug!(%source, "kad PUT_VALUE from a peer not known staked refused");
+                    return;
+                }
+                let decoded = prost::Message::decode(record.value.as_slice())
+                    .ok()
+                    .and_then(|v: pb::StoredValue| StoredValue::try_from(v).ok());
+                match decoded {
+                    Some(value) => {
+                        for r in value.into_records(record.key.to_vec()) {
+                            if let Err(e) = self.accept(&r, source) {
+                                tracing::debug!(%source, "kad PUT_VALUE refused: {e}");
+                            }
+                        }
+                    }
+                    None => {
+                        NodeMetrics::count(&self.metrics.refused_requests, "reason", "malformed");
+                        tracing::debug!(%source, "kad PUT_VALUE with a malformed value refused");
+                    }
+                }
+            }
+            kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::AddProvider {
+                        record: Some(record),
+                    },
+            } if record.addresses.len() <= 16 => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .store_mut()
+                    .add_provider(record);
+            }
+            _ => {}
+        }
+    }
+
+    /// The oracle answered about a peer: update the routing table and run
+    /// the work that waited for it.
+    fn on_answer(&mut self, answer: Answer) {
+        let peer = answer.peer;
+        let (admitted, parked) = self.admission.record(&answer);
+        if let Some(s) = &mut self.startup {
+            s.awaiting_verdict = false;
+        }
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        if admitted {
+            if let Some(addrs) = self.awaiting.remove(&peer) {
+                for addr in addrs {
+                    kad.add_address(&peer, addr);
+                }
+                tracing::debug!(%peer, "staked: admitted to the routing table");
+            }
+        } else {
+            self.awaiting.remove(&peer);
+            if kad.remove_peer(&peer).is_some() {
+                self.routing = None;
+                self.addr_book.remove(&peer);
+                tracing::info!(%peer, "no longer staked: dropped from the routing table");
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+        }
+        for work in parked {
+            match work {
+                Parked::Store {
+                    peer,
+                    store,
+                    channel,
+                } => self.on_store(peer, store, channel),
+                Parked::Message(m) => self.check_message(m),
+            }
+        }
+        self.check_ready();
+    }
+
+    // ---- commands -----------------------------------------------------------
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Store { record, reply } => {
+                let key = record.key.clone();
+                self.start_lookup(key, Op::Store(record), Reply::Store(reply));
+            }
+            Command::Get { key, latest, reply } => {
+                if !latest {
+                    let local = self
+                        .swarm
+                        .behaviour_mut()
+                        .kad
+                        .store_mut()
+                        .get(&key, Expiration::now());
+                    if let Some(v) = local {
+                        let mut found = None;
+                        merge_valid(&self.validator, &mut found, &key, v);
+                        if let Some(v) = found {
+                            let _ = reply.send(Some(strip(&self.validator, &key, v)));
+                            return;
+                        }
+                    }
+                }
+                self.start_lookup(key, Op::Find { latest }, Reply::Find(reply));
+            }
+            Command::Stats(reply) => {
+                let _ = reply.send(self.stats());
+            }
+            Command::RoutingTable(reply) => {
+                let _ = reply.send(self.routing_table());
+            }
+            Command::Pubsub(cmd) => self
+                .pubsub
+                .on_command(&mut self.swarm.behaviour_mut().pubsub, cmd),
+            Command::ListenAddrs(reply) => {
+                let mut addrs: Vec<Multiaddr> = self
+                    .swarm
+                    .external_addresses()
+                    .map(|a| a.clone().with_p2p(self.local).expect("own id"))
+                    .collect();
+                addrs.extend(self.listen_addrs.iter().cloned());
+                addrs.dedup();
+                let _ = reply.send(addrs);
+            }
+        }
+    }
+
+    /// The routing table, from the snapshot. kad removes an entry only
+    /// through `remove_peer`/`remove_address` (never called here) or by an
+    /// eviction it reports as `RoutingUpdated`, which drops the snapshot.
+    fn routing_snapshot(&mut self) -> &[KBucketKey<PeerId>] {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        self.routing.get_or_insert_with(|| {
+            kad.kbuckets()
+                .flat_map(|b| b.iter().map(|e| *e.node.key).collect::<Vec<_>>())
+                .collect()
+        })
+    }
+
+    fn routing_table(&mut self) -> Vec<PeerId> {
+        self.routing_snapshot()
+            .iter()
+            .map(|k| *k.preimage())
+            .collect()
+    }
+
+    fn stats(&mut self) -> DhtStats {
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        let (stored_keys, stored_entries) = (store.store().key_count(), store.store().len());
+        DhtStats {
+            routing_table_size: self.routing_table().len(),
+            connected_peers: self.swarm.connected_peers().count(),
+            stored_keys,
+            stored_entries,
+        }
+    }
+
+    fn refresh(&mut self) {
+        self.swarm
+            .behaviour_mut()
+            .kad
+            .store_mut()
+            .remove_expired(Expiration::now());
+        if let Some(limit) = self.rate_limit {
+            // Forget peers whose bucket has refilled.
+            let now = Instant::now().into_std();
+            self.buckets.retain(|_, b| !b.is_full(limit, now));
+        }
+        self.pubsub.refresh();
+        if self.admission.enabled() {
+            // Peers lose stake: ask again about everyone in the table (the
+            // oracle's cache keeps this cheap) and forget peers we no longer see.
+            for peer in self.routing_table() {
+                self.admission.check(peer);
+            }
+            let swarm = &self.swarm;
+            self.admission.retain(|peer| swarm.is_connected(peer));
+        }
+        let stats = self.stats();
+        if stats.routing_table_size > 0 {
+            let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        }
+        self.metrics
+            .routing_table_peers
+            .set(stats.routing_table_size as i64);
+        self.metrics.stored_entries.set(stats.stored_entries as i64);
+        self.metrics.stored_keys.set(stats.stored_keys as i64);
+        tracing::info!(
+            routing_table = stats.routing_table_size,
+            connected = stats.connected_peers,
+            stored_keys = stats.stored_keys,
+            stored_entries = stats.stored_entries,
+            "refresh"
+        );
+    }
+}

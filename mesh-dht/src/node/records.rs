@@ -1,0 +1,345 @@
+//! The record protocol: serving stores and finds, and their answers.
+use super::*;
+
+/// Most records one store request may carry.
+const MAX_RECORDS_PER_REQUEST: usize = 64;
+
+pub(super) fn refusal_code(r: &Refusal) -> (pb::Refusal, &'static str) {
+    match r {
+        Refusal::Merge(MergeRefusal::Expired { .. }) => (pb::Refusal::Expired, "expired"),
+        Refusal::Merge(MergeRefusal::NotNewer { .. }) => (pb::Refusal::NotNewer, "not_newer"),
+        Refusal::TooLarge { .. } => (pb::Refusal::TooLarge, "too_large"),
+        Refusal::Invalid(_) => (pb::Refusal::Invalid, "invalid"),
+        Refusal::QuotaExceeded { .. } => (pb::Refusal::QuotaExceeded, "quota_exceeded"),
+        Refusal::StoreFull { .. } => (pb::Refusal::StoreFull, "store_full"),
+        _ => (pb::Refusal::Unspecified, "other"),
+    }
+}
+
+impl EventLoop {
+    // ---- the record protocol ---------------------------------------------
+
+    pub(super) fn on_records_event(
+        &mut self,
+        ev: request_response::Event<pb::Request, pb::Response>,
+    ) {
+        use request_response::{Event, Message};
+        match ev {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => self.on_request(peer, request, channel),
+            Event::Message {
+                peer,
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => self.on_response(request_id, peer, response),
+            Event::OutboundFailure {
+                request_id,
+                peer,
+                error,
+                ..
+            } => {
+                if let Some((id, _)) = self.requests.remove(&request_id) {
+                    if let Some(l) = self.lookups.get_mut(&id) {
+                        l.peers.set(&peer, PeerState::Failed);
+                        l.report.unreachable.push((peer, error.to_string()));
+                    }
+                    self.advance(id);
+                }
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                NodeMetrics::count(&self.metrics.refused_requests, "reason", "inbound_failure");
+                tracing::debug!(%peer, "inbound record request failed: {error}");
+            }
+            Event::ResponseSent { .. } => {}
+        }
+    }
+
+    pub(super) fn rate_limited(&mut self, peer: PeerId) -> bool {
+        let Some(limit) = self.rate_limit else {
+            return false;
+        };
+        let now = Instant::now().into_std();
+        !self
+            .buckets
+            .entry(peer)
+            .or_insert_with(|| TokenBucket::full(limit, now))
+            .try_take(limit, now)
+    }
+
+    pub(super) fn respond(
+        &mut self,
+        channel: ResponseChannel<pb::Response>,
+        kind: pb::response::Kind,
+    ) {
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .records
+            .send_response(channel, pb::Response { kind: Some(kind) });
+    }
+
+    pub(super) fn error_response(
+        code: pb::error_response::Code,
+        message: impl Into<String>,
+    ) -> pb::response::Kind {
+        pb::response::Kind::Error(pb::ErrorResponse {
+            code: code as i32,
+            message: message.into(),
+        })
+    }
+
+    pub(super) fn on_request(
+        &mut self,
+        peer: PeerId,
+        request: pb::Request,
+        channel: ResponseChannel<pb::Response>,
+    ) {
+        if self.rate_limited(peer) {
+            NodeMetrics::count(&self.metrics.refused_requests, "reason", "rate_limited");
+            let kind = Self::error_response(
+                pb::error_response::Code::RateLimited,
+                "rate limit exceeded; slow down",
+            );
+            return self.respond(channel, kind);
+        }
+        let kind = match request.kind {
+            Some(pb::request::Kind::Store(store)) => {
+                NodeMetrics::count(&self.metrics.inbound_requests, "kind", "store");
+                return self.on_store(peer, store, channel);
+            }
+            Some(pb::request::Kind::Find(f)) => {
+                NodeMetrics::count(&self.metrics.inbound_requests, "kind", "find");
+                let value = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .store_mut()
+                    .get(&f.key, Expiration::now())
+                    .map(pb::StoredValue::from);
+                pb::response::Kind::Find(pb::FindResponse {
+                    value,
+                    closer: self.closer_peers(&f.key, &peer),
+                })
+            }
+            None => {
+                NodeMetrics::count(&self.metrics.refused_requests, "reason", "malformed");
+                Self::error_response(pb::error_response::Code::Malformed, "empty request")
+            }
+        };
+        self.respond(channel, kind);
+    }
+
+    pub(super) fn store_response(
+        &mut self,
+        peer: PeerId,
+        s: pb::StoreRequest,
+    ) -> pb::response::Kind {
+        if s.records.is_empty() || s.records.len() > MAX_RECORDS_PER_REQUEST {
+            return Self::error_response(
+                pb::error_response::Code::Malformed,
+                format!("a store carries 1 to {MAX_RECORDS_PER_REQUEST} records"),
+            );
+        }
+        let key = s.records[0].key.clone();
+        let results = s
+            .records
+            .into_iter()
+            .map(|r| match self.accept(&Record::from(r), peer) {
+                Ok(()) => pb::StoreResult {
+                    accepted: true,
+                    ..Default::default()
+                },
+                Err(e) => pb::StoreResult {
+                    accepted: false,
+                    refusal: refusal_code(&e).0 as i32,
+                    reason: e.to_string(),
+                },
+            })
+            .collect();
+        pb::response::Kind::Store(pb::StoreResponse {
+            results,
+            closer: self.closer_peers(&key, &peer),
+        })
+    }
+
+    // ---- admission ------------------------------------------------------------
+
+    /// A store request: admitted peers store, others are refused with the
+    /// reason, unknown ones wait for the oracle.
+    pub(super) fn on_store(
+        &mut self,
+        peer: PeerId,
+        store: pb::StoreRequest,
+        channel: ResponseChannel<pb::Response>,
+    ) {
+        let kind = match self.admission.decide(peer) {
+            Decision::Admit => self.store_response(peer, store),
+            Decision::Refuse => self.not_staked(peer, &store),
+            Decision::Unknown => {
+                let parked = Parked::Store {
+                    peer,
+                    store,
+                    channel,
+                };
+                match self.admission.park(peer, parked) {
+                    Ok(()) => return,
+                    Err(Parked::Store { store, channel, .. }) => {
+                        NodeMetrics::count(&self.metrics.refused_requests, "reason", "busy");
+                        let kind = Self::error_response(
+                            pb::error_response::Code::RateLimited,
+                            "too many stake checks pending; try again",
+                        );
+                        drop(store);
+                        return self.respond(channel, kind);
+                    }
+                    Err(Parked::Message(_)) => unreachable!("parked a store"),
+                }
+            }
+        };
+        self.respond(channel, kind);
+    }
+
+    pub(super) fn not_staked(
+        &mut self,
+        peer: PeerId,
+        store: &pb::StoreRequest,
+    ) -> pb::response::Kind {
+        let gate = self.admission.gate().expect("refusals need a gate");
+        let reason = format!(
+            "publisher {peer} is not staked in subnet {} with class {} or above",
+            gate.subnet_id, gate.min_class
+        );
+        NodeMetrics::count(&self.metrics.refused_requests, "reason", "not_staked");
+        let results = store
+            .records
+            .iter()
+            .map(|_| pb::StoreResult {
+                accepted: false,
+                refusal: pb::Refusal::NotStaked as i32,
+                reason: reason.clone(),
+            })
+            .collect();
+        pb::response::Kind::Store(pb::StoreResponse {
+            results,
+            closer: Vec::new(),
+        })
+    }
+
+    /// Validates and stores one record published by `publisher`.
+    ///
+    /// The store's cheap checks (size, merge rules, quota) run before the
+    /// validators so that stale or oversized records never cost a signature
+    /// verification; `put` repeats them, which is cheap.
+    pub(super) fn accept(&mut self, record: &Record, publisher: PeerId) -> Result<(), Refusal> {
+        let now = Expiration::now();
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        let result = store
+            .store()
+            .check(record, &publisher, now)
+            .and_then(|()| {
+                self.validator
+                    .validate(record, Kind::Put)
+                    .map_err(Refusal::from)
+            })
+            .and_then(|()| store.put(record, publisher, now));
+        let label = match &result {
+            Ok(()) => "accepted",
+            Err(e) => refusal_code(e).1,
+        };
+        NodeMetrics::count(&self.metrics.store_results, "result", label);
+        result
+    }
+
+    pub(super) fn closer_peers(&mut self, key: &[u8], exclude: &PeerId) -> Vec<pb::Peer> {
+        let peers = self.closest_local(key, self.replicas, Some(exclude));
+        peers
+            .into_iter()
+            .map(|p| pb::Peer {
+                peer_id: p.to_bytes(),
+                addrs: self
+                    .addr_book
+                    .get(&p)
+                    .map(|a| a.iter().take(8).map(|a| a.to_vec()).collect())
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    pub(super) fn on_response(
+        &mut self,
+        request_id: OutboundRequestId,
+        peer: PeerId,
+        response: pb::Response,
+    ) {
+        let Some((id, _)) = self.requests.remove(&request_id) else {
+            return;
+        };
+        let Some(l) = self.lookups.get_mut(&id) else {
+            return;
+        };
+        let closer = match response.kind {
+            Some(pb::response::Kind::Store(s)) if matches!(l.op, Op::Store(_)) => {
+                match s.results.first() {
+                    Some(r) if r.accepted => l.report.accepted += 1,
+                    Some(r) => l.report.refused.push(RemoteRefusal {
+                        peer,
+                        kind: pb::Refusal::try_from(r.refusal).unwrap_or_default().into(),
+                        reason: r.reason.clone(),
+                    }),
+                    None => l
+                        .report
+                        .unreachable
+                        .push((peer, "empty store response".into())),
+                }
+                l.peers.set(&peer, PeerState::Succeeded);
+                s.closer
+            }
+            Some(pb::response::Kind::Find(f)) if matches!(l.op, Op::Find { .. }) => {
+                if let Some(v) = f.value.and_then(|v| StoredValue::try_from(v).ok()) {
+                    merge_valid(&self.validator, &mut l.found, &l.key, v);
+                }
+                l.peers.set(&peer, PeerState::Succeeded);
+                f.closer
+            }
+            Some(pb::response::Kind::Error(e)) => {
+                l.peers.set(&peer, PeerState::Failed);
+                l.report
+                    .unreachable
+                    .push((peer, format!("refused the request: {}", e.message)));
+                Vec::new()
+            }
+            _ => {
+                l.peers.set(&peer, PeerState::Failed);
+                l.report
+                    .unreachable
+                    .push((peer, "answered with the wrong message".into()));
+                Vec::new()
+            }
+        };
+        for p in closer.into_iter().take(2 * self.replicas) {
+            let Ok(pid) = PeerId::from_bytes(&p.peer_id) else {
+                continue;
+            };
+            if pid == self.local && self.client_mode {
+                continue;
+            }
+            let addrs = p
+                .addrs
+                .into_iter()
+                .filter_map(|a| Multiaddr::try_from(a).ok())
+                .collect();
+            l.peers.add(pid, addrs);
+        }
+        self.advance(id);
+    }
+}

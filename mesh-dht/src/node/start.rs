@@ -1,0 +1,282 @@
+//! Building the swarm and starting the node.
+use super::*;
+
+fn split_p2p(addr: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
+    let mut a = addr.clone();
+    match a.pop() {
+        Some(Protocol::P2p(peer)) => Some((peer, a)),
+        _ => None,
+    }
+}
+
+fn valid_subnet_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+impl Dht {
+    /// Starts a node: listens, dials the initial peers and joins.
+    ///
+    /// Returns once the node listens on every address and, when initial
+    /// peers are given, at least one of them answered and the join lookup
+    /// (of this node's own PeerId) finished. Fails with [`DhtError::NoInitialPeerAnswered`]
+    /// when none of them answers within `bootstrap_timeout`.
+    pub async fn start(config: DhtConfig) -> Result<Dht, DhtError> {
+        if !valid_subnet_id(&config.subnet_id) {
+            return Err(DhtError::Transport(format!(
+                "subnet id {:?} must be 1-64 characters of [A-Za-z0-9._-]",
+                config.subnet_id
+            )));
+        }
+        let mut initial = Vec::new();
+        for addr in &config.initial_peers {
+            let Some((peer, base)) = split_p2p(addr) else {
+                return Err(DhtError::BadInitialPeer {
+                    addr: addr.to_string(),
+                    reason: "must end with /p2p/<PeerId>".into(),
+                });
+            };
+            if peer == config.key.peer_id() {
+                return Err(DhtError::BadInitialPeer {
+                    addr: addr.to_string(),
+                    reason: "that is this node's own PeerId".into(),
+                });
+            }
+            initial.push((peer, base, addr.clone()));
+        }
+
+        let local = config.key.peer_id();
+        let persist = config
+            .store_path
+            .as_deref()
+            .map(Persist::open)
+            .transpose()?;
+        let store = KadStore::new(local, config.limits, persist)?;
+        let mut validator = config.validator;
+        validator.add(SignatureValidator::new(Arc::new(config.key.clone())));
+        let validator = Arc::new(validator);
+
+        let kad_protocol =
+            StreamProtocol::try_from_owned(format!("/mesh/{}/kad/1.0.0", config.subnet_id))
+                .map_err(|e| DhtError::Transport(e.to_string()))?;
+        let records_protocol =
+            StreamProtocol::try_from_owned(format!("/mesh/{}/records/1.0.0", config.subnet_id))
+                .map_err(|e| DhtError::Transport(e.to_string()))?;
+
+        let mut kcfg = kad::Config::new(kad_protocol.clone());
+        kcfg.set_record_filtering(kad::StoreInserts::FilterBoth)
+            .set_kbucket_inserts(kad::BucketInserts::Manual)
+            .set_replication_interval(None)
+            .set_publication_interval(None)
+            .set_provider_publication_interval(None)
+            .set_record_ttl(None)
+            .set_periodic_bootstrap_interval(None)
+            .set_automatic_bootstrap_throttle(None)
+            .set_max_packet_size(config.max_message_bytes)
+            .set_query_timeout(config.bootstrap_timeout);
+        let mut kad = kad::Behaviour::with_config(local, store, kcfg);
+        kad.set_mode(Some(if config.client_mode {
+            kad::Mode::Client
+        } else {
+            kad::Mode::Server
+        }));
+
+        let support = if config.client_mode {
+            ProtocolSupport::Outbound
+        } else {
+            ProtocolSupport::Full
+        };
+        let records = request_response::Behaviour::with_codec(
+            RecordCodec {
+                max_bytes: config.max_message_bytes,
+            },
+            [(records_protocol, support)],
+            request_response::Config::default()
+                .with_request_timeout(config.request_timeout)
+                .with_max_concurrent_streams(256),
+        );
+        let identify = identify::Behaviour::new(
+            identify::Config::new(
+                format!("/mesh/{}/1.0.0", config.subnet_id),
+                config.key.public(),
+            )
+            .with_agent_version(format!("mesh-dht/{}", env!("CARGO_PKG_VERSION")))
+            .with_hide_listen_addrs(!config.announce.is_empty()),
+        );
+        let limits = connection_limits::Behaviour::new(
+            connection_limits::ConnectionLimits::default()
+                .with_max_established(Some(config.max_connections))
+                .with_max_established_per_peer(Some(4))
+                .with_max_pending_incoming(Some(256)),
+        );
+        let mut registry = Registry::default();
+        let pubsub = pubsub::behaviour(
+            config.key.keypair(),
+            &config.pubsub,
+            &config.subnet_id,
+            &mut registry,
+        )
+        .map_err(DhtError::Transport)?;
+        let streams = libp2p_stream::Behaviour::new();
+        let stream_control = streams.new_control();
+        let behaviour = Behaviour {
+            limits,
+            kad,
+            records,
+            identify,
+            ping: ping::Behaviour::default(),
+            pubsub,
+            streams,
+        };
+
+        let idle = config.idle_connection_timeout;
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.key.keypair().clone())
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| DhtError::Transport(e.to_string()))?
+            .with_quic()
+            .with_other_transport(|key| {
+                let noise = noise::Config::new(key)
+                    .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
+                Ok(MemoryTransport::default()
+                    .upgrade(Version::V1)
+                    .authenticate(noise)
+                    .multiplex(yamux::Config::default()))
+            })
+            .map_err(|e| DhtError::Transport(e.to_string()))?
+            .with_behaviour(|_| behaviour)
+            .map_err(|e| DhtError::Transport(e.to_string()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build();
+
+        let metrics = NodeMetrics::new(&mut registry);
+        let pubsub = PubsubState::new(
+            local,
+            config.subnet_id.clone(),
+            config.pubsub.clone(),
+            &mut registry,
+        );
+
+        let mut listeners = HashSet::new();
+        for addr in &config.listen {
+            let id = swarm
+                .listen_on(addr.clone())
+                .map_err(|e| DhtError::Listen {
+                    addr: addr.clone(),
+                    reason: e.to_string(),
+                })?;
+            listeners.insert(id);
+        }
+        for addr in &config.announce {
+            swarm.add_external_address(addr.clone());
+        }
+        let mut addr_book: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+        let mut pending_initial = HashMap::new();
+        for (peer, base, full) in &initial {
+            // With a stake gate, initial peers enter the routing table like
+            // any other: after identify, once the oracle says they are staked.
+            if config.stake_gate.is_none() {
+                swarm.behaviour_mut().kad.add_address(peer, base.clone());
+            }
+            addr_book.entry(*peer).or_default().push(base.clone());
+            pending_initial.insert(*peer, full.clone());
+            if let Err(e) = swarm.dial(full.clone()) {
+                tracing::warn!(%full, "cannot dial initial peer: {e}");
+            }
+        }
+
+        let (tx, rx) = mpsc::channel(1024);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let cancel = CancellationToken::new();
+        let event_loop = EventLoop {
+            swarm,
+            commands: rx,
+            cancel: cancel.clone(),
+            local,
+            client_mode: config.client_mode,
+            kad_protocol,
+            validator: validator.clone(),
+            replicas: config.replicas.max(1),
+            refresh_period: config.refresh_period,
+            rate_limit: config.rate_limit,
+            buckets: HashMap::new(),
+            pubsub,
+            addr_book,
+            routing: None,
+            listen_addrs: Vec::new(),
+            lookups: HashMap::new(),
+            requests: HashMap::new(),
+            next_lookup: 0,
+            metrics,
+            admission: Admission::new(
+                config.stake_gate.clone(),
+                config.refresh_period,
+                cancel.child_token(),
+            ),
+            awaiting: HashMap::new(),
+            startup: Some(Startup {
+                listeners,
+                pending_initial,
+                failed_initial: Vec::new(),
+                connected: initial.is_empty(),
+                needs_join: !initial.is_empty(),
+                awaiting_verdict: config.stake_gate.is_some() && !initial.is_empty(),
+                join: None,
+                deadline: Instant::now() + config.bootstrap_timeout,
+                timeout: config.bootstrap_timeout,
+                ready: ready_tx,
+            }),
+        };
+        let task = tokio::spawn(event_loop.run());
+        match ready_rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                cancel.cancel();
+                let _ = task.await;
+                return Err(e);
+            }
+            Err(_) => return Err(DhtError::Stopped),
+        }
+        Ok(Dht {
+            inner: Arc::new(Inner {
+                tx,
+                peer_id: local,
+                streams: stream_control,
+                validator,
+                registry: Arc::new(Mutex::new(registry)),
+                cancel,
+                task: Mutex::new(Some(task)),
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnet_ids() {
+        assert!(valid_subnet_id("1"));
+        assert!(valid_subnet_id("my-subnet.v2"));
+        assert!(!valid_subnet_id(""));
+        assert!(!valid_subnet_id("a/b"));
+        assert!(!valid_subnet_id(&"x".repeat(65)));
+    }
+
+    #[test]
+    fn p2p_suffix_is_split() {
+        let peer = PeerId::random();
+        let a: Multiaddr = format!("/ip4/127.0.0.1/tcp/1/p2p/{peer}").parse().unwrap();
+        let (p, base) = split_p2p(&a).unwrap();
+        assert_eq!(p, peer);
+        assert_eq!(base, "/ip4/127.0.0.1/tcp/1".parse::<Multiaddr>().unwrap());
+        assert!(split_p2p(&"/ip4/127.0.0.1/tcp/1".parse().unwrap()).is_none());
+    }
+}
