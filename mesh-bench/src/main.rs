@@ -731,7 +731,7 @@ async fn bench_pubsub(args: PubsubArgs) -> Result<()> {
     let expected = published * (args.peers as u64 - 1);
     let idle = Duration::from_secs_f64(args.idle_timeout);
     let deliveries = || {
-        let count = nodes
+        nodes
             .iter()
             .map(|(d, _)| d.registry())
             .map(|r| {
@@ -746,8 +746,7 @@ async fn bench_pubsub(args: PubsubArgs) -> Result<()> {
                     .and_then(|v| v.parse::<u64>().ok())
                     .unwrap_or(0)
             })
-            .sum::<u64>();
-        count
+            .sum::<u64>()
     };
     let mut last_count = 0;
     let mut last_change = Instant::now();
