@@ -284,9 +284,10 @@ async fn chain_parts(args: &ServerArgs, subnet_id: u32, key: &PeerKey) -> Result
         poll: Duration::from_millis(500),
         attest_window: args.attest_window,
     };
+    let gate = StakeGate::new(oracle, subnet_id, args.min_class);
     Ok(ChainParts {
-        gate: StakeGate::new(oracle.clone(), subnet_id, args.min_class),
-        stake: Arc::new(StakeAuthorizer::new(oracle, subnet_id, args.min_class)),
+        stake: Arc::new(StakeAuthorizer::from_gate(gate.clone())),
+        gate,
         hooks,
         _watcher: watcher,
     })

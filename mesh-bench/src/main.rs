@@ -241,7 +241,12 @@ async fn start_node(args: &DhtArgs, initial: Vec<Multiaddr>) -> Result<(Dht, Mul
     c.rate_limit = None;
     c.max_connections = 4096;
     c.idle_connection_timeout = Duration::from_secs_f64(args.idle_timeout);
-    let dht = Dht::start(c).await?;
+    start_with_addr(c).await
+}
+
+/// Starts a node and returns it with the first address it listens on.
+async fn start_with_addr(config: DhtConfig) -> Result<(Dht, Multiaddr)> {
+    let dht = Dht::start(config).await?;
     let addr = dht
         .listen_addrs()
         .await?
@@ -652,14 +657,7 @@ async fn bench_pubsub(args: PubsubArgs) -> Result<()> {
         c.rate_limit = None;
         c.pubsub.rate_limit = None;
         c.pubsub.queue_len = 65_536;
-        let dht = Dht::start(c).await?;
-        let addr = dht
-            .listen_addrs()
-            .await?
-            .into_iter()
-            .next()
-            .context("node has no address")?;
-        anyhow::Ok((dht, addr))
+        start_with_addr(c).await
     };
     let mut nodes: Vec<(Dht, Multiaddr)> = vec![start(vec![]).await?];
     while nodes.len() < args.peers {

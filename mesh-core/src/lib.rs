@@ -30,8 +30,8 @@ pub mod validator;
 
 pub use identity::{KeyError, KeyType, PeerKey};
 pub use libp2p_identity::{PeerId, PublicKey};
-pub use rate::{RateLimit, TokenBucket};
+pub use rate::{Offences, RateLimit, TokenBucket};
 pub use record::{Expiration, Item, MergeRefusal, Record, StoredValue};
-pub use stake::{CachedStakeOracle, NodeClass, StakeError, StakeOracle, SubnetId};
+pub use stake::{CachedStakeOracle, NodeClass, StakeError, StakeGate, StakeOracle, SubnetId};
 pub use store::{Refusal, Store, StoreLimits};
 pub use validator::{CompositeValidator, Kind, RecordValidator, ValidationError};

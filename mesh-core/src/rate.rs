@@ -3,9 +3,10 @@
 //! A [`RateLimit`] is a sustained rate and a burst; a [`TokenBucket`] holds
 //! one peer's tokens under it. The DHT's record protocol and pubsub take one
 //! token per inbound request or message; a peer whose bucket is empty is
-//! refused until it refills.
+//! refused until it refills. [`Offences`] turns repeated violations into
+//! blocks that grow with each one (the RPC rate limiter's 5 min, 1 h, 24 h).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A token-bucket limit: `per_second` sustained, `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -65,10 +66,90 @@ impl TokenBucket {
     }
 }
 
+/// Blocks of 5 min, 1 h and 24 h for a first, second and further violation
+/// (the Python mesh's RPC rate limiter's).
+pub fn escalating_blocks() -> Vec<Duration> {
+    vec![
+        Duration::from_secs(300),
+        Duration::from_secs(3_600),
+        Duration::from_secs(86_400),
+    ]
+}
+
+/// One peer's violations and the block they earned: the n-th violation
+/// blocks for the n-th of a list of periods (the last one repeating).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Offences {
+    strikes: usize,
+    blocked_until: Option<Instant>,
+}
+
+impl Offences {
+    /// How long the peer stays blocked after `now` (`None`: not blocked).
+    pub fn blocked_for(&self, now: Instant) -> Option<Duration> {
+        self.blocked_until
+            .filter(|until| *until > now)
+            .map(|until| until.duration_since(now))
+    }
+
+    /// Whether a block ran out by `now` (and is cleared); the strikes stay.
+    pub fn lift_expired(&mut self, now: Instant) -> bool {
+        match self.blocked_until {
+            Some(until) if until <= now => {
+                self.blocked_until = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Counts one violation at `now`: the peer is blocked for the period of
+    /// this strike (`blocks[strikes - 1]`, or the last of `blocks`), returned.
+    pub fn strike(&mut self, blocks: &[Duration], now: Instant) -> Duration {
+        self.strikes += 1;
+        let block = blocks
+            .get(self.strikes - 1)
+            .or(blocks.last())
+            .copied()
+            .unwrap_or(Duration::ZERO);
+        self.blocked_until = Some(now + block);
+        block
+    }
+
+    /// Violations so far.
+    pub fn strikes(&self) -> usize {
+        self.strikes
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    #[test]
+    fn blocks_grow_with_each_violation() {
+        let blocks = [Duration::from_secs(5), Duration::from_secs(60)];
+        let t0 = Instant::now();
+        let mut o = Offences::default();
+        assert_eq!(o.blocked_for(t0), None);
+        assert_eq!(o.strike(&blocks, t0), Duration::from_secs(5));
+        assert_eq!(
+            o.blocked_for(t0 + Duration::from_secs(1)),
+            Some(Duration::from_secs(4))
+        );
+        assert!(!o.lift_expired(t0 + Duration::from_secs(1)));
+        assert!(o.lift_expired(t0 + Duration::from_secs(5)));
+        assert_eq!(
+            o.strike(&blocks, t0 + Duration::from_secs(6)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            o.strike(&blocks, t0 + Duration::from_secs(70)),
+            Duration::from_secs(60),
+            "the last repeats"
+        );
+        assert_eq!(o.strikes(), 3);
+    }
 
     #[test]
     fn burst_then_sustained_rate() {

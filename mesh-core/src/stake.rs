@@ -14,7 +14,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A subnet's id on chain.
@@ -125,6 +125,92 @@ impl<O: StakeOracle + ?Sized> StakeOracle for std::sync::Arc<O> {
         min_class: NodeClass,
     ) -> StakeFuture<'a> {
         (**self).is_staked(subnet_id, peer_id, min_class)
+    }
+}
+
+/// The stake rule of a subnet, shared by every gate of a node (the DHT's
+/// routing table, stores and pubsub; the RPC stake authorizer): peers must be
+/// staked in `subnet_id` with at least `min_class`.
+///
+/// [`StakeGate::check`] asks the oracle and remembers each peer's last
+/// answer: when the oracle fails (the chain is unreachable), the last answer
+/// stands for `grace` after it was given, so an outage shorter than that
+/// refuses nobody who was admitted before it. After that, or with no answer
+/// to fall back on, the failure is returned and gates fail closed. Clones
+/// share the memory.
+#[derive(Clone)]
+pub struct StakeGate {
+    /// Who answers; give it a cached oracle (e.g. `mesh_chain::chain_stake_oracle`).
+    pub oracle: Arc<dyn StakeOracle>,
+    /// The subnet on chain.
+    pub subnet_id: SubnetId,
+    /// The least class admitted.
+    pub min_class: NodeClass,
+    /// How long a peer's last answer stands while the oracle fails.
+    pub grace: Duration,
+    last: Arc<Mutex<HashMap<PeerId, (bool, Instant)>>>,
+}
+
+impl fmt::Debug for StakeGate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StakeGate")
+            .field("subnet_id", &self.subnet_id)
+            .field("min_class", &self.min_class)
+            .field("grace", &self.grace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Most last answers a [`StakeGate`] remembers.
+const GATE_MEMORY: usize = 100_000;
+
+impl StakeGate {
+    /// Five minutes.
+    pub const DEFAULT_GRACE: Duration = Duration::from_secs(300);
+
+    /// A gate with the default grace period.
+    pub fn new(oracle: Arc<dyn StakeOracle>, subnet_id: SubnetId, min_class: NodeClass) -> Self {
+        Self {
+            oracle,
+            subnet_id,
+            min_class,
+            grace: Self::DEFAULT_GRACE,
+            last: Arc::default(),
+        }
+    }
+
+    /// The same gate with another grace period.
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Whether `peer` is admitted: the oracle's answer, or during an oracle
+    /// outage the peer's last answer if it is younger than the grace period.
+    pub async fn check(&self, peer: &PeerId) -> Result<bool, StakeError> {
+        let answer = self
+            .oracle
+            .is_staked(self.subnet_id, peer, self.min_class)
+            .await;
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        match answer {
+            Ok(staked) => {
+                if last.len() >= GATE_MEMORY && !last.contains_key(peer) {
+                    let grace = self.grace;
+                    last.retain(|_, (_, at)| now.duration_since(*at) < grace);
+                    if last.len() >= GATE_MEMORY {
+                        last.clear();
+                    }
+                }
+                last.insert(*peer, (staked, now));
+                Ok(staked)
+            }
+            Err(e) => match last.get(peer) {
+                Some(&(staked, at)) if now.duration_since(at) < self.grace => Ok(staked),
+                _ => Err(e),
+            },
+        }
     }
 }
 
@@ -245,6 +331,46 @@ impl<O: StakeOracle> StakeOracle for CachedStakeOracle<O> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_gate_keeps_the_last_answer_through_an_outage_for_the_grace_period() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        struct Flaky(AtomicBool, PeerId);
+        impl StakeOracle for Flaky {
+            fn is_staked<'a>(
+                &'a self,
+                _: SubnetId,
+                p: &'a PeerId,
+                _: NodeClass,
+            ) -> StakeFuture<'a> {
+                let down = self.0.load(Ordering::SeqCst);
+                let staked = *p == self.1;
+                Box::pin(async move {
+                    if down {
+                        Err(StakeError::Unavailable("outage".into()))
+                    } else {
+                        Ok(staked)
+                    }
+                })
+            }
+        }
+        let (staked, other, never) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let oracle = Arc::new(Flaky(AtomicBool::new(false), staked));
+        let gate = StakeGate::new(oracle.clone(), 1, NodeClass::Registered)
+            .with_grace(Duration::from_millis(200));
+        let check = |p: PeerId| futures::executor::block_on(gate.check(&p));
+        assert!(check(staked).unwrap());
+        assert!(!check(other).unwrap());
+        oracle.0.store(true, Ordering::SeqCst);
+        assert!(check(staked).unwrap(), "the last answer stands");
+        assert!(!check(other).unwrap(), "for refusals too");
+        assert!(check(never).is_err(), "nothing to fall back on");
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(
+            check(staked).is_err(),
+            "past the grace period the failure shows"
+        );
+    }
+
     use super::*;
     use std::collections::HashSet;
     use std::sync::atomic::{AtomicUsize, Ordering};

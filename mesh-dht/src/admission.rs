@@ -14,20 +14,20 @@
 //!
 //! One query per peer is in flight at a time, however many stores or
 //! messages wait on it, and at most [`MAX_CHECKS`] peers are being asked at
-//! once. Answers come back on a bounded channel. When the oracle fails, a
-//! peer's last answer is kept for the grace period ([`StakeGate::grace`]);
-//! after that it fails closed (not admitted).
+//! once. Answers come back on a bounded channel. The gate itself
+//! ([`StakeGate::check`]) keeps a peer's last answer through an oracle
+//! outage for its grace period; after that the peer is not admitted.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use libp2p::PeerId;
-use mesh_core::StakeError;
+use mesh_core::{Offences, StakeError};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::StakeGate;
+use mesh_core::StakeGate;
 
 /// Most peers whose stake is being asked at once.
 pub(crate) const MAX_CHECKS: usize = 1024;
@@ -134,7 +134,7 @@ impl<P> Admission<P> {
         let tx = self.tx.clone();
         let cancel = self.cancel.clone();
         tokio::spawn(async move {
-            let ask = gate.oracle.is_staked(gate.subnet_id, &peer, gate.min_class);
+            let ask = gate.check(&peer);
             let staked = tokio::select! {
                 r = tokio::time::timeout(ORACLE_TIMEOUT, ask) => r.unwrap_or_else(|_| {
                     Err(StakeError::Unavailable(format!("no answer within {ORACLE_TIMEOUT:?}")))
@@ -155,21 +155,16 @@ impl<P> Admission<P> {
         let peer = answer.peer;
         self.checking.remove(&peer);
         let now = Instant::now();
-        let grace = self.gate.as_ref().map_or(Duration::ZERO, |g| g.grace);
-        let previous = self.verdicts.get(&peer).map(|v| (v.admitted, v.at));
-        let admitted = match (&answer.staked, previous) {
-            (Ok(staked), _) => *staked,
-            // The oracle failed: keep the last answer for the grace period.
-            (Err(e), Some((last, at))) if now.duration_since(at) < grace => {
-                tracing::warn!(%peer, "stake oracle did not answer, keeping the last answer ({last}) for the grace period: {e}");
-                return (last, self.take_parked(&peer));
-            }
-            (Err(e), _) => {
+        let previous = self.verdicts.get(&peer).map(|v| v.admitted);
+        let admitted = match &answer.staked {
+            Ok(staked) => *staked,
+            // The gate already kept the last answer through the grace period.
+            Err(e) => {
                 tracing::warn!(%peer, "stake oracle did not answer, treating the peer as unstaked: {e}");
                 false
             }
         };
-        if !admitted && previous.map(|p| p.0) != Some(false) {
+        if !admitted && previous != Some(false) {
             tracing::info!(%peer, "peer is not staked in this subnet");
         }
         self.verdicts.insert(peer, Verdict { admitted, at: now });
@@ -204,6 +199,97 @@ impl<P> Admission<P> {
     }
 }
 
+/// When a peer that keeps sending refused input is blocked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BanPolicy {
+    /// Refused inputs (records validators refuse, malformed requests, pubsub
+    /// messages rejected for stake or by a validator) allowed per minute;
+    /// one more blocks the peer.
+    pub refusals_per_minute: u32,
+    /// Block lengths for the first, second and further violations.
+    pub blocks: Vec<Duration>,
+}
+
+impl Default for BanPolicy {
+    /// 16 refusals a minute; blocks of 5 min, 1 h, 24 h (as the RPC rate limiter's).
+    fn default() -> Self {
+        Self {
+            refusals_per_minute: 16,
+            blocks: mesh_core::rate::escalating_blocks(),
+        }
+    }
+}
+
+struct Conduct {
+    window: Instant,
+    refusals: u32,
+    offences: Offences,
+}
+
+/// Peers blocked for refused input: the misbehaviour half of admission.
+pub(crate) struct Bans {
+    policy: Option<BanPolicy>,
+    peers: HashMap<PeerId, Conduct>,
+}
+
+impl Bans {
+    pub(crate) fn new(policy: Option<BanPolicy>) -> Self {
+        Self {
+            policy,
+            peers: HashMap::new(),
+        }
+    }
+
+    /// How long `peer` stays blocked (`None`: it is not).
+    pub(crate) fn blocked_for(&self, peer: &PeerId) -> Option<(Duration, usize)> {
+        let c = self.peers.get(peer)?;
+        let now = Instant::now().into_std();
+        c.offences
+            .blocked_for(now)
+            .map(|d| (d, c.offences.strikes()))
+    }
+
+    /// Counts one refused input of `peer`; returns the block it earned, if
+    /// this one crossed the limit.
+    pub(crate) fn refused(&mut self, peer: PeerId) -> Option<Duration> {
+        let policy = self.policy.as_ref()?;
+        let now = Instant::now();
+        let c = self.peers.entry(peer).or_insert(Conduct {
+            window: now,
+            refusals: 0,
+            offences: Offences::default(),
+        });
+        if now.duration_since(c.window) >= Duration::from_secs(60) {
+            c.window = now;
+            c.refusals = 0;
+        }
+        c.refusals += 1;
+        if c.refusals <= policy.refusals_per_minute {
+            return None;
+        }
+        c.refusals = 0;
+        c.window = now;
+        let block = c.offences.strike(&policy.blocks, now.into_std());
+        tracing::warn!(%peer, strikes = c.offences.strikes(), "peer keeps sending refused input: blocked for {block:?}");
+        Some(block)
+    }
+
+    /// Forgets peers with no block and no refusals in the last minute.
+    pub(crate) fn forget_idle(&mut self) {
+        let now = Instant::now();
+        self.peers.retain(|_, c| {
+            c.offences.blocked_for(now.into_std()).is_some()
+                || now.duration_since(c.window) < Duration::from_secs(60)
+                // Past offenders are remembered so that their next block is longer.
+                || c.offences.strikes() > 0
+        });
+        if self.peers.len() > 100_000 {
+            self.peers
+                .retain(|_, c| c.offences.blocked_for(now.into_std()).is_some());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,12 +320,7 @@ mod tests {
     }
 
     fn admission(oracle: Arc<Oracle>, grace: Duration) -> Admission<u32> {
-        let gate = StakeGate {
-            oracle,
-            subnet_id: 1,
-            min_class: NodeClass::Registered,
-            grace,
-        };
+        let gate = StakeGate::new(oracle, 1, NodeClass::Registered).with_grace(grace);
         Admission::new(
             Some(gate),
             Duration::from_millis(200),
@@ -299,6 +380,39 @@ mod tests {
         let answer = a.answer().await;
         assert!(!a.record(&answer).0, "fails closed after the grace period");
         assert_eq!(a.decide(staked), Decision::Refuse);
+    }
+
+    #[test]
+    fn refused_input_past_the_limit_blocks_for_longer_each_time() {
+        let mut bans = Bans::new(Some(BanPolicy {
+            refusals_per_minute: 3,
+            blocks: vec![Duration::from_millis(50), Duration::from_secs(60)],
+        }));
+        let (peer, other) = (PeerId::random(), PeerId::random());
+        for _ in 0..3 {
+            assert_eq!(bans.refused(peer), None);
+        }
+        assert!(bans.blocked_for(&peer).is_none());
+        assert_eq!(bans.refused(peer), Some(Duration::from_millis(50)));
+        assert!(bans.blocked_for(&peer).is_some());
+        assert!(bans.blocked_for(&other).is_none(), "only the offender");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(bans.blocked_for(&peer).is_none(), "the first block ran out");
+        for _ in 0..3 {
+            assert_eq!(bans.refused(peer), None);
+        }
+        assert_eq!(
+            bans.refused(peer),
+            Some(Duration::from_secs(60)),
+            "longer the second time"
+        );
+        let (left, strikes) = bans.blocked_for(&peer).unwrap();
+        assert!(left > Duration::from_secs(59) && strikes == 2);
+        assert_eq!(
+            Bans::new(None).refused(peer),
+            None,
+            "no policy: never blocked"
+        );
     }
 
     #[tokio::test]

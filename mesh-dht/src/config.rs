@@ -1,63 +1,13 @@
 //! Configuration of a DHT node.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::Multiaddr;
 
+use crate::admission::BanPolicy;
 use crate::pubsub::PubsubConfig;
-use mesh_core::{
-    CompositeValidator, NodeClass, PeerKey, RateLimit, StakeOracle, StoreLimits, SubnetId,
-};
-
-/// Stake-gated admission: only peers the oracle calls staked in
-/// `subnet_id` with at least `min_class` enter the routing table, may store
-/// records here and have their pubsub messages delivered and forwarded.
-/// Reads stay open. A peer's answer is used for one refresh period, then
-/// asked again in the background; peers in the routing table are asked again
-/// every refresh period and dropped once the oracle says no. When the oracle
-/// fails, a peer's last answer is kept for `grace`, then the gate fails
-/// closed.
-///
-/// Give it a cached oracle (e.g. `mesh_chain::chain_stake_oracle`).
-#[derive(Clone)]
-pub struct StakeGate {
-    /// Who answers.
-    pub oracle: Arc<dyn StakeOracle>,
-    /// The subnet on chain.
-    pub subnet_id: SubnetId,
-    /// The least class admitted.
-    pub min_class: NodeClass,
-    /// How long a peer's last answer is kept while the oracle fails.
-    pub grace: Duration,
-}
-
-impl StakeGate {
-    /// A gate with the default grace period ([`StakeGate::DEFAULT_GRACE`]).
-    pub fn new(oracle: Arc<dyn StakeOracle>, subnet_id: SubnetId, min_class: NodeClass) -> Self {
-        Self {
-            oracle,
-            subnet_id,
-            min_class,
-            grace: Self::DEFAULT_GRACE,
-        }
-    }
-
-    /// Five minutes: an oracle outage shorter than this refuses nobody who
-    /// was admitted before it.
-    pub const DEFAULT_GRACE: Duration = Duration::from_secs(300);
-}
-
-impl std::fmt::Debug for StakeGate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StakeGate")
-            .field("subnet_id", &self.subnet_id)
-            .field("min_class", &self.min_class)
-            .field("grace", &self.grace)
-            .finish_non_exhaustive()
-    }
-}
+use mesh_core::{CompositeValidator, PeerKey, RateLimit, StakeGate, StoreLimits};
 
 /// Everything a node needs to start. [`DhtConfig::new`] gives sane defaults.
 #[derive(Debug)]
@@ -98,10 +48,19 @@ pub struct DhtConfig {
     pub idle_connection_timeout: Duration,
     /// Most established connections in total.
     pub max_connections: u32,
-    /// Admit only staked peers (`None`: everyone).
+    /// Admit only staked peers (`None`: everyone): only peers the gate
+    /// admits enter the routing table, may store records here and have their
+    /// pubsub messages delivered and forwarded. Reads stay open. A peer's
+    /// answer is used for one refresh period, then asked again in the
+    /// background; peers in the routing table are asked again every refresh
+    /// period and dropped once the gate says no.
     pub stake_gate: Option<StakeGate>,
     /// Limits of the node's pubsub.
     pub pubsub: PubsubConfig,
+    /// When a peer that keeps sending invalid input (records the validators
+    /// refuse, malformed requests, rejected pubsub messages) is blocked
+    /// (`None`: never).
+    pub bans: Option<BanPolicy>,
 }
 
 impl DhtConfig {
@@ -127,6 +86,7 @@ impl DhtConfig {
             max_connections: 1024,
             stake_gate: None,
             pubsub: PubsubConfig::default(),
+            bans: Some(BanPolicy::default()),
         }
     }
 }

@@ -77,9 +77,10 @@ mod node;
 mod persist;
 pub mod pubsub;
 
-pub use config::{DhtConfig, StakeGate};
+pub use admission::BanPolicy;
+pub use config::DhtConfig;
 pub use libp2p::{Multiaddr, PeerId};
-pub use mesh_core::RateLimit;
+pub use mesh_core::{RateLimit, StakeGate};
 pub use metrics::serve_metrics;
 pub use node::{Dht, DhtStats, RefusalKind, RemoteRefusal, StoreReport};
 pub use pubsub::{

@@ -23,6 +23,8 @@ pub(crate) struct NodeMetrics {
     pub(crate) store_results: Family<Labels, Counter>,
     /// Inbound requests refused before handling, by reason.
     pub(crate) refused_requests: Family<Labels, Counter>,
+    /// Peers blocked for refused input (each block counts once).
+    pub(crate) peers_blocked: Counter,
     pub(crate) routing_table_peers: Gauge,
     pub(crate) stored_entries: Gauge,
     pub(crate) stored_keys: Gauge,
@@ -37,6 +39,7 @@ impl NodeMetrics {
             inbound_requests: Family::default(),
             store_results: Family::default(),
             refused_requests: Family::default(),
+            peers_blocked: Counter::default(),
             routing_table_peers: Gauge::default(),
             stored_entries: Gauge::default(),
             stored_keys: Gauge::default(),
@@ -55,6 +58,11 @@ impl NodeMetrics {
             "refused_requests",
             "Inbound requests refused before handling, by reason",
             m.refused_requests.clone(),
+        );
+        sub.register(
+            "peers_blocked",
+            "Peers blocked for sending too much refused input",
+            m.peers_blocked.clone(),
         );
         sub.register(
             "routing_table_peers",

@@ -575,18 +575,23 @@ impl PubsubState {
         gs.report_message_validation_result(&m.id, &m.forwarder, MessageAcceptance::Ignore);
     }
 
-    /// Step 3: the topic's validators; then forward and deliver.
-    pub(crate) fn validate_and_deliver(&mut self, gs: &mut gossipsub::Behaviour, m: Inbound) {
+    /// Step 3: the topic's validators; then forward and deliver. Returns
+    /// the verdict.
+    pub(crate) fn validate_and_deliver(
+        &mut self,
+        gs: &mut gossipsub::Behaviour,
+        m: Inbound,
+    ) -> Verdict {
         let Some(state) = self.topics.get_mut(&m.message.topic) else {
             // Unsubscribed while the message waited.
             self.count("not_subscribed");
             gs.report_message_validation_result(&m.id, &m.forwarder, MessageAcceptance::Ignore);
-            return;
+            return Verdict::Ignore;
         };
         let Some(author) = m.message.source else {
             self.count("rejected");
             gs.report_message_validation_result(&m.id, &m.forwarder, MessageAcceptance::Reject);
-            return;
+            return Verdict::Reject;
         };
         let message = PubsubMessage {
             topic: state.topic.clone(),
@@ -616,9 +621,13 @@ impl PubsubState {
             Verdict::Accept => {}
             Verdict::Reject => {
                 tracing::debug!(topic = %message.topic, %author, forwarder = %m.forwarder, "pubsub message rejected by the subnet's validator");
-                return self.count("rejected");
+                self.count("rejected");
+                return verdict;
             }
-            Verdict::Ignore => return self.count("ignored"),
+            Verdict::Ignore => {
+                self.count("ignored");
+                return verdict;
+            }
         }
         let mut full = 0;
         for (_, tx) in &state.subscribers {
@@ -630,6 +639,7 @@ impl PubsubState {
         for _ in 0..full {
             self.count("queue_full");
         }
+        Verdict::Accept
     }
 
     /// Forget the buckets of peers that are full again.

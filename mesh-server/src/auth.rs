@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use libp2p::PeerId;
-use mesh_core::{NodeClass, StakeOracle, SubnetId};
+use mesh_core::{NodeClass, Offences, RateLimit, StakeGate, StakeOracle, SubnetId, TokenBucket};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
@@ -269,22 +269,23 @@ where
     }
 }
 
-/// Refuses callers that are not staked in the subnet (see `docs/architecture.md`, "Admission"). Give it a
-/// cached oracle (`mesh_chain::chain_stake_oracle`): it is asked on every call.
+/// Refuses callers that are not staked in the subnet: the node's one
+/// [`StakeGate`] (see `docs/architecture.md`, "Admission"). Give it a cached
+/// oracle (`mesh_chain::chain_stake_oracle`): it is asked on every call.
 pub struct StakeAuthorizer {
-    oracle: Arc<dyn StakeOracle>,
-    subnet_id: SubnetId,
-    min_class: NodeClass,
+    gate: StakeGate,
 }
 
 impl StakeAuthorizer {
     /// Callers must be staked in `subnet_id` with at least `min_class`.
     pub fn new(oracle: Arc<dyn StakeOracle>, subnet_id: SubnetId, min_class: NodeClass) -> Self {
-        Self {
-            oracle,
-            subnet_id,
-            min_class,
-        }
+        Self::from_gate(StakeGate::new(oracle, subnet_id, min_class))
+    }
+
+    /// Callers must pass `gate` (share it with the DHT's `stake_gate`, so
+    /// both keep the same last answers through an oracle outage).
+    pub fn from_gate(gate: StakeGate) -> Self {
+        Self { gate }
     }
 }
 
@@ -298,17 +299,13 @@ impl Authorizer for StakeAuthorizer {
             let peer = call
                 .caller
                 .ok_or_else(|| Refusal::new(Code::Unauthenticated, "the caller has no PeerId"))?;
-            match self
-                .oracle
-                .is_staked(self.subnet_id, &peer, self.min_class)
-                .await
-            {
+            match self.gate.check(&peer).await {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(Refusal::new(
                     Code::PermissionDenied,
                     format!(
                         "peer {peer} is not staked in subnet {} with class {} or above",
-                        self.subnet_id, self.min_class
+                        self.gate.subnet_id, self.gate.min_class
                     ),
                 )),
                 Err(e) => Err(Refusal::new(
@@ -344,23 +341,18 @@ impl Default for RateLimits {
             burst: 20.0,
             per_minute: 100,
             per_hour: 1_000,
-            blocks: vec![
-                Duration::from_secs(300),
-                Duration::from_secs(3_600),
-                Duration::from_secs(86_400),
-            ],
+            blocks: mesh_core::rate::escalating_blocks(),
         }
     }
 }
 
 #[derive(Debug)]
 struct PeerUse {
-    tokens: f64,
+    bucket: TokenBucket,
     last: Instant,
     minute: (Instant, u32),
     hour: (Instant, u32),
-    strikes: usize,
-    blocked_until: Option<Instant>,
+    offences: Offences,
 }
 
 /// Per-peer burst and sustained limits; each violation blocks the peer, for
@@ -382,38 +374,38 @@ impl RateLimitAuthorizer {
     /// Count one call of `peer` at `now`.
     pub fn check(&self, peer: PeerId, now: Instant) -> Result<(), Refusal> {
         let limits = &self.limits;
+        let bucket = RateLimit {
+            per_second: limits.per_second,
+            burst: limits.burst,
+        };
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         if peers.len() > 100_000 {
             // Forget peers that are neither blocked nor recently seen.
             peers.retain(|_, u| {
-                u.blocked_until.is_some_and(|t| t > now)
+                u.offences.blocked_for(now).is_some()
                     || now.duration_since(u.last) < Duration::from_secs(3_600)
             });
         }
         let usage = peers.entry(peer).or_insert_with(|| PeerUse {
-            tokens: limits.burst,
+            bucket: TokenBucket::full(bucket, now),
             last: now,
             minute: (now, 0),
             hour: (now, 0),
-            strikes: 0,
-            blocked_until: None,
+            offences: Offences::default(),
         });
-        if let Some(until) = usage.blocked_until {
-            if now < until {
-                return Err(Refusal::new(
-                    Code::ResourceExhausted,
-                    format!(
-                        "peer {peer} is blocked for {} s more after {} violation(s)",
-                        until.duration_since(now).as_secs().max(1),
-                        usage.strikes
-                    ),
-                ));
-            }
-            usage.blocked_until = None;
-            usage.tokens = limits.burst;
+        if let Some(left) = usage.offences.blocked_for(now) {
+            return Err(Refusal::new(
+                Code::ResourceExhausted,
+                format!(
+                    "peer {peer} is blocked for {} s more after {} violation(s)",
+                    left.as_secs().max(1),
+                    usage.offences.strikes()
+                ),
+            ));
         }
-        let elapsed = now.duration_since(usage.last).as_secs_f64();
-        usage.tokens = (usage.tokens + elapsed * limits.per_second).min(limits.burst);
+        if usage.offences.lift_expired(now) {
+            usage.bucket = TokenBucket::full(bucket, now);
+        }
         usage.last = now;
         if now.duration_since(usage.minute.0) >= Duration::from_secs(60) {
             usage.minute = (now, 0);
@@ -421,7 +413,10 @@ impl RateLimitAuthorizer {
         if now.duration_since(usage.hour.0) >= Duration::from_secs(3_600) {
             usage.hour = (now, 0);
         }
-        let violation = if usage.tokens < 1.0 {
+        // A violation blocks the peer and refills its bucket when the block
+        // ends, so a token taken by a call refused for its minute or hour
+        // count is never missed.
+        let violation = if !usage.bucket.try_take(bucket, now) {
             Some(format!(
                 "more than {} calls at once or {}/s",
                 limits.burst, limits.per_second
@@ -434,24 +429,16 @@ impl RateLimitAuthorizer {
             None
         };
         if let Some(what) = violation {
-            usage.strikes += 1;
-            let block = limits
-                .blocks
-                .get(usage.strikes - 1)
-                .or(limits.blocks.last())
-                .copied()
-                .unwrap_or(Duration::ZERO);
-            usage.blocked_until = Some(now + block);
+            let block = usage.offences.strike(&limits.blocks, now);
             return Err(Refusal::new(
                 Code::ResourceExhausted,
                 format!(
                     "peer {peer} made {what}: blocked for {} s (violation {})",
                     block.as_secs(),
-                    usage.strikes
+                    usage.offences.strikes()
                 ),
             ));
         }
-        usage.tokens -= 1.0;
         usage.minute.1 += 1;
         usage.hour.1 += 1;
         Ok(())

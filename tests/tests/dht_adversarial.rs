@@ -300,3 +300,96 @@ async fn records_sent_through_kad_put_value_obey_the_same_rules() {
     assert_eq!(node.stats().await.unwrap().stored_entries, 1);
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_keeps_sending_forgeries_is_blocked_and_others_are_served() {
+    let mut c = config(Net::Tcp, vec![]);
+    c.bans = Some(mesh_dht::BanPolicy {
+        refusals_per_minute: 5,
+        blocks: vec![Duration::from_secs(2), Duration::from_secs(60)],
+    });
+    let node = Dht::start(c).await.unwrap();
+    let addr = addr_of(&node, Net::Tcp).await;
+    let mut raw = RawPeer::new("test");
+    let forgery = |i: u32| {
+        let owner = PeerKey::generate(KeyType::Ed25519).unwrap();
+        let mut r = Record::with_subkey(
+            b"roster".to_vec(),
+            owner_marker(&owner.public()),
+            Vec::new(),
+            in_secs(60),
+        );
+        r.value = [
+            format!("evil-{i}").as_bytes(),
+            b"[signature:",
+            &[b'A'; 88],
+            b"]",
+        ]
+        .concat();
+        r
+    };
+    let blocked = |r: &pb::Response| matches!(r.kind, Some(pb::response::Kind::Error(ref e)) if e.code == pb::error_response::Code::RateLimited as i32 && e.message.contains("blocked"));
+
+    // Five forgeries a minute are refused one by one, with the reason.
+    for i in 0..5 {
+        let res = store_result(
+            raw.request(node.peer_id(), addr.clone(), store_req(forgery(i)))
+                .await,
+        );
+        assert!(!res.accepted);
+        assert_eq!(res.refusal, pb::Refusal::Invalid as i32, "{}", res.reason);
+    }
+    let r = raw
+        .request(node.peer_id(), addr.clone(), find_req(b"roster"))
+        .await;
+    assert!(
+        matches!(r.kind, Some(pb::response::Kind::Find(_))),
+        "still served: {r:?}"
+    );
+    // The sixth blocks the peer: even its reads are refused, with how long.
+    let res = store_result(
+        raw.request(node.peer_id(), addr.clone(), store_req(forgery(5)))
+            .await,
+    );
+    assert!(!res.accepted);
+    let r = raw
+        .request(node.peer_id(), addr.clone(), find_req(b"roster"))
+        .await;
+    assert!(blocked(&r), "{r:?}");
+
+    // Everyone else is served meanwhile, and nothing forged was stored.
+    let other = Dht::start(config(Net::Tcp, vec![addr.clone()]))
+        .await
+        .unwrap();
+    let report = other
+        .store(b"honest".to_vec(), None, b"v".to_vec(), in_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(report.accepted, 2, "{report:?}");
+    assert!(node.get(b"roster".to_vec(), false).await.unwrap().is_none());
+
+    // The block ends (2 s here); the next one is longer (60 s).
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let r = raw
+        .request(node.peer_id(), addr.clone(), find_req(b"roster"))
+        .await;
+    assert!(
+        matches!(r.kind, Some(pb::response::Kind::Find(_))),
+        "served again: {r:?}"
+    );
+    for i in 10..16 {
+        raw.request(node.peer_id(), addr.clone(), store_req(forgery(i)))
+            .await;
+    }
+    let r = raw
+        .request(node.peer_id(), addr.clone(), find_req(b"roster"))
+        .await;
+    match &r.kind {
+        Some(pb::response::Kind::Error(e)) => {
+            assert!(e.message.contains("after 2 violation"), "{}", e.message)
+        }
+        other => panic!("blocked again: {other:?}"),
+    }
+    other.shutdown().await;
+    node.shutdown().await;
+}

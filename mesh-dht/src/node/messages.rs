@@ -40,6 +40,9 @@ impl EventLoop {
     /// oracle is asked), then the topic's validators.
     pub(super) fn check_message(&mut self, m: Inbound) {
         let gs = &mut self.swarm.behaviour_mut().pubsub;
+        if self.bans.blocked_for(&m.forwarder).is_some() {
+            return self.pubsub.ignore(gs, m, "blocked");
+        }
         let author = m.message.source;
         for peer in std::iter::once(m.forwarder).chain(author) {
             if peer == self.local {
@@ -47,7 +50,11 @@ impl EventLoop {
             }
             match self.admission.decide(peer) {
                 Decision::Admit => {}
-                Decision::Refuse => return self.pubsub.refuse_unstaked(gs, m),
+                Decision::Refuse => {
+                    let forwarder = m.forwarder;
+                    self.pubsub.refuse_unstaked(gs, m);
+                    return self.misbehaved(forwarder);
+                }
                 Decision::Unknown => {
                     if let Err(Parked::Message(m)) = self.admission.park(peer, Parked::Message(m)) {
                         self.pubsub.ignore(gs, m, "admission_busy");
@@ -56,6 +63,9 @@ impl EventLoop {
                 }
             }
         }
-        self.pubsub.validate_and_deliver(gs, m);
+        let forwarder = m.forwarder;
+        if self.pubsub.validate_and_deliver(gs, m) == Verdict::Reject {
+            self.misbehaved(forwarder);
+        }
     }
 }

@@ -44,14 +44,14 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::admission::{Admission, Answer, Decision};
+use crate::admission::{Admission, Answer, Bans, Decision};
 use crate::codec::RecordCodec;
 use crate::config::DhtConfig;
 use crate::kad_store::KadStore;
 use crate::lookup::{PeerSet, PeerState};
 use crate::metrics::NodeMetrics;
 use crate::persist::Persist;
-use crate::pubsub::{self, Inbound, Pubsub, PubsubCommand, PubsubState};
+use crate::pubsub::{self, Inbound, Pubsub, PubsubCommand, PubsubState, Verdict};
 use crate::DhtError;
 
 #[derive(NetworkBehaviour)]
@@ -374,6 +374,7 @@ struct EventLoop {
     metrics: NodeMetrics,
     startup: Option<Startup>,
     admission: Admission<Parked>,
+    bans: Bans,
     /// Addresses of peers waiting for the oracle before entering the table.
     awaiting: HashMap<PeerId, Vec<Multiaddr>>,
 }
@@ -537,12 +538,16 @@ impl EventLoop {
                         for r in value.into_records(record.key.to_vec()) {
                             if let Err(e) = self.accept(&r, source) {
                                 tracing::debug!(%source, "kad PUT_VALUE refused: {e}");
+                                if matches!(e, Refusal::Invalid(_)) {
+                                    self.misbehaved(source);
+                                }
                             }
                         }
                     }
                     None => {
                         NodeMetrics::count(&self.metrics.refused_requests, "reason", "malformed");
                         tracing::debug!(%source, "kad PUT_VALUE with a malformed value refused");
+                        self.misbehaved(source);
                     }
                 }
             }
@@ -692,6 +697,7 @@ impl EventLoop {
             self.buckets.retain(|_, b| !b.is_full(limit, now));
         }
         self.pubsub.refresh();
+        self.bans.forget_idle();
         if self.admission.enabled() {
             // Peers lose stake: ask again about everyone in the table (the
             // oracle's cache keeps this cheap) and forget peers we no longer see.

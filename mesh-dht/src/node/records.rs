@@ -104,6 +104,17 @@ impl EventLoop {
         request: pb::Request,
         channel: ResponseChannel<pb::Response>,
     ) {
+        if let Some((left, strikes)) = self.bans.blocked_for(&peer) {
+            NodeMetrics::count(&self.metrics.refused_requests, "reason", "blocked");
+            let kind = Self::error_response(
+                pb::error_response::Code::RateLimited,
+                format!(
+                    "blocked for {} s more after {strikes} violation(s): too much refused input",
+                    left.as_secs().max(1)
+                ),
+            );
+            return self.respond(channel, kind);
+        }
         if self.rate_limited(peer) {
             NodeMetrics::count(&self.metrics.refused_requests, "reason", "rate_limited");
             let kind = Self::error_response(
@@ -133,6 +144,7 @@ impl EventLoop {
             }
             None => {
                 NodeMetrics::count(&self.metrics.refused_requests, "reason", "malformed");
+                self.misbehaved(peer);
                 Self::error_response(pb::error_response::Code::Malformed, "empty request")
             }
         };
@@ -145,6 +157,7 @@ impl EventLoop {
         s: pb::StoreRequest,
     ) -> pb::response::Kind {
         if s.records.is_empty() || s.records.len() > MAX_RECORDS_PER_REQUEST {
+            self.misbehaved(peer);
             return Self::error_response(
                 pb::error_response::Code::Malformed,
                 format!("a store carries 1 to {MAX_RECORDS_PER_REQUEST} records"),
@@ -159,11 +172,16 @@ impl EventLoop {
                     accepted: true,
                     ..Default::default()
                 },
-                Err(e) => pb::StoreResult {
-                    accepted: false,
-                    refusal: refusal_code(&e).0 as i32,
-                    reason: e.to_string(),
-                },
+                Err(e) => {
+                    if matches!(e, Refusal::Invalid(_)) {
+                        self.misbehaved(peer);
+                    }
+                    pb::StoreResult {
+                        accepted: false,
+                        refusal: refusal_code(&e).0 as i32,
+                        reason: e.to_string(),
+                    }
+                }
             })
             .collect();
         pb::response::Kind::Store(pb::StoreResponse {
@@ -173,6 +191,14 @@ impl EventLoop {
     }
 
     // ---- admission ------------------------------------------------------------
+
+    /// `peer` sent input that was refused as invalid (not merely stale):
+    /// past the ban policy's limit it is blocked.
+    pub(super) fn misbehaved(&mut self, peer: PeerId) {
+        if self.bans.refused(peer).is_some() {
+            self.metrics.peers_blocked.inc();
+        }
+    }
 
     /// A store request: admitted peers store, others are refused with the
     /// reason, unknown ones wait for the oracle.

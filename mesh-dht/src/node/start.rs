@@ -219,6 +219,7 @@ impl Dht {
                 config.refresh_period,
                 cancel.child_token(),
             ),
+            bans: Bans::new(config.bans.clone()),
             awaiting: HashMap::new(),
             startup: Some(Startup {
                 listeners,
