@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use futures::stream::{self, StreamExt};
-use mesh_core::stake::StakeFuture;
 use mesh_core::{
     CachedStakeOracle, Expiration, KeyType, NodeClass, PeerId, PeerKey, StakeOracle, StoredValue,
     SubnetId,
 };
+use mesh_dht::test_utils::FixedOracle;
 use mesh_dht::{Dht, DhtConfig, Multiaddr};
 use mesh_server::echo::proto::echo_client::EchoClient;
 use mesh_server::echo::proto::echo_server::EchoServer;
@@ -402,23 +402,6 @@ async fn bench_dht(args: DhtArgs) -> Result<()> {
 const RPC_SUBNET: &str = "bench-rpc";
 const RPC_SUBNET_ID: SubnetId = 1;
 
-/// Says "staked" for the bench's own peers, like a chain would for
-/// registered nodes; asked through a [`CachedStakeOracle`].
-struct BenchOracle {
-    staked: HashSet<PeerId>,
-}
-
-impl StakeOracle for BenchOracle {
-    fn is_staked<'a>(
-        &'a self,
-        _subnet_id: SubnetId,
-        peer_id: &'a PeerId,
-        _min_class: NodeClass,
-    ) -> StakeFuture<'a> {
-        Box::pin(async move { Ok(self.staked.contains(peer_id)) })
-    }
-}
-
 async fn rpc_node(key: PeerKey, initial: Vec<Multiaddr>, client_mode: bool) -> Result<Dht> {
     let mut c = DhtConfig::new(key);
     c.subnet_id = RPC_SUBNET.into();
@@ -465,8 +448,10 @@ async fn bench_rpc(args: RpcArgs) -> Result<()> {
         .map(PeerKey::peer_id)
         .chain(client_keys.iter().map(|k| k.peer_id()))
         .collect();
+    // Staked: the bench's own peers, as a chain would say for registered
+    // nodes; asked through the same cache a real node uses.
     let oracle: Arc<dyn StakeOracle> = Arc::new(CachedStakeOracle::new(
-        BenchOracle { staked },
+        FixedOracle::new(staked),
         mesh_core::stake::DEFAULT_STAKE_TTL,
     ));
 
@@ -549,24 +534,35 @@ async fn bench_rpc(args: RpcArgs) -> Result<()> {
             .context("warm-up call failed")?;
     }
 
-    let t0 = Instant::now();
-    let results: Vec<(f64, bool)> = stream::iter(0..args.calls)
-        .map(|i| {
-            let mut echo = echoes[i % echoes.len()].clone();
-            let text = text.clone();
-            async move {
-                let t = Instant::now();
-                let ok = echo.say(text).await.is_ok();
-                (t.elapsed().as_secs_f64() * 1e3, ok)
-            }
-        })
-        .buffer_unordered(args.concurrency)
-        .collect()
-        .await;
-    let elapsed = t0.elapsed().as_secs_f64();
-    let mut ms: Vec<f64> = results.iter().map(|r| r.0).collect();
-    ms.sort_by(f64::total_cmp);
-    let errors = results.iter().filter(|r| !r.1).count();
+    let libp2p = run_calls(&echoes, args.calls, args.concurrency, &text).await;
+
+    // The baseline: the same service through tonic on plain loopback TCP
+    // sockets (no libp2p, no Noise, no Yamux, no authorizers), same calls.
+    let mut tcp_echoes = Vec::new();
+    for _ in 0..args.peers {
+        let incoming = tonic::transport::server::TcpIncoming::bind(([127, 0, 0, 1], 0).into())?
+            .with_nodelay(Some(true));
+        let addr = incoming.local_addr()?;
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(EchoServer::new(EchoService::default()))
+                .serve_with_incoming(incoming),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+            .tcp_nodelay(true)
+            .connect()
+            .await?;
+        tcp_echoes.push(Echo::Plain(EchoClient::new(channel)));
+    }
+    let tcp_echoes: Vec<Echo> = (0..args.clients).flat_map(|_| tcp_echoes.clone()).collect();
+    for echo in &mut tcp_echoes.clone() {
+        echo.say(text.clone())
+            .await
+            .context("baseline warm-up call failed")?;
+    }
+    let tcp = run_calls(&tcp_echoes, args.calls, args.concurrency, &text).await;
+    let (elapsed, ms, errors) = libp2p;
+    let (tcp_elapsed, tcp_ms, _) = tcp;
     let rss_mb = rss_kb("VmRSS:") as f64 / 1024.0;
     let out = serde_json::json!({
         "system": "mesh",
@@ -581,6 +577,10 @@ async fn bench_rpc(args: RpcArgs) -> Result<()> {
         "p99_ms": round(percentile(&ms, 0.99), 3),
         "errors": errors,
         "rss_mb": round(rss_mb, 1),
+        "tcp_calls_per_s": round(args.calls as f64 / tcp_elapsed, 1),
+        "tcp_p50_ms": round(percentile(&tcp_ms, 0.50), 3),
+        "tcp_p99_ms": round(percentile(&tcp_ms, 0.99), 3),
+        "p50_vs_tcp": round(percentile(&ms, 0.50) / percentile(&tcp_ms, 0.50), 2),
     });
     for d in clients
         .into_iter()
@@ -590,6 +590,35 @@ async fn bench_rpc(args: RpcArgs) -> Result<()> {
     }
     print_report(&out, args.json);
     Ok(())
+}
+
+/// Makes `calls` calls round-robin over `echoes`, `concurrency` at a time:
+/// the elapsed seconds, each call's milliseconds (sorted), the failures.
+async fn run_calls(
+    echoes: &[Echo],
+    calls: usize,
+    concurrency: usize,
+    text: &str,
+) -> (f64, Vec<f64>, usize) {
+    let t0 = Instant::now();
+    let results: Vec<(f64, bool)> = stream::iter(0..calls)
+        .map(|i| {
+            let mut echo = echoes[i % echoes.len()].clone();
+            let text = text.to_string();
+            async move {
+                let t = Instant::now();
+                let ok = echo.say(text).await.is_ok();
+                (t.elapsed().as_secs_f64() * 1e3, ok)
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let mut ms: Vec<f64> = results.iter().map(|r| r.0).collect();
+    ms.sort_by(f64::total_cmp);
+    let errors = results.iter().filter(|r| !r.1).count();
+    (elapsed, ms, errors)
 }
 
 #[derive(clap::Args, Debug)]

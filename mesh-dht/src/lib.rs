@@ -76,6 +76,8 @@ mod metrics;
 mod node;
 mod persist;
 pub mod pubsub;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_utils;
 
 pub use admission::BanPolicy;
 pub use config::DhtConfig;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use mesh_chain::devnode::{register_dev_node, DevNode};
 use mesh_chain::{chain_stake_oracle, ChainClient, SignerSource};
 use mesh_core::{KeyType, NodeClass, PeerKey};
-use mesh_dht::{Dht, DhtConfig};
+use mesh_dht::Dht;
 use mesh_server::echo::proto::echo_client::EchoClient;
 use mesh_server::echo::proto::echo_server::EchoServer;
 use mesh_server::echo::proto::SayRequest;
@@ -19,12 +19,7 @@ use mesh_server::{
 use tonic::Code;
 
 async fn node(key: PeerKey, initial_peers: Vec<mesh_dht::Multiaddr>, client_mode: bool) -> Dht {
-    let mut config = DhtConfig::new(key);
-    config.subnet_id = "auth-test".into();
-    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-    config.initial_peers = initial_peers;
-    config.client_mode = client_mode;
-    Dht::start(config).await.expect("node starts")
+    mesh_dht::test_utils::node("auth-test", key, initial_peers, client_mode).await
 }
 
 fn say(text: &str) -> SayRequest {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use mesh_core::{KeyType, PeerKey};
-use mesh_dht::{Dht, DhtConfig};
+use mesh_dht::Dht;
 use mesh_server::heartbeat::{alive_peers, publish, spawn_heartbeats};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -16,11 +16,7 @@ struct ServerInfo {
 }
 
 async fn node(key: PeerKey, initial_peers: Vec<mesh_dht::Multiaddr>) -> Dht {
-    let mut config = DhtConfig::new(key);
-    config.subnet_id = "hb-test".into();
-    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-    config.initial_peers = initial_peers;
-    Dht::start(config).await.expect("node starts")
+    mesh_dht::test_utils::node("hb-test", key, initial_peers, false).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use mesh_core::{KeyType, PeerKey};
-use mesh_dht::{Dht, DhtConfig, PeerId};
+use mesh_dht::{Dht, PeerId};
 use mesh_server::echo::proto::echo_client::EchoClient;
 use mesh_server::echo::proto::echo_server::EchoServer;
 use mesh_server::echo::proto::{CountRequest, SayRequest};
@@ -15,12 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
 async fn node(initial_peers: Vec<mesh_dht::Multiaddr>, client_mode: bool) -> Dht {
-    let mut config = DhtConfig::new(PeerKey::generate(KeyType::Ed25519).unwrap());
-    config.subnet_id = "rpc-test".into();
-    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-    config.initial_peers = initial_peers;
-    config.client_mode = client_mode;
-    Dht::start(config).await.expect("node starts")
+    let key = PeerKey::generate(KeyType::Ed25519).unwrap();
+    mesh_dht::test_utils::node("rpc-test", key, initial_peers, client_mode).await
 }
 
 /// A server node serving the echo service, and a client node joined to it.

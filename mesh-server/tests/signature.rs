@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use mesh_core::{KeyType, PeerKey};
-use mesh_dht::{Dht, DhtConfig, Multiaddr, PeerId};
+use mesh_dht::{Dht, Multiaddr, PeerId};
 use mesh_server::auth::AuthMetrics;
 use mesh_server::echo::proto::echo_client::EchoClient;
 use mesh_server::echo::proto::echo_server::EchoServer;
@@ -28,12 +28,7 @@ use tower::{Service, ServiceExt};
 const SUBNET: &str = "signature-test";
 
 async fn node(key: PeerKey, initial_peers: Vec<Multiaddr>, client_mode: bool) -> Dht {
-    let mut config = DhtConfig::new(key);
-    config.subnet_id = SUBNET.into();
-    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-    config.initial_peers = initial_peers;
-    config.client_mode = client_mode;
-    Dht::start(config).await.expect("node starts")
+    mesh_dht::test_utils::node(SUBNET, key, initial_peers, client_mode).await
 }
 
 #[derive(Clone, Copy, PartialEq)]

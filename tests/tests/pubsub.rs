@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{addr_of, config, Net};
-use mesh_core::stake::StakeFuture;
-use mesh_core::{NodeClass, PeerId, StakeOracle, SubnetId};
+use mesh_core::PeerId;
+use mesh_dht::test_utils::FixedOracle;
 use mesh_dht::{Dht, DhtConfig, PubsubMessage, StakeGate, Subscription, Topic, Verdict};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -241,15 +241,6 @@ async fn a_message_the_validator_rejects_goes_no_further_than_the_first_hop() {
     }
 }
 
-/// Staked exactly the peers it holds.
-struct FixedOracle(HashSet<PeerId>);
-
-impl StakeOracle for FixedOracle {
-    fn is_staked<'a>(&'a self, _: SubnetId, peer: &'a PeerId, _: NodeClass) -> StakeFuture<'a> {
-        Box::pin(async move { Ok(self.0.contains(peer)) })
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unstaked_publisher_reaches_nobody() {
     // The staked nodes' keys must be known to the oracle before they start.
@@ -257,11 +248,7 @@ async fn an_unstaked_publisher_reaches_nobody() {
         .map(|_| mesh_core::PeerKey::generate(mesh_core::KeyType::Ed25519).unwrap())
         .collect();
     let staked: HashSet<PeerId> = keys.iter().map(|k| k.peer_id()).collect();
-    let gate = StakeGate::new(
-        Arc::new(FixedOracle(staked.clone())),
-        1,
-        NodeClass::Registered,
-    );
+    let gate = FixedOracle::new(staked).gate();
     let mut nodes: Vec<Dht> = Vec::new();
     for key in keys {
         let initial = match nodes.first() {
