@@ -372,12 +372,19 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(250)).await;
         assert_eq!(a.decide(staked), Decision::Admit);
         let answer = a.answer().await;
-        assert!(answer.staked.is_err());
-        assert!(a.record(&answer).0, "kept within the grace period");
+        assert!(
+            matches!(answer.staked, Ok(true)),
+            "the gate keeps the last answer within the grace period"
+        );
+        assert!(a.record(&answer).0);
         // Past the grace period the failure closes the gate.
         tokio::time::sleep(Duration::from_millis(450)).await;
         assert_eq!(a.decide(staked), Decision::Admit);
         let answer = a.answer().await;
+        assert!(
+            answer.staked.is_err(),
+            "past the grace period the failure shows"
+        );
         assert!(!a.record(&answer).0, "fails closed after the grace period");
         assert_eq!(a.decide(staked), Decision::Refuse);
     }
