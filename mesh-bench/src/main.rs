@@ -635,6 +635,11 @@ struct PubsubArgs {
     /// Bytes of each message (at least 16: publisher, sequence, send time).
     #[arg(long = "message-bytes", default_value_t = 128)]
     message_bytes: usize,
+    /// Messages published per second, all publishers together (0: as fast
+    /// as the publishers can, which measures the network saturated: queues
+    /// fill and gossipsub drops what waits too long).
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
     /// Transport between the nodes.
     #[arg(long, value_enum, default_value_t = Transport::Tcp)]
     transport: Transport,
@@ -665,6 +670,9 @@ async fn bench_pubsub(args: PubsubArgs) -> Result<()> {
     }
     if args.messages == 0 {
         bail!("--messages must be positive");
+    }
+    if !(args.rate.is_finite() && args.rate >= 0.0) {
+        bail!("--rate must be a number of messages per second, 0 for as fast as possible");
     }
     if args.message_bytes < 16 {
         bail!("--message-bytes must be at least 16 (publisher, sequence, send time)");
@@ -742,6 +750,10 @@ async fn bench_pubsub(args: PubsubArgs) -> Result<()> {
     let publish_start = Instant::now();
     let mut publish_errors = 0u64;
     for i in 0..args.messages {
+        if args.rate > 0.0 {
+            let due = publish_start + Duration::from_secs_f64(i as f64 / args.rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
         let p = i % args.publishers;
         let seq = (i / args.publishers) as u32;
         let mut data = vec![0u8; args.message_bytes];
@@ -814,6 +826,7 @@ async fn bench_pubsub(args: PubsubArgs) -> Result<()> {
         "publishers": args.publishers,
         "messages": args.messages,
         "message_bytes": args.message_bytes,
+        "offered_per_s": args.rate,
         "transport": format!("{:?}", args.transport).to_lowercase(),
         "publish_errors": publish_errors,
         "delivered": delivered,

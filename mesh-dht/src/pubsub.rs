@@ -326,6 +326,10 @@ pub(crate) fn behaviour(
         // Signature, topic and framing on top of the application's bytes.
         .max_transmit_size(config.max_message_bytes + 4096)
         .heartbeat_interval(config.heartbeat_interval)
+        // To the mesh only, not to every connected subscriber: each message
+        // reaches a node about mesh_n times instead of once per connection,
+        // and every copy costs a signature check before it is deduplicated.
+        .flood_publish(false)
         .protocol_id_prefix(format!("/mesh/{subnet_id}/meshsub"))
         .build()
         .map_err(|e| e.to_string())?;
