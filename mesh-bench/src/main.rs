@@ -190,6 +190,10 @@ struct DhtArgs {
     /// connection end (~50 KB) is paid N times over in one address space.
     #[arg(long = "idle-timeout", default_value_t = 5.0)]
     idle_timeout: f64,
+    /// Run gossipsub on every node too, as subnet nodes do (off: the DHT
+    /// alone, as the Python DHT it is compared with).
+    #[arg(long)]
+    pubsub: bool,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     json: bool,
@@ -241,6 +245,7 @@ async fn start_node(args: &DhtArgs, initial: Vec<Multiaddr>) -> Result<(Dht, Mul
     c.rate_limit = None;
     c.max_connections = 4096;
     c.idle_connection_timeout = Duration::from_secs_f64(args.idle_timeout);
+    c.pubsub.enabled = args.pubsub;
     start_with_addr(c).await
 }
 
@@ -375,6 +380,7 @@ async fn bench_dht(args: DhtArgs) -> Result<()> {
         "keys": args.keys,
         "value_bytes": args.value_bytes,
         "concurrency": args.concurrency,
+        "pubsub": args.pubsub,
         "transport": format!("{:?}", args.transport).to_lowercase(),
         "idle_timeout_s": args.idle_timeout,
         "replicas": args.replicas,
@@ -543,9 +549,21 @@ async fn bench_rpc(args: RpcArgs) -> Result<()> {
         let incoming = tonic::transport::server::TcpIncoming::bind(([127, 0, 0, 1], 0).into())?
             .with_nodelay(Some(true));
         let addr = incoming.local_addr()?;
+        // Plain TCP authenticates nobody: name a caller, as the libp2p
+        // connection does, so the echo service answers the same way.
+        let caller = mesh_server::Caller {
+            peer_id: client_keys[0].peer_id(),
+        };
+        let echo = EchoServer::with_interceptor(
+            EchoService::default(),
+            move |mut request: tonic::Request<()>| {
+                request.extensions_mut().insert(caller);
+                Ok(request)
+            },
+        );
         tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(EchoServer::new(EchoService::default()))
+                .add_service(echo)
                 .serve_with_incoming(incoming),
         );
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?

@@ -43,6 +43,10 @@ use crate::Dht;
 /// Limits of a node's pubsub.
 #[derive(Debug, Clone)]
 pub struct PubsubConfig {
+    /// Run gossipsub at all. A node without it cannot publish, subscribe or
+    /// relay messages for others; turn it off only for nodes that serve the
+    /// DHT alone.
+    pub enabled: bool,
     /// Largest message accepted or published (bytes of application data).
     pub max_message_bytes: usize,
     /// Per-peer limit on messages a peer forwards to us (`None`: unlimited).
@@ -57,6 +61,7 @@ pub struct PubsubConfig {
 impl Default for PubsubConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             max_message_bytes: 256 * 1024,
             rate_limit: Some(RateLimit {
                 per_second: 1000.0,
@@ -178,6 +183,9 @@ pub enum PubsubError {
     /// gossipsub refused for another reason.
     #[error("pubsub: {0}")]
     Other(String),
+    /// The node runs without pubsub ([`PubsubConfig::enabled`]).
+    #[error("pubsub is turned off on this node")]
+    Disabled,
     /// The node has shut down.
     #[error("the node has stopped")]
     Stopped,
@@ -306,6 +314,26 @@ pub(crate) enum PubsubCommand {
         peer: PeerId,
         reply: oneshot::Sender<Option<f64>>,
     },
+}
+
+impl PubsubCommand {
+    /// Answers the command on a node without pubsub.
+    pub(crate) fn refuse_disabled(self) {
+        match self {
+            PubsubCommand::Subscribe { reply, .. } => {
+                let _ = reply.send(Err(PubsubError::Disabled));
+            }
+            PubsubCommand::Publish { reply, .. } => {
+                let _ = reply.send(Err(PubsubError::Disabled));
+            }
+            PubsubCommand::Peers { reply, .. } => {
+                let _ = reply.send(Vec::new());
+            }
+            PubsubCommand::Score { reply, .. } => {
+                let _ = reply.send(None);
+            }
+        }
+    }
 }
 
 /// Builds the gossipsub behaviour: signed strict mode, content-hash ids,

@@ -432,6 +432,19 @@ async fn bad_publishes_get_clear_errors() {
         nodes[0].pubsub().publish(&topic, b"once".to_vec()).await,
         Err(mesh_dht::PubsubError::Duplicate)
     ));
+    // A node that runs without pubsub says so.
+    let mut c = fast(config(Net::Tcp, vec![addr_of(&nodes[0], Net::Tcp).await]));
+    c.pubsub.enabled = false;
+    let plain = Dht::start(c).await.unwrap();
+    assert!(matches!(
+        plain.pubsub().subscribe(&topic).await,
+        Err(mesh_dht::PubsubError::Disabled)
+    ));
+    assert!(matches!(
+        plain.pubsub().publish(&topic, b"x".to_vec()).await,
+        Err(mesh_dht::PubsubError::Disabled)
+    ));
+    plain.shutdown().await;
     for n in nodes {
         n.shutdown().await;
     }

@@ -16,10 +16,10 @@ impl EventLoop {
                     id: message_id,
                     message,
                 };
-                if self
-                    .pubsub
-                    .within_rate(&mut self.swarm.behaviour_mut().pubsub, &m)
-                {
+                let Some(gs) = self.swarm.behaviour_mut().pubsub.as_mut() else {
+                    return;
+                };
+                if self.pubsub.within_rate(gs, &m) {
                     self.check_message(m);
                 }
             }
@@ -39,7 +39,9 @@ impl EventLoop {
     /// Stake of the forwarder and the author (parking the message while the
     /// oracle is asked), then the topic's validators.
     pub(super) fn check_message(&mut self, m: Inbound) {
-        let gs = &mut self.swarm.behaviour_mut().pubsub;
+        let Some(gs) = self.swarm.behaviour_mut().pubsub.as_mut() else {
+            return;
+        };
         if self.bans.blocked_for(&m.forwarder).is_some() {
             return self.pubsub.ignore(gs, m, "blocked");
         }

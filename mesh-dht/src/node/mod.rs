@@ -27,6 +27,7 @@ use libp2p::kad::store::RecordStore;
 use libp2p::kad::{self, KBucketKey, RecordKey};
 use libp2p::metrics::Recorder;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
     connection_limits, gossipsub, identify, noise, ping, tcp, yamux, Multiaddr, PeerId,
@@ -61,8 +62,8 @@ struct Behaviour {
     records: request_response::Behaviour<RecordCodec>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
-    /// Pubsub for the subnet's applications.
-    pubsub: gossipsub::Behaviour,
+    /// Pubsub for the subnet's applications (absent when turned off).
+    pubsub: Toggle<gossipsub::Behaviour>,
     /// Raw streams for protocols built on top (the RPC of `mesh-server`).
     streams: libp2p_stream::Behaviour,
 }
@@ -393,7 +394,9 @@ impl EventLoop {
                 },
                 answer = self.admission.answer() => self.on_answer(answer),
                 (topic, id) = self.pubsub.next_closed() => {
-                    self.pubsub.on_closed(&mut self.swarm.behaviour_mut().pubsub, topic, id);
+                    if let Some(gs) = self.swarm.behaviour_mut().pubsub.as_mut() {
+                        self.pubsub.on_closed(gs, topic, id);
+                    }
                 }
                 _ = refresh.tick() => self.refresh(),
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
@@ -639,9 +642,10 @@ impl EventLoop {
             Command::RoutingTable(reply) => {
                 let _ = reply.send(self.routing_table());
             }
-            Command::Pubsub(cmd) => self
-                .pubsub
-                .on_command(&mut self.swarm.behaviour_mut().pubsub, cmd),
+            Command::Pubsub(cmd) => match self.swarm.behaviour_mut().pubsub.as_mut() {
+                Some(gs) => self.pubsub.on_command(gs, cmd),
+                None => cmd.refuse_disabled(),
+            },
             Command::ListenAddrs(reply) => {
                 let mut addrs: Vec<Multiaddr> = self
                     .swarm

@@ -112,13 +112,19 @@ impl Dht {
                 .with_max_pending_incoming(Some(256)),
         );
         let mut registry = Registry::default();
-        let pubsub = pubsub::behaviour(
-            config.key.keypair(),
-            &config.pubsub,
-            &config.subnet_id,
-            &mut registry,
-        )
-        .map_err(DhtError::Transport)?;
+        let pubsub = if config.pubsub.enabled {
+            Some(
+                pubsub::behaviour(
+                    config.key.keypair(),
+                    &config.pubsub,
+                    &config.subnet_id,
+                    &mut registry,
+                )
+                .map_err(DhtError::Transport)?,
+            )
+        } else {
+            None
+        };
         let streams = libp2p_stream::Behaviour::new();
         let stream_control = streams.new_control();
         let behaviour = Behaviour {
@@ -127,7 +133,7 @@ impl Dht {
             records,
             identify,
             ping: ping::Behaviour::default(),
-            pubsub,
+            pubsub: pubsub.into(),
             streams,
         };
 
