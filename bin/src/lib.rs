@@ -3,6 +3,7 @@
 //! The node binaries, in a thin crate above `subnets/` so the
 //! framework crates never depend on an application:
 //!
+//! - `mesh-dht`: a DHT bootnode, and `store`/`get` from the command line.
 //! - `mesh-server` ([`server`]): one node of a subnet, hosting the
 //!   application named by `--subnet`, with the Python mesh's flags.
 //! - `mesh devnet` ([`devnet`]): a whole local subnet with one command — the
@@ -19,7 +20,9 @@ use anyhow::{bail, Result};
 pub mod devnet;
 pub mod server;
 
-pub use mesh_dht::daemon::{init_logs, stop_signal};
+pub mod daemon;
+
+pub use daemon::{init_logs, stop_signal};
 
 /// A positive number of seconds from a flag.
 pub fn secs(s: f64, what: &str) -> Result<Duration> {

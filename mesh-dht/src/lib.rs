@@ -69,7 +69,6 @@
 mod admission;
 mod codec;
 mod config;
-pub mod daemon;
 mod kad_store;
 mod lookup;
 mod metrics;

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use mesh_cli::{init_logs, stop_signal};
 use mesh_core::{Expiration, KeyType, PeerKey, StoreLimits, StoredValue};
-use mesh_dht::daemon::{init_logs, stop_signal};
 use mesh_dht::{serve_metrics, Dht, DhtConfig, Multiaddr};
 use tokio_util::sync::CancellationToken;
 
