@@ -206,10 +206,21 @@ impl StakeGate {
                 last.insert(*peer, (staked, now));
                 Ok(staked)
             }
-            Err(e) => match last.get(peer) {
-                Some(&(staked, at)) if now.duration_since(at) < self.grace => Ok(staked),
-                _ => Err(e),
-            },
+            Err(e) => {
+                drop(last);
+                self.last_within_grace(peer).ok_or(e)
+            }
+        }
+    }
+
+    /// The peer's last answer if it is younger than the grace period: what
+    /// stands while the oracle fails (or, for a caller that gave up waiting
+    /// on it, while it hangs).
+    pub fn last_within_grace(&self, peer: &PeerId) -> Option<bool> {
+        let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        match last.get(peer) {
+            Some(&(staked, at)) if at.elapsed() < self.grace => Some(staked),
+            _ => None,
         }
     }
 }

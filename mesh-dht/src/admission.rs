@@ -137,7 +137,10 @@ impl<P> Admission<P> {
             let ask = gate.check(&peer);
             let staked = tokio::select! {
                 r = tokio::time::timeout(ORACLE_TIMEOUT, ask) => r.unwrap_or_else(|_| {
-                    Err(StakeError::Unavailable(format!("no answer within {ORACLE_TIMEOUT:?}")))
+                    // A hanging oracle is an outage too: the grace period applies.
+                    gate.last_within_grace(&peer).ok_or_else(|| {
+                        StakeError::Unavailable(format!("no answer within {ORACLE_TIMEOUT:?}"))
+                    })
                 }),
                 _ = cancel.cancelled() => return,
             };

@@ -14,9 +14,12 @@
 //!    staked (an unknown peer's message waits for the oracle's answer);
 //! 3. every validator subscribed to the topic accepts it.
 //!
-//! A message refused for stake or by a validator is *rejected*: it goes no
-//! further and gossipsub's score of the peer that sent it drops (below the
-//! gossip threshold after one such message, graylisted after three).
+//! A message refused by a validator, or sent by an unstaked peer, is
+//! *rejected*: it goes no further and gossipsub's score of the peer that
+//! sent it drops (to the gossip threshold after one such message,
+//! graylisted after three). A staked peer that relays an author this node
+//! refuses is not penalised (nodes may disagree on stake for a while): the
+//! message is dropped.
 //! Messages over the rate limit are *ignored*: dropped without penalty.
 
 use std::collections::HashMap;
@@ -601,7 +604,8 @@ impl PubsubState {
         gs.report_message_validation_result(&m.id, &m.forwarder, MessageAcceptance::Reject);
     }
 
-    /// Drops a message without penalty (the admission queue is full).
+    /// Drops a message without penalty (its forwarder is blocked, the
+    /// admission queue is full, or a staked forwarder relayed an unstaked author).
     pub(crate) fn ignore(&mut self, gs: &mut gossipsub::Behaviour, m: Inbound, outcome: &str) {
         self.count(outcome);
         gs.report_message_validation_result(&m.id, &m.forwarder, MessageAcceptance::Ignore);

@@ -149,12 +149,14 @@ pub struct Runtime {
     auth_metrics: AuthMetrics,
     tasks: Vec<JoinHandle<()>>,
     stop_hook: Option<Box<dyn FnOnce() -> HookFuture<'static, ()> + Send>>,
+    /// Set once `shutdown` has finished.
+    stopped: bool,
 }
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        if self.tasks.is_empty() && self.stop_hook.is_none() {
-            return; // shut down already
+        if self.stopped {
+            return;
         }
         self.ctx.cancel.cancel();
         for task in &self.tasks {
@@ -250,6 +252,7 @@ impl Runtime {
             ctx,
             auth_metrics,
             tasks,
+            stopped: false,
             stop_hook: Some(Box::new(move || {
                 Box::pin(async move { stopping.stop().await })
             })),
@@ -277,6 +280,7 @@ impl Runtime {
             let _ = task.await;
         }
         self.ctx.dht.shutdown().await;
+        self.stopped = true;
         tracing::info!("node runtime stopped");
     }
 }

@@ -52,10 +52,17 @@ impl EventLoop {
             }
             match self.admission.decide(peer) {
                 Decision::Admit => {}
-                Decision::Refuse => {
+                Decision::Refuse if peer == m.forwarder => {
+                    // The sender itself is unstaked: rejected and penalised.
                     let forwarder = m.forwarder;
                     self.pubsub.refuse_unstaked(gs, m);
                     return self.misbehaved(forwarder);
+                }
+                Decision::Refuse => {
+                    // A staked forwarder relayed an author we refuse (nodes
+                    // may disagree on stake for a while): dropped, and the
+                    // forwarder is not penalised.
+                    return self.pubsub.ignore(gs, m, "not_staked");
                 }
                 Decision::Unknown => {
                     if let Err(Parked::Message(m)) = self.admission.park(peer, Parked::Message(m)) {

@@ -528,6 +528,10 @@ impl EventLoop {
                     },
             } => {
                 // A record written through kad's own PUT_VALUE: same rules.
+                if self.bans.blocked_for(&source).is_some() {
+                    NodeMetrics::count(&self.metrics.refused_requests, "reason", "blocked");
+                    return;
+                }
                 if self.admission.decide(source) != Decision::Admit {
                     NodeMetrics::count(&self.metrics.refused_requests, "reason", "not_staked");
                     tracing::debug!(%source, "kad PUT_VALUE from a peer not known staked refused");
