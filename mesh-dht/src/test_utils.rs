@@ -179,6 +179,11 @@ impl Testnet {
         &self.nodes[i]
     }
 
+    /// The nodes, to own them.
+    pub fn into_nodes(self) -> Vec<Dht> {
+        self.nodes
+    }
+
     /// Stops every node.
     pub async fn shutdown(self) {
         for n in self.nodes {

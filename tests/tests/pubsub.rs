@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::{addr_of, config, Net};
 use mesh_core::PeerId;
-use mesh_dht::test_utils::FixedOracle;
-use mesh_dht::{Dht, DhtConfig, PubsubMessage, StakeGate, Subscription, Topic, Verdict};
+use mesh_dht::test_utils::{FixedOracle, Testnet};
+use mesh_dht::{Dht, DhtConfig, PubsubMessage, Subscription, Topic, Verdict};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -22,25 +22,16 @@ fn fast(mut c: DhtConfig) -> DhtConfig {
     c
 }
 
-/// `n` nodes, the first alone, each next one joining through up to three earlier ones.
-async fn network(n: usize, gate: Option<&StakeGate>) -> Vec<Dht> {
-    let mut nodes: Vec<Dht> = Vec::new();
-    for i in 0..n {
-        let mut peers = Vec::new();
-        for j in [0, i / 2, i.saturating_sub(1)] {
-            if j < i {
-                let a = addr_of(&nodes[j], Net::Tcp).await;
-                if !peers.contains(&a) {
-                    peers.push(a);
-                }
-            }
-        }
-        let mut c = fast(config(Net::Tcp, peers));
-        c.stake_gate = gate.cloned();
-        c.refresh_period = Duration::from_secs(1);
-        nodes.push(Dht::start(c).await.expect("node starts"));
-    }
-    nodes
+/// `n` nodes joined to each other, with a fast gossipsub heartbeat.
+async fn network(n: usize) -> Vec<Dht> {
+    Testnet::builder(n)
+        .configure(|_, c| {
+            c.pubsub.heartbeat_interval = Duration::from_millis(200);
+            c.refresh_period = Duration::from_secs(1);
+        })
+        .build()
+        .await
+        .into_nodes()
 }
 
 async fn subscribe_all(nodes: &[Dht], topic: &Topic) -> Vec<Subscription> {
@@ -97,7 +88,7 @@ async fn receive_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_nodes_every_subscriber_gets_each_message_once() {
-    let nodes = network(10, None).await;
+    let nodes = network(10).await;
     let topic = Topic::new("news").unwrap();
     let mut subs = subscribe_all(&nodes, &topic).await;
     wait_for_mesh(&nodes, &topic, 1).await;
@@ -153,7 +144,7 @@ async fn ten_nodes_every_subscriber_gets_each_message_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_the_validator_rejects_goes_no_further_than_the_first_hop() {
-    let mut nodes = network(6, None).await;
+    let mut nodes = network(6).await;
     // The publisher may hold one connection only: its every message reaches
     // the others through `relay`, so "the first hop" is exactly one node.
     let relay = nodes[5].clone();
@@ -324,7 +315,7 @@ async fn an_unstaked_publisher_reaches_nobody() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_subscribers_receive_what_follows_and_leavers_stop() {
-    let nodes = network(6, None).await;
+    let nodes = network(6).await;
     let topic = Topic::new("late").unwrap();
     let mut subs = subscribe_all(&nodes[..5], &topic).await;
     wait_for_mesh(&nodes[..5], &topic, 1).await;
@@ -409,7 +400,7 @@ async fn late_subscribers_receive_what_follows_and_leavers_stop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_publishes_get_clear_errors() {
-    let nodes = network(2, None).await;
+    let nodes = network(2).await;
     let topic = Topic::new("errors").unwrap();
     let big = vec![0u8; mesh_dht::PubsubConfig::default().max_message_bytes + 1];
     assert!(matches!(
