@@ -224,7 +224,7 @@ impl Default for BanPolicy {
 }
 
 struct Conduct {
-    window: Instant,
+    window: std::time::Instant,
     refusals: u32,
     offences: Offences,
 }
@@ -246,7 +246,7 @@ impl Bans {
     /// How long `peer` stays blocked (`None`: it is not).
     pub(crate) fn blocked_for(&self, peer: &PeerId) -> Option<(Duration, usize)> {
         let c = self.peers.get(peer)?;
-        let now = Instant::now().into_std();
+        let now = std::time::Instant::now();
         c.offences
             .blocked_for(now)
             .map(|d| (d, c.offences.strikes()))
@@ -256,7 +256,7 @@ impl Bans {
     /// this one crossed the limit.
     pub(crate) fn refused(&mut self, peer: PeerId) -> Option<Duration> {
         let policy = self.policy.as_ref()?;
-        let now = Instant::now();
+        let now = std::time::Instant::now();
         let c = self.peers.entry(peer).or_insert(Conduct {
             window: now,
             refusals: 0,
@@ -272,23 +272,23 @@ impl Bans {
         }
         c.refusals = 0;
         c.window = now;
-        let block = c.offences.strike(&policy.blocks, now.into_std());
+        let block = c.offences.strike(&policy.blocks, now);
         tracing::warn!(%peer, strikes = c.offences.strikes(), "peer keeps sending refused input: blocked for {block:?}");
         Some(block)
     }
 
     /// Forgets peers with no block and no refusals in the last minute.
     pub(crate) fn forget_idle(&mut self) {
-        let now = Instant::now();
+        let now = std::time::Instant::now();
         self.peers.retain(|_, c| {
-            c.offences.blocked_for(now.into_std()).is_some()
+            c.offences.blocked_for(now).is_some()
                 || now.duration_since(c.window) < Duration::from_secs(60)
                 // Past offenders are remembered so that their next block is longer.
                 || c.offences.strikes() > 0
         });
         if self.peers.len() > 100_000 {
             self.peers
-                .retain(|_, c| c.offences.blocked_for(now.into_std()).is_some());
+                .retain(|_, c| c.offences.blocked_for(now).is_some());
         }
     }
 }

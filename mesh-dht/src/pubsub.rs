@@ -439,7 +439,7 @@ impl PubsubState {
         let messages = Family::default();
         registry.sub_registry_with_prefix("mesh_pubsub").register(
             "messages",
-            "Inbound pubsub messages by outcome (delivered, not_staked, rejected, ignored, rate_limited, queue_full, not_subscribed)",
+            "Inbound pubsub messages by outcome (delivered, not_staked, rejected, ignored, rate_limited, blocked, admission_busy, queue_full, not_subscribed)",
             messages.clone(),
         );
         Self {
@@ -455,9 +455,13 @@ impl PubsubState {
     }
 
     pub(crate) fn count(&self, outcome: &str) {
+        self.count_n(outcome, 1);
+    }
+
+    fn count_n(&self, outcome: &str, n: u64) {
         self.messages
             .get_or_create(&vec![("outcome", outcome.to_string())])
-            .inc();
+            .inc_by(n);
     }
 
     /// The next subscription whose stream was dropped (pending forever when none).
@@ -672,8 +676,8 @@ impl PubsubState {
             }
         }
         self.count("delivered");
-        for _ in 0..full {
-            self.count("queue_full");
+        if full > 0 {
+            self.count_n("queue_full", full);
         }
         Verdict::Accept
     }

@@ -172,15 +172,12 @@ async fn a_message_the_validator_rejects_goes_no_further_than_the_first_hop() {
                 .unwrap(),
         );
     }
-    wait_for_mesh(&nodes, &topic, 1).await;
-    let deadline = Instant::now() + WAIT;
-    while publisher.pubsub().peers(&topic).await.unwrap().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the publisher sees no subscriber"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_mesh(
+        &[&nodes[..], std::slice::from_ref(&publisher)].concat(),
+        &topic,
+        1,
+    )
+    .await;
     assert_eq!(
         publisher.pubsub().peers(&topic).await.unwrap(),
         vec![relay.peer_id()],
@@ -262,12 +259,12 @@ async fn an_unstaked_publisher_reaches_nobody() {
     let topic = Topic::new("staked-only").unwrap();
     let mut subs = subscribe_all(&nodes, &topic).await;
     let mut stranger_sub = stranger.pubsub().subscribe(&topic).await.unwrap();
-    wait_for_mesh(&nodes, &topic, 1).await;
-    let deadline = Instant::now() + WAIT;
-    while stranger.pubsub().peers(&topic).await.unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "the stranger sees no subscriber");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_mesh(
+        &[&nodes[..], std::slice::from_ref(&stranger)].concat(),
+        &topic,
+        1,
+    )
+    .await;
 
     for i in 0..5 {
         stranger
@@ -335,12 +332,7 @@ async fn late_subscribers_receive_what_follows_and_leavers_stop() {
     // "before" leave it first, so node 5 cannot fetch it through gossip.)
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut late = nodes[5].pubsub().subscribe(&topic).await.unwrap();
-    let deadline = Instant::now() + WAIT;
-    while nodes[5].pubsub().peers(&topic).await.unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "node 5 sees no subscriber");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    wait_for_mesh(&nodes[5..], &topic, 1).await;
     nodes[0]
         .pubsub()
         .publish(&topic, b"after".to_vec())
