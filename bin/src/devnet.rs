@@ -25,7 +25,7 @@ use anyhow::{bail, Context, Result};
 use mesh_chain::devnode::{find_node_binary, DevNode, DevNodeOptions};
 use mesh_chain::{Amount, ChainClient, HotkeyChain, Keypair, RegisterNode, SignerSource};
 use mesh_core::consensus::{ConsensusChain, Submission};
-use mesh_core::{KeyType, PeerId, PeerKey};
+use mesh_core::{KeyType, PeerId, PeerKey, SubnetId};
 use mesh_dht::{Dht, DhtConfig, Multiaddr};
 use mesh_server::heartbeat::alive_peers;
 use mesh_subnet_echo::EchoInfo;
@@ -163,7 +163,7 @@ async fn setup(
     args: &DevnetArgs,
     chain: &DevNode,
     nodes: &mut Vec<Node>,
-) -> Result<(Dht, u32, ChainClient)> {
+) -> Result<(Dht, SubnetId, ChainClient)> {
     let client = ChainClient::connect(chain.url()).await?;
     let alice = dev_key("//Alice")?;
     let subnet_id = client.create_subnet(&alice, "devnet", true).await?;
@@ -177,7 +177,7 @@ async fn setup(
     let boot_key = PeerKey::generate(KeyType::Ed25519)?;
     boot_key.write_file(&keys.join("bootstrap_private_key.key"), true)?;
     let mut config = DhtConfig::new(boot_key);
-    config.subnet_id = subnet_id.to_string();
+    config.subnet_id = subnet_id;
     config.listen = vec![format!("/ip4/127.0.0.1/tcp/{}", port(args.base_port, 0)?).parse()?];
     let boot = Dht::start(config).await.context("starting the bootnode")?;
     let boot_addr: Multiaddr = boot
@@ -292,7 +292,7 @@ fn describe(submission: &Submission) -> String {
 /// Wait for the heartbeats and the first consensus; then report each epoch.
 async fn watch(
     args: &DevnetArgs,
-    subnet_id: u32,
+    subnet_id: SubnetId,
     client: &ChainClient,
     boot: &Dht,
     nodes: &mut [Node],

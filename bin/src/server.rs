@@ -8,29 +8,54 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use mesh_chain::{chain_stake_oracle, ChainClient, ChainError, HotkeyChain, SignerSource};
-use mesh_core::{KeyType, NodeClass, PeerKey};
+use mesh_core::{KeyType, NodeClass, PeerKey, SubnetId};
 use mesh_dht::{serve_metrics, DhtConfig, Multiaddr, StakeGate};
 use mesh_server::auth::Authorizer;
 use mesh_server::signature::SignatureAuthorizer;
 use mesh_server::{
     ChainHooks, RateLimitAuthorizer, RateLimits, Runtime, RuntimeConfig, StakeAuthorizer, Subnet,
 };
-use tokio_util::sync::CancellationToken;
 
 use crate::{init_logs, secs, stop_signal};
 
-/// The subnets this binary can host.
-pub const SUBNETS: [&str; 2] = [mesh_subnet_echo::NAME, mesh_subnet_inference::NAME];
+/// The subnets this binary can host (`--subnet NAME`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Hosted {
+    /// The reference subnet: an echo service, heartbeats, a trivial score.
+    #[value(name = "echo")]
+    Echo,
+    /// The LLM inference subnet (its flags are listed below).
+    #[value(name = "inference")]
+    Inference,
+}
+
+impl Hosted {
+    /// The name `--subnet` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Hosted::Echo => mesh_subnet_echo::NAME,
+            Hosted::Inference => mesh_subnet_inference::NAME,
+        }
+    }
+}
+
+/// Each hosted subnet's own flags (only the chosen subnet's may be given).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SubnetFlags {
+    /// `--subnet inference`'s.
+    #[command(flatten)]
+    pub inference: mesh_subnet_inference::cli::InferenceArgs,
+}
 
 /// Options of `mesh-server` (and `mesh server`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
     /// The application to host.
-    #[arg(long, default_value = mesh_subnet_echo::NAME, value_parser = SUBNETS)]
-    pub subnet: String,
+    #[arg(long, value_enum, default_value_t = Hosted::Echo)]
+    pub subnet: Hosted,
     /// The subnet's id on chain; its DHT and RPC protocols are /mesh/<subnet_id>/….
     #[arg(long = "subnet_id", alias = "subnet-id")]
-    pub subnet_id: Option<u32>,
+    pub subnet_id: Option<SubnetId>,
     /// This node's id in the subnet on chain. Optional: the hotkey's node is
     /// looked up; when given, it must be that node.
     #[arg(long = "subnet_node_id", alias = "subnet-node-id")]
@@ -122,74 +147,39 @@ pub struct ServerArgs {
         default_value_t = mesh_server::consensus::ATTEST_WINDOW
     )]
     pub attest_window: f64,
-    /// `--subnet inference`: the GGUF model file (default: the SmolLM2 file
-    /// scripts/fetch-models.sh writes under $MESH_MODELS or ~/.cache/mesh-models).
-    #[arg(long, value_name = "PATH")]
-    pub model: Option<PathBuf>,
-    /// `--subnet inference`: where the model runs: cpu, cuda or cuda:N
-    /// (cuda needs a build with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    pub backend: mesh_inference::BackendKind,
-    /// `--subnet inference`: run on the CPU when the backend cannot start.
-    #[arg(long = "fallback_to_cpu", alias = "fallback-to-cpu")]
-    pub fallback_to_cpu: bool,
-    /// `--subnet inference`: sequences decoded together.
-    #[arg(long = "max_batch", alias = "max-batch", default_value_t = 8)]
-    pub max_batch: usize,
-    /// `--subnet inference`: also serve Embed with the all-MiniLM-L6-v2
-    /// directory (model.safetensors + tokenizer.json).
-    #[arg(long = "embed_model", alias = "embed-model", value_name = "DIR")]
-    pub embed_model: Option<PathBuf>,
     /// Serve Prometheus metrics on http://<ADDR>/metrics (e.g. 127.0.0.1:9101).
     #[arg(long = "metrics", value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
     /// Log as JSON lines instead of text (RUST_LOG sets the level, default info).
     #[arg(long = "log_json", alias = "log-json")]
     pub log_json: bool,
+    /// The hosted subnets' own flags.
+    #[command(flatten)]
+    pub subnets: SubnetFlags,
 }
 
 /// Run a node until SIGINT or SIGTERM.
 pub async fn run(args: ServerArgs) -> Result<()> {
     init_logs(args.log_json);
-    match args.subnet.as_str() {
-        mesh_subnet_echo::NAME => serve(args, Arc::new(mesh_subnet_echo::EchoSubnet::new())).await,
-        mesh_subnet_inference::NAME => {
-            let subnet = inference_subnet(&args)?;
+    let foreign = match args.subnet {
+        Hosted::Inference => Vec::new(),
+        _ => args.subnets.inference.given(),
+    };
+    if !foreign.is_empty() {
+        bail!(
+            "{} belong to --subnet inference, not --subnet {}",
+            foreign.join(", "),
+            args.subnet.name()
+        );
+    }
+    match args.subnet {
+        Hosted::Echo => serve(args, Arc::new(mesh_subnet_echo::EchoSubnet::new())).await,
+        Hosted::Inference => {
+            // Load the model (and the embedding model) before joining anything.
+            let subnet = args.subnets.inference.load()?;
             serve(args, Arc::new(subnet)).await
         }
-        other => bail!(
-            "unknown subnet {other:?}; this binary hosts: {}",
-            SUBNETS.join(", ")
-        ),
     }
-}
-
-/// Load the model (and the embedding model) before joining anything.
-fn inference_subnet(args: &ServerArgs) -> Result<mesh_subnet_inference::InferenceSubnet> {
-    let path = match &args.model {
-        Some(path) => path.clone(),
-        None => mesh_inference::find_smollm2()?,
-    };
-    let mut config = mesh_inference::EngineConfig::new(&path);
-    config.backend = args.backend.clone();
-    config.fallback_to_cpu = args.fallback_to_cpu;
-    config.max_batch = args.max_batch.max(1);
-    let engine = mesh_inference::Engine::start(config)
-        .with_context(|| format!("loading the model {}", path.display()))?;
-    let info = engine.info();
-    tracing::info!(model = %info.model, backend = %info.backend, max_batch = info.max_batch, "model loaded");
-    let embedder = match &args.embed_model {
-        Some(dir) => {
-            let model = mesh_inference::embed::MiniLm::load(dir, &Default::default())
-                .with_context(|| format!("loading the embedding model {}", dir.display()))?;
-            Some(Arc::new(model))
-        }
-        None => None,
-    };
-    Ok(mesh_subnet_inference::InferenceSubnet::new(
-        Arc::new(engine),
-        embedder,
-    ))
 }
 
 fn identity(args: &ServerArgs) -> Result<PeerKey> {
@@ -222,7 +212,7 @@ struct ChainParts {
     _watcher: mesh_chain::WatchedStakeOracle,
 }
 
-async fn chain_parts(args: &ServerArgs, subnet_id: u32, key: &PeerKey) -> Result<ChainParts> {
+async fn chain_parts(args: &ServerArgs, subnet_id: SubnetId, key: &PeerKey) -> Result<ChainParts> {
     let hotkey = SignerSource::from_options(
         args.phrase.clone(),
         args.private_key.clone(),
@@ -246,7 +236,7 @@ async fn chain_parts(args: &ServerArgs, subnet_id: u32, key: &PeerKey) -> Result
                 .subnet_node(subnet_id, id)
                 .await?
                 .with_context(|| format!("node {id} of subnet {subnet_id} vanished"))?;
-            if node.peer_id != key.peer_id().to_base58() {
+            if node.peer_id != key.peer_id() {
                 bail!(
                     "node {id} of subnet {subnet_id} is registered with PeerId {} but this node's identity is {}; \
                      start it with the key file of that PeerId (--identity_path)",
@@ -254,20 +244,20 @@ async fn chain_parts(args: &ServerArgs, subnet_id: u32, key: &PeerKey) -> Result
                     key.peer_id()
                 );
             }
-            tracing::info!(subnet_id, subnet_node_id = id, class = %node.class, "this node on chain");
+            tracing::info!(%subnet_id, subnet_node_id = id, class = %node.class, "this node on chain");
         }
         None => tracing::warn!(
-            subnet_id,
+            %subnet_id,
             hotkey = %account,
             "this hotkey has no node in the subnet: register it (register-node, activate-node); \
              until then peers refuse this node and it takes no part in consensus"
         ),
     }
     match client.epoch_info(subnet_id).await {
-        Ok(info) => tracing::info!(subnet_id, epoch = info.epoch, "subnet is active"),
+        Ok(info) => tracing::info!(%subnet_id, epoch = info.epoch, "subnet is active"),
         Err(ChainError::NotFound(_)) => {
             tracing::warn!(
-                subnet_id,
+                %subnet_id,
                 "subnet is not active on chain yet: consensus waits for it"
             )
         }
@@ -280,7 +270,6 @@ async fn chain_parts(args: &ServerArgs, subnet_id: u32, key: &PeerKey) -> Result
     let oracle = watcher.oracle();
     let hooks = ChainHooks {
         chain: Arc::new(HotkeyChain::new(client, hotkey)),
-        subnet_id,
         poll: Duration::from_millis(500),
         attest_window: args.attest_window,
     };
@@ -305,7 +294,7 @@ async fn serve<S: Subnet>(args: ServerArgs, subnet: Arc<S>) -> Result<()> {
     }
     let subnet_id = match (args.subnet_id, args.no_chain) {
         (Some(id), _) => id,
-        (None, true) => 0,
+        (None, true) => SubnetId::default(),
         (None, false) => bail!("--subnet_id is required (the subnet's id on chain)"),
     };
     let key = identity(&args)?;
@@ -317,7 +306,10 @@ async fn serve<S: Subnet>(args: ServerArgs, subnet: Arc<S>) -> Result<()> {
     };
 
     let mut dht = DhtConfig::new(key.clone());
-    dht.subnet_id = subnet_id.to_string();
+    dht.subnet_id = subnet_id;
+    // The node's metrics (and the RPC counters the runtime adds) join this
+    // registry; /metrics serves it.
+    let registry = dht.registry.clone();
     dht.listen = args.host_maddrs.clone();
     dht.announce = args.announce_maddrs.clone();
     dht.initial_peers = args.initial_peers.clone();
@@ -346,17 +338,20 @@ async fn serve<S: Subnet>(args: ServerArgs, subnet: Arc<S>) -> Result<()> {
     let ctx = node.context().clone();
     // Before the ready lines: a signal right after them stops us cleanly.
     let stop = stop_signal()?;
-    let cancel = CancellationToken::new();
-    if let Some(addr) = args.metrics {
-        let bound = serve_metrics(addr, ctx.dht.registry(), cancel.clone())
-            .await
-            .with_context(|| format!("serving metrics on {addr}"))?;
-        println!("metrics on http://{bound}/metrics");
-    }
+    let metrics = match args.metrics {
+        Some(addr) => {
+            let server = serve_metrics(addr, registry)
+                .await
+                .with_context(|| format!("serving metrics on {addr}"))?;
+            println!("metrics on http://{}/metrics", server.addr());
+            Some(server)
+        }
+        None => None,
+    };
     println!(
         "mesh-server {} hosting subnet {:?} (subnet_id {subnet_id}); peers reach it with:",
         ctx.dht.peer_id(),
-        args.subnet
+        args.subnet.name()
     );
     for addr in ctx.dht.listen_addrs().await? {
         println!("  --initial_peers {addr}");
@@ -364,7 +359,9 @@ async fn serve<S: Subnet>(args: ServerArgs, subnet: Arc<S>) -> Result<()> {
 
     stop.await;
     tracing::info!("shutting down");
-    cancel.cancel();
+    if let Some(metrics) = metrics {
+        metrics.shutdown().await;
+    }
     node.shutdown().await;
     drop(chain);
     Ok(())

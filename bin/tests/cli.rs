@@ -13,9 +13,9 @@ use mesh_chain::devnode::{register_dev_node, register_dev_node_with_client, DevN
 use mesh_chain::{ChainClient, SignerSource};
 use mesh_core::{KeyType, PeerId, PeerKey};
 use mesh_dht::{Dht, DhtConfig, Multiaddr};
-use mesh_server::echo::proto::echo_client::EchoClient;
-use mesh_server::echo::proto::SayRequest;
 use mesh_server::signature::signed;
+use mesh_subnet_echo::proto::echo_client::EchoClient;
+use mesh_subnet_echo::proto::SayRequest;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_mesh-server");
 const MESH: &str = env!("CARGO_BIN_EXE_mesh");
@@ -198,6 +198,12 @@ fn help_explains_the_flags() {
         "--metrics",
         "--log_json",
         "--no_chain",
+        // The inference subnet's own flags, under their own heading.
+        "Inference subnet (--subnet inference)",
+        "--model",
+        "--backend",
+        "--max_batch",
+        "--embed_model",
     ] {
         assert!(help.contains(flag), "--help names {flag}: {help}");
     }
@@ -214,6 +220,22 @@ fn wrong_arguments_fail_clearly() {
     let local = ["--host_maddrs", "/ip4/127.0.0.1/tcp/0"];
     fails_with(&["--no_chain"], "--initial_peers");
     fails_with(&["--subnet", "nope", "--no_chain", "--new_swarm"], "nope");
+    // Each subnet's flags belong to it.
+    fails_with(
+        &[
+            "--no_chain",
+            "--new_swarm",
+            "--max_batch",
+            "4",
+            "--model",
+            "m.gguf",
+        ],
+        "--model, --max_batch belong to --subnet inference, not --subnet echo",
+    );
+    fails_with(
+        &["--no_chain", "--new_swarm", "--subnet_id", "seven"],
+        "a subnet id is the chain's number",
+    );
     fails_with(
         &["--new_swarm", "--initial_peers", "/ip4/127.0.0.1/tcp/1"],
         "cannot be used with",
@@ -282,7 +304,7 @@ async fn servers_serve_rpc_and_metrics_stop_cleanly_and_restart_with_their_ident
     // A client-mode node calls both servers' echo service, signing its calls.
     let client_key = Arc::new(PeerKey::generate(KeyType::Ed25519).unwrap());
     let mut config = DhtConfig::new((*client_key).clone());
-    config.subnet_id = "0".into();
+    config.subnet_id = mesh_core::SubnetId::default();
     config.client_mode = true;
     config.initial_peers = vec![a_addr.clone()];
     let client = Dht::start(config).await.unwrap();
@@ -290,7 +312,7 @@ async fn servers_serve_rpc_and_metrics_stop_cleanly_and_restart_with_their_ident
         let channel = mesh_server::connect(
             client.streams(),
             peer,
-            mesh_server::rpc_protocol("0"),
+            mesh_server::rpc_protocol(mesh_core::SubnetId::default()),
             Duration::from_secs(10),
         );
         let ping = || SayRequest {

@@ -34,7 +34,7 @@ fn spawn(args: &[&str]) -> Daemon {
             "--refresh_period",
             "1",
             "--subnet_id",
-            "cli-test",
+            "42",
         ])
         .args(args)
         .env("RUST_LOG", "info")
@@ -109,7 +109,7 @@ fn wait_timeout(child: &mut Child, d: Duration) -> Option<std::process::ExitStat
 fn client(args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
-        .args(["--subnet_id", "cli-test"])
+        .args(["--subnet_id", "42"])
         .env("RUST_LOG", "warn")
         .output()
         .unwrap()
@@ -246,6 +246,18 @@ fn wrong_arguments_fail_with_a_clear_message() {
 
     let out = client(&["get", "--initial_peers", "not-a-multiaddr", "k"]);
     fails_with(&out, "invalid value");
+
+    // A subnet is named by its chain id, nothing else.
+    let out = Command::new(BIN)
+        .args([
+            "--subnet_id",
+            "my-subnet",
+            "--host_maddrs",
+            "/ip4/127.0.0.1/tcp/0",
+        ])
+        .output()
+        .unwrap();
+    fails_with(&out, "a subnet id is the chain's number for the subnet");
 
     let out = Command::new(BIN)
         .args([

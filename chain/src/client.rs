@@ -39,11 +39,14 @@ pub struct SubnetNodeInfo {
     /// The coldkey owning the hotkey (ss58).
     pub coldkey: Option<String>,
     /// Server PeerId.
-    pub peer_id: String,
+    #[serde(serialize_with = "base58")]
+    pub peer_id: PeerId,
     /// Bootnode PeerId.
-    pub bootnode_peer_id: String,
+    #[serde(serialize_with = "base58")]
+    pub bootnode_peer_id: PeerId,
     /// Client PeerId.
-    pub client_peer_id: String,
+    #[serde(serialize_with = "base58")]
+    pub client_peer_id: PeerId,
     /// Bootnode multiaddr.
     pub bootnode: Option<String>,
     /// Current class.
@@ -61,6 +64,10 @@ pub struct SubnetNodeInfo {
 
 fn decimal_string<S: serde::Serializer>(value: &u128, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&value.to_string())
+}
+
+fn base58<S: serde::Serializer>(peer: &PeerId, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&peer.to_base58())
 }
 
 fn class_name<S: serde::Serializer>(class: &NodeClass, s: S) -> Result<S::Ok, S::Error> {
@@ -181,6 +188,16 @@ fn bytes(text: &str) -> Bytes {
 
 fn text(b: &Bytes) -> String {
     String::from_utf8_lossy(&b.0).into_owned()
+}
+
+/// A PeerId the chain holds (base58 bytes; the pallet checks them on registration).
+fn peer(b: &Bytes) -> Result<PeerId, ChainError> {
+    std::str::from_utf8(&b.0)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            ChainError::IncompatibleRuntime(format!("the chain holds {:?} as a PeerId", text(b)))
+        })
 }
 
 fn class_of(class: &runtime_types::pallet_network::pallet::SubnetNodeClass) -> NodeClass {
@@ -371,7 +388,7 @@ impl ChainClient {
             self.submit(&api::tx().network().activate_subnet(subnet_id), owner)
                 .await?;
         }
-        Ok(subnet_id)
+        Ok(SubnetId::new(subnet_id))
     }
 
     /// Where the subnet is in its epoch; [`ChainError::NotFound`] unless active.
@@ -379,7 +396,7 @@ impl ChainClient {
         let at = self.client.at_current_block().await.map_err(sx)?;
         let slot = at
             .storage()
-            .try_fetch(api::storage().network().subnet_slot(), (subnet_id,))
+            .try_fetch(api::storage().network().subnet_slot(), (subnet_id.get(),))
             .await
             .map_err(sx)?
             .ok_or_else(|| ChainError::NotFound(format!("subnet {subnet_id} is not active")))?
@@ -402,7 +419,7 @@ impl ChainClient {
         at.storage()
             .try_fetch(
                 api::storage().network().subnet_elected_validator(),
-                (subnet_id, epoch),
+                (subnet_id.get(), epoch),
             )
             .await
             .map_err(sx)?
@@ -423,7 +440,7 @@ impl ChainClient {
             .storage()
             .try_fetch(
                 api::storage().network().subnet_consensus_submission(),
-                (subnet_id, epoch),
+                (subnet_id.get(), epoch),
             )
             .await
             .map_err(sx)?
@@ -453,7 +470,7 @@ impl ChainClient {
         node: &RegisterNode,
     ) -> subxt::tx::StaticPayload<api::network::calls::RegisterSubnetNode> {
         api::tx().network().register_subnet_node(
-            node.subnet_id,
+            node.subnet_id.get(),
             node.hotkey,
             bytes(&node.peer_id.to_base58()),
             bytes(&node.bootnode_peer_id.to_base58()),
@@ -511,7 +528,7 @@ impl ChainClient {
     ) -> Result<(), ChainError> {
         let call = api::tx()
             .network()
-            .activate_subnet_node(subnet_id, subnet_node_id);
+            .activate_subnet_node(subnet_id.get(), subnet_node_id);
         self.submit(&call, coldkey).await.map(drop)
     }
 
@@ -524,7 +541,7 @@ impl ChainClient {
     ) -> Result<(), ChainError> {
         let call = api::tx()
             .network()
-            .deactivate_subnet_node(subnet_id, subnet_node_id);
+            .deactivate_subnet_node(subnet_id.get(), subnet_node_id);
         self.submit(&call, coldkey).await.map(drop)
     }
 
@@ -537,7 +554,7 @@ impl ChainClient {
     ) -> Result<(), ChainError> {
         let call = api::tx()
             .network()
-            .remove_subnet_node(subnet_id, subnet_node_id);
+            .remove_subnet_node(subnet_id.get(), subnet_node_id);
         self.submit(&call, coldkey).await.map(drop)
     }
 
@@ -550,9 +567,10 @@ impl ChainClient {
         hotkey: &AccountId32,
         amount: Amount,
     ) -> Result<(), ChainError> {
-        let call = api::tx()
-            .network()
-            .add_to_stake(subnet_id, subnet_node_id, *hotkey, amount.0);
+        let call =
+            api::tx()
+                .network()
+                .add_to_stake(subnet_id.get(), subnet_node_id, *hotkey, amount.0);
         self.submit(&call, coldkey).await.map(drop)
     }
 
@@ -566,7 +584,7 @@ impl ChainClient {
     ) -> Result<(), ChainError> {
         let call = api::tx()
             .network()
-            .remove_stake(subnet_id, *hotkey, amount.0);
+            .remove_stake(subnet_id.get(), *hotkey, amount.0);
         self.submit(&call, coldkey).await.map(drop)
     }
 
@@ -581,7 +599,7 @@ impl ChainClient {
             .storage()
             .try_fetch(
                 api::storage().network().subnet_nodes_data(),
-                (subnet_id, subnet_node_id),
+                (subnet_id.get(), subnet_node_id),
             )
             .await
             .map_err(sx)?
@@ -593,7 +611,7 @@ impl ChainClient {
             .storage()
             .fetch(
                 api::storage().network().account_subnet_stake(),
-                (node.hotkey, subnet_id),
+                (node.hotkey, subnet_id.get()),
             )
             .await
             .map_err(sx)?
@@ -612,9 +630,9 @@ impl ChainClient {
             subnet_node_id,
             hotkey: node.hotkey.to_string(),
             coldkey,
-            peer_id: text(&node.peer_id),
-            bootnode_peer_id: text(&node.bootnode_peer_id),
-            client_peer_id: text(&node.client_peer_id),
+            peer_id: peer(&node.peer_id)?,
+            bootnode_peer_id: peer(&node.bootnode_peer_id)?,
+            client_peer_id: peer(&node.client_peer_id)?,
             bootnode: node.bootnode.as_ref().map(text),
             class: class_of(&node.classification.node_class),
             class_since_epoch: node.classification.start_epoch,
@@ -633,7 +651,7 @@ impl ChainClient {
         at.storage()
             .try_fetch(
                 api::storage().network().peer_id_subnet_node_id(),
-                (subnet_id, bytes(&peer_id.to_base58())),
+                (subnet_id.get(), bytes(&peer_id.to_base58())),
             )
             .await
             .map_err(sx)?
@@ -652,7 +670,7 @@ impl ChainClient {
         at.storage()
             .try_fetch(
                 api::storage().network().hotkey_subnet_node_id(),
-                (subnet_id, *hotkey),
+                (subnet_id.get(), *hotkey),
             )
             .await
             .map_err(sx)?
@@ -671,7 +689,10 @@ impl ChainClient {
         let mut ids = Vec::new();
         let mut nodes = at
             .storage()
-            .iter(api::storage().network().subnet_nodes_data(), (subnet_id,))
+            .iter(
+                api::storage().network().subnet_nodes_data(),
+                (subnet_id.get(),),
+            )
             .await
             .map_err(sx)?;
         while let Some(entry) = futures::StreamExt::next(&mut nodes).await {
@@ -701,7 +722,7 @@ impl ChainClient {
     ) -> Result<bool, ChainError> {
         let at = self.client.at_current_block().await.map_err(sx)?;
         let call = api::runtime_apis().network_runtime_api().proof_of_stake(
-            subnet_id,
+            subnet_id.get(),
             peer_id.to_base58().into_bytes(),
             min_class.as_u8(),
         );

@@ -96,7 +96,7 @@ impl ConsensusChain for HotkeyChain {
                 .storage()
                 .try_fetch(
                     api::storage().network().subnet_consensus_submission(),
-                    (subnet_id, epoch),
+                    (subnet_id.get(), epoch),
                 )
                 .await
                 .map_err(|e| call_error(sx(e)))?
@@ -135,7 +135,7 @@ impl ConsensusChain for HotkeyChain {
             );
             let call = api::tx()
                 .network()
-                .propose_attestation(subnet_id, data, None);
+                .propose_attestation(subnet_id.get(), data, None);
             self.client
                 .submit(&call, &self.hotkey)
                 .await
@@ -146,7 +146,7 @@ impl ConsensusChain for HotkeyChain {
 
     fn attest(&self, subnet_id: SubnetId) -> ChainFuture<'_, ()> {
         Box::pin(async move {
-            let call = api::tx().network().attest(subnet_id);
+            let call = api::tx().network().attest(subnet_id.get());
             self.client
                 .submit(&call, &self.hotkey)
                 .await

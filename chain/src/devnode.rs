@@ -205,7 +205,7 @@ fn rpc_addr(line: &str) -> Option<String> {
 pub async fn register_dev_node(
     client: &crate::ChainClient,
     coldkey: &crate::Keypair,
-    subnet_id: u32,
+    subnet_id: mesh_core::SubnetId,
     hotkey: &crate::Keypair,
     peer_id: mesh_core::PeerId,
 ) -> Result<u32, crate::ChainError> {
@@ -218,7 +218,7 @@ pub async fn register_dev_node(
 pub async fn register_dev_node_with_client(
     client: &crate::ChainClient,
     coldkey: &crate::Keypair,
-    subnet_id: u32,
+    subnet_id: mesh_core::SubnetId,
     hotkey: &crate::Keypair,
     peer_id: mesh_core::PeerId,
     client_peer_id: mesh_core::PeerId,

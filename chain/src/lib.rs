@@ -30,7 +30,7 @@
 //! let client = ChainClient::connect("ws://127.0.0.1:9944").await?;
 //! let watched = chain_stake_oracle(client.clone(), mesh_core::stake::DEFAULT_STAKE_TTL);
 //! let peer = PeerId::random();
-//! let staked = watched.oracle().is_staked(1, &peer, NodeClass::Idle).await?;
+//! let staked = watched.oracle().is_staked(mesh_core::SubnetId::new(1), &peer, NodeClass::Idle).await?;
 //! println!("{peer} staked in subnet 1: {staked}");
 //! # Ok(()) }
 //! ```

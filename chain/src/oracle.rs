@@ -120,7 +120,7 @@ async fn follow(
             }
             if let Some(subnet_id) = membership_change(&event) {
                 tracing::debug!(
-                    subnet_id,
+                    %subnet_id,
                     event = event.event_name(),
                     "stake oracle: forgetting subnet"
                 );
@@ -143,12 +143,20 @@ fn membership_change(event: &subxt::events::Event<'_, crate::MeshConfig>) -> Opt
         event.decode_fields_as::<E>()?.ok().map(id)
     }
     match event.event_name() {
-        "SubnetNodeRegistered" => subnet(event, |e: ev::SubnetNodeRegistered| e.subnet_id),
-        "SubnetNodeActivated" => subnet(event, |e: ev::SubnetNodeActivated| e.subnet_id),
-        "SubnetNodeDeactivated" => subnet(event, |e: ev::SubnetNodeDeactivated| e.subnet_id),
-        "SubnetNodeRemoved" => subnet(event, |e: ev::SubnetNodeRemoved| e.subnet_id),
-        "SubnetNodeClassChanged" => subnet(event, |e: ev::SubnetNodeClassChanged| e.subnet_id),
-        "StakeRemoved" => subnet(event, |e: ev::StakeRemoved| e.subnet_id),
+        "SubnetNodeRegistered" => subnet(event, |e: ev::SubnetNodeRegistered| {
+            SubnetId::new(e.subnet_id)
+        }),
+        "SubnetNodeActivated" => subnet(event, |e: ev::SubnetNodeActivated| {
+            SubnetId::new(e.subnet_id)
+        }),
+        "SubnetNodeDeactivated" => subnet(event, |e: ev::SubnetNodeDeactivated| {
+            SubnetId::new(e.subnet_id)
+        }),
+        "SubnetNodeRemoved" => subnet(event, |e: ev::SubnetNodeRemoved| SubnetId::new(e.subnet_id)),
+        "SubnetNodeClassChanged" => subnet(event, |e: ev::SubnetNodeClassChanged| {
+            SubnetId::new(e.subnet_id)
+        }),
+        "StakeRemoved" => subnet(event, |e: ev::StakeRemoved| SubnetId::new(e.subnet_id)),
         _ => None,
     }
 }

@@ -6,7 +6,7 @@ use mesh_chain::devnode::{DevNode, DevNodeOptions};
 use mesh_chain::{
     api, chain_stake_oracle, Amount, ChainClient, ChainError, Keypair, RegisterNode, SignerSource,
 };
-use mesh_core::{NodeClass, PeerId, StakeOracle};
+use mesh_core::{NodeClass, PeerId, StakeOracle, SubnetId};
 use std::time::{Duration, Instant};
 
 fn key(uri: &str) -> Keypair {
@@ -28,7 +28,7 @@ async fn start_with_blocks(block_millis: u64) -> (DevNode, ChainClient) {
     (node, client)
 }
 
-fn registration(subnet_id: u32, hotkey: &Keypair, stake: u128) -> RegisterNode {
+fn registration(subnet_id: SubnetId, hotkey: &Keypair, stake: u128) -> RegisterNode {
     RegisterNode {
         subnet_id,
         hotkey: hotkey.public_key().to_account_id(),
@@ -107,7 +107,7 @@ async fn register_activate_query_and_remove() {
         .expect("the node is on chain");
     assert_eq!(shown.class, NodeClass::Registered);
     assert_eq!(shown.stake, 100 * mesh_chain::TOKEN);
-    assert_eq!(shown.peer_id, node.peer_id.to_base58());
+    assert_eq!(shown.peer_id, node.peer_id);
     assert_eq!(shown.hotkey, bob.public_key().to_account_id().to_string());
     assert_eq!(
         shown.coldkey.as_deref(),
@@ -148,7 +148,11 @@ async fn register_activate_query_and_remove() {
         .await
         .unwrap());
     assert!(!oracle
-        .is_staked(subnet + 1, &node.peer_id, NodeClass::Registered)
+        .is_staked(
+            SubnetId::new(subnet.get() + 1),
+            &node.peer_id,
+            NodeClass::Registered
+        )
         .await
         .unwrap());
 
@@ -223,7 +227,10 @@ async fn refusals_are_named_and_only_the_elected_validator_proposes() {
     );
     assert_refused(
         client
-            .register_node(&alice, &registration(subnet + 7, &bob, 100))
+            .register_node(
+                &alice,
+                &registration(SubnetId::new(subnet.get() + 7), &bob, 100),
+            )
             .await,
         "SubnetNotExist",
     );
@@ -284,8 +291,8 @@ async fn refusals_are_named_and_only_the_elected_validator_proposes() {
     ]);
     let propose = api::tx()
         .network()
-        .propose_attestation(subnet, scores, None);
-    let attest = api::tx().network().attest(subnet);
+        .propose_attestation(subnet.get(), scores, None);
+    let attest = api::tx().network().attest(subnet.get());
 
     // Bob and Charlie climb Idle → Included → Validator; then one is elected
     // each epoch. The exchange below must happen inside one epoch (6 s): start
@@ -418,5 +425,5 @@ async fn the_client_reconnects_after_the_node_restarts() {
         .create_subnet(&key("//Alice"), "after-restart", true)
         .await
         .unwrap();
-    assert_eq!(subnet, 1);
+    assert_eq!(subnet, SubnetId::new(1));
 }

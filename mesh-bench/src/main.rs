@@ -24,14 +24,14 @@ use mesh_core::{
 };
 use mesh_dht::test_utils::FixedOracle;
 use mesh_dht::{Dht, DhtConfig, Multiaddr};
-use mesh_server::echo::proto::echo_client::EchoClient;
-use mesh_server::echo::proto::echo_server::EchoServer;
-use mesh_server::echo::proto::SayRequest;
-use mesh_server::echo::EchoService;
 use mesh_server::{
     connect, incoming, rpc_protocol, signed, AuthLayer, Authorizer, RateLimitAuthorizer,
     RateLimits, SignResponsesLayer, SignatureAuthorizer, SignedChannel, StakeAuthorizer,
 };
+use mesh_subnet_echo::proto::echo_client::EchoClient;
+use mesh_subnet_echo::proto::echo_server::EchoServer;
+use mesh_subnet_echo::proto::SayRequest;
+use mesh_subnet_echo::EchoService;
 use rand::Rng;
 use tonic::transport::Channel;
 
@@ -235,7 +235,7 @@ fn listen(t: Transport) -> Multiaddr {
 
 async fn start_node(args: &DhtArgs, initial: Vec<Multiaddr>) -> Result<(Dht, Multiaddr)> {
     let mut c = DhtConfig::new(PeerKey::generate(KeyType::Ed25519)?);
-    c.subnet_id = "bench".into();
+    c.subnet_id = mesh_dht::test_utils::TEST_SUBNET;
     c.listen = vec![listen(args.transport)];
     c.initial_peers = initial;
     c.replicas = args.replicas;
@@ -405,12 +405,11 @@ async fn bench_dht(args: DhtArgs) -> Result<()> {
     Ok(())
 }
 
-const RPC_SUBNET: &str = "bench-rpc";
-const RPC_SUBNET_ID: SubnetId = 1;
+const RPC_SUBNET: SubnetId = SubnetId::new(1);
 
 async fn rpc_node(key: PeerKey, initial: Vec<Multiaddr>, client_mode: bool) -> Result<Dht> {
     let mut c = DhtConfig::new(key);
-    c.subnet_id = RPC_SUBNET.into();
+    c.subnet_id = RPC_SUBNET;
     c.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     c.initial_peers = initial;
     c.client_mode = client_mode;
@@ -481,7 +480,7 @@ async fn bench_rpc(args: RpcArgs) -> Result<()> {
                 Arc::new(SignatureAuthorizer::new(id)) as Arc<dyn Authorizer>,
                 Arc::new(StakeAuthorizer::new(
                     oracle.clone(),
-                    RPC_SUBNET_ID,
+                    RPC_SUBNET,
                     NodeClass::Registered,
                 )),
                 Arc::new(RateLimitAuthorizer::new(unlimited)),
@@ -701,7 +700,7 @@ async fn bench_pubsub(args: PubsubArgs) -> Result<()> {
     let topic = mesh_dht::Topic::new("bench")?;
     let start = |initial: Vec<Multiaddr>| async move {
         let mut c = DhtConfig::new(PeerKey::generate(KeyType::Ed25519)?);
-        c.subnet_id = "bench-pubsub".into();
+        c.subnet_id = mesh_dht::test_utils::TEST_SUBNET;
         c.listen = vec![listen(args.transport)];
         c.initial_peers = initial;
         c.refresh_period = Duration::from_secs(300);

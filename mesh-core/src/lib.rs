@@ -14,6 +14,8 @@
 //! - [`validator`]: signature, schema and predicate validators and their
 //!   composition.
 //! - [`consensus`]: what the per-epoch consensus loop needs from the chain.
+//! - [`subnet`]: [`SubnetId`], a subnet's id on chain and the namespace of
+//!   its protocols on the network.
 //! - [`stake`]: the [`StakeOracle`] question (is this PeerId staked in a
 //!   subnet with at least a class?) and its time-bounded cache.
 //!
@@ -26,12 +28,14 @@ pub mod rate;
 pub mod record;
 pub mod stake;
 pub mod store;
+pub mod subnet;
 pub mod validator;
 
 pub use identity::{KeyError, KeyType, PeerKey};
 pub use libp2p_identity::{PeerId, PublicKey};
 pub use rate::{Offences, RateLimit, TokenBucket};
 pub use record::{Expiration, Item, MergeRefusal, Record, StoredValue};
-pub use stake::{CachedStakeOracle, NodeClass, StakeError, StakeGate, StakeOracle, SubnetId};
+pub use stake::{CachedStakeOracle, NodeClass, StakeError, StakeGate, StakeOracle};
 pub use store::{Refusal, Store, StoreLimits};
+pub use subnet::{ParseSubnetIdError, SubnetId};
 pub use validator::{CompositeValidator, Kind, RecordValidator, ValidationError};

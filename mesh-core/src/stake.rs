@@ -17,8 +17,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A subnet's id on chain.
-pub type SubnetId = u32;
+pub use crate::subnet::SubnetId;
 
 /// Classes of subnet nodes on chain, ordered: `>=` means "at least".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -342,6 +341,8 @@ impl<O: StakeOracle> StakeOracle for CachedStakeOracle<O> {
 
 #[cfg(test)]
 mod tests {
+    const S1: SubnetId = SubnetId::new(1);
+    const S2: SubnetId = SubnetId::new(2);
     #[test]
     fn a_gate_keeps_the_last_answer_through_an_outage_for_the_grace_period() {
         use std::sync::atomic::{AtomicBool, Ordering};
@@ -366,7 +367,7 @@ mod tests {
         }
         let (staked, other, never) = (PeerId::random(), PeerId::random(), PeerId::random());
         let oracle = Arc::new(Flaky(AtomicBool::new(false), staked));
-        let gate = StakeGate::new(oracle.clone(), 1, NodeClass::Registered)
+        let gate = StakeGate::new(oracle.clone(), S1, NodeClass::Registered)
             .with_grace(Duration::from_millis(200));
         let check = |p: PeerId| futures::executor::block_on(gate.check(&p));
         assert!(check(staked).unwrap());
@@ -420,11 +421,11 @@ mod tests {
     fn positive_and_negative_answers_are_cached_until_the_ttl() {
         let inner = Arc::new(Fixed::default());
         let (staked, stranger) = (PeerId::random(), PeerId::random());
-        inner.staked.lock().unwrap().insert((1, staked));
+        inner.staked.lock().unwrap().insert((S1, staked));
         let cache = CachedStakeOracle::new(inner.clone(), Duration::from_millis(200));
         for _ in 0..3 {
-            assert!(ask(&cache, 1, &staked).unwrap());
-            assert!(!ask(&cache, 1, &stranger).unwrap());
+            assert!(ask(&cache, S1, &staked).unwrap());
+            assert!(!ask(&cache, S1, &stranger).unwrap());
         }
         assert_eq!(
             inner.asked.load(Ordering::SeqCst),
@@ -433,9 +434,9 @@ mod tests {
         );
         // The chain changes; the cache keeps its answer until the TTL ends.
         inner.staked.lock().unwrap().clear();
-        assert!(ask(&cache, 1, &staked).unwrap());
+        assert!(ask(&cache, S1, &staked).unwrap());
         std::thread::sleep(Duration::from_millis(250));
-        assert!(!ask(&cache, 1, &staked).unwrap());
+        assert!(!ask(&cache, S1, &staked).unwrap());
         assert_eq!(inner.asked.load(Ordering::SeqCst), 3);
     }
 
@@ -443,16 +444,20 @@ mod tests {
     fn invalidating_a_subnet_forgets_only_that_subnet() {
         let inner = Arc::new(Fixed::default());
         let peer = PeerId::random();
-        inner.staked.lock().unwrap().extend([(1, peer), (2, peer)]);
+        inner
+            .staked
+            .lock()
+            .unwrap()
+            .extend([(S1, peer), (S2, peer)]);
         let cache = CachedStakeOracle::new(inner.clone(), DEFAULT_STAKE_TTL);
-        assert!(ask(&cache, 1, &peer).unwrap());
-        assert!(ask(&cache, 2, &peer).unwrap());
+        assert!(ask(&cache, S1, &peer).unwrap());
+        assert!(ask(&cache, S2, &peer).unwrap());
         inner.staked.lock().unwrap().clear();
-        cache.invalidate_subnet(1);
-        assert!(!ask(&cache, 1, &peer).unwrap(), "subnet 1 asked again");
-        assert!(ask(&cache, 2, &peer).unwrap(), "subnet 2 still cached");
+        cache.invalidate_subnet(S1);
+        assert!(!ask(&cache, S1, &peer).unwrap(), "subnet 1 asked again");
+        assert!(ask(&cache, S2, &peer).unwrap(), "subnet 2 still cached");
         cache.invalidate_all();
-        assert!(!ask(&cache, 2, &peer).unwrap());
+        assert!(!ask(&cache, S2, &peer).unwrap());
     }
 
     #[test]
@@ -462,11 +467,11 @@ mod tests {
         *inner.fail.lock().unwrap() = true;
         let cache = CachedStakeOracle::new(inner.clone(), DEFAULT_STAKE_TTL);
         assert!(matches!(
-            ask(&cache, 1, &peer),
+            ask(&cache, S1, &peer),
             Err(StakeError::Unavailable(_))
         ));
         *inner.fail.lock().unwrap() = false;
-        assert!(!ask(&cache, 1, &peer).unwrap());
+        assert!(!ask(&cache, S1, &peer).unwrap());
         assert_eq!(inner.asked.load(Ordering::SeqCst), 2);
     }
 
@@ -475,7 +480,7 @@ mod tests {
         let inner = Arc::new(Fixed::default());
         let cache = CachedStakeOracle::new(inner, DEFAULT_STAKE_TTL).with_max_entries(10);
         for _ in 0..50 {
-            ask(&cache, 1, &PeerId::random()).unwrap();
+            ask(&cache, S1, &PeerId::random()).unwrap();
         }
         assert_eq!(cache.len(), 10);
     }

@@ -323,7 +323,8 @@ mod tests {
     }
 
     fn admission(oracle: Arc<Oracle>, grace: Duration) -> Admission<u32> {
-        let gate = StakeGate::new(oracle, 1, NodeClass::Registered).with_grace(grace);
+        let gate = StakeGate::new(oracle, mesh_core::SubnetId::new(1), NodeClass::Registered)
+            .with_grace(grace);
         Admission::new(
             Some(gate),
             Duration::from_millis(200),

@@ -1,13 +1,15 @@
 //! Configuration of a DHT node.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use libp2p::Multiaddr;
+use prometheus_client::registry::Registry;
 
 use crate::admission::BanPolicy;
 use crate::pubsub::PubsubConfig;
-use mesh_core::{CompositeValidator, PeerKey, RateLimit, StakeGate, StoreLimits};
+use mesh_core::{CompositeValidator, PeerKey, RateLimit, StakeGate, StoreLimits, SubnetId};
 
 /// Everything a node needs to start. [`DhtConfig::new`] gives sane defaults.
 #[derive(Debug)]
@@ -15,7 +17,7 @@ pub struct DhtConfig {
     /// The node's identity.
     pub key: PeerKey,
     /// Subnets never mix: protocols are `/mesh/<subnet_id>/...`.
-    pub subnet_id: String,
+    pub subnet_id: SubnetId,
     /// Addresses to listen on (TCP, QUIC `/udp/N/quic-v1`, or `/memory/N`).
     pub listen: Vec<Multiaddr>,
     /// Addresses to tell others about instead of the listen addresses.
@@ -61,14 +63,19 @@ pub struct DhtConfig {
     /// refuse, malformed requests, rejected pubsub messages) is blocked
     /// (`None`: never).
     pub bans: Option<BanPolicy>,
+    /// The Prometheus registry the node's metrics (libp2p's, the DHT's,
+    /// gossipsub's) join. The caller owns it: it may register its own
+    /// metrics beside them and serve it ([`crate::serve_metrics`]). A fresh
+    /// registry by default.
+    pub registry: Arc<Mutex<Registry>>,
 }
 
 impl DhtConfig {
-    /// Defaults: subnet `"0"`, no listen address, 5 replicas, 30 s refresh.
+    /// Defaults: subnet 0, no listen address, 5 replicas, 30 s refresh.
     pub fn new(key: PeerKey) -> Self {
         Self {
             key,
-            subnet_id: "0".into(),
+            subnet_id: SubnetId::default(),
             listen: Vec::new(),
             announce: Vec::new(),
             initial_peers: Vec::new(),
@@ -87,6 +94,7 @@ impl DhtConfig {
             stake_gate: None,
             pubsub: PubsubConfig::default(),
             bans: Some(BanPolicy::default()),
+            registry: Arc::new(Mutex::new(Registry::default())),
         }
     }
 }

@@ -32,7 +32,7 @@
 //! - **gossipsub** ([`Pubsub`], from [`Dht::pubsub`]): the subnet's topics
 //!   (`/mesh/<subnet_id>/<topic>`), signed messages with content-hash ids,
 //!   each checked before it is forwarded or delivered: the forwarder's rate
-//!   limit, the author's and forwarder's stake, the subnet's validators.
+//!   limit, the author's stake, the subnet's validators.
 //! - **identify**, **ping**, and connection limits; TCP, QUIC and an
 //!   in-process memory transport, with Noise and Yamux.
 //!
@@ -82,7 +82,7 @@ pub use admission::BanPolicy;
 pub use config::DhtConfig;
 pub use libp2p::{Multiaddr, PeerId};
 pub use mesh_core::{RateLimit, StakeGate};
-pub use metrics::serve_metrics;
+pub use metrics::{serve_metrics, MetricsServer};
 pub use node::{Dht, DhtStats, RefusalKind, RemoteRefusal, StoreReport};
 pub use pubsub::{
     MessageId, MessageValidator, Pubsub, PubsubConfig, PubsubError, PubsubMessage, Subscription,

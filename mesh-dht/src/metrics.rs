@@ -89,19 +89,54 @@ impl NodeMetrics {
     }
 }
 
-/// Serves `registry` as Prometheus text on `http://<addr>/metrics` until
-/// `cancel` fires. Returns the bound address (useful with port 0).
+/// The HTTP endpoint [`serve_metrics`] started: it serves until
+/// [`shutdown`](Self::shutdown) or until it is dropped.
+#[must_use = "the endpoint stops when this is dropped"]
+#[derive(Debug)]
+pub struct MetricsServer {
+    addr: SocketAddr,
+    cancel: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    /// The address it listens on (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting and waits for the accept loop to end.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Serves `registry` as Prometheus text on `http://<addr>/metrics` until the
+/// returned [`MetricsServer`] is shut down or dropped.
 pub async fn serve_metrics(
     addr: SocketAddr,
     registry: Arc<Mutex<Registry>>,
-    cancel: CancellationToken,
-) -> std::io::Result<SocketAddr> {
+) -> std::io::Result<MetricsServer> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    tokio::spawn(async move {
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    let task = tokio::spawn(async move {
         loop {
             let (mut sock, _) = tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = stop.cancelled() => return,
                 r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
             };
             let registry = registry.clone();
@@ -130,5 +165,9 @@ pub async fn serve_metrics(
             });
         }
     });
-    Ok(bound)
+    Ok(MetricsServer {
+        addr: bound,
+        cancel,
+        task: Some(task),
+    })
 }

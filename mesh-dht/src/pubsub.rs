@@ -10,16 +10,20 @@
 //! A message is forwarded and delivered only after the node has validated
 //! it, in this order:
 //! 1. the peer that forwarded it is within its per-peer rate limit;
-//! 2. with a stake gate, its author and the peer that forwarded it are both
-//!    staked (an unknown peer's message waits for the oracle's answer);
+//! 2. with a stake gate, its author is staked (an unknown author's message
+//!    waits for the oracle's answer);
 //! 3. every validator subscribed to the topic accepts it.
 //!
-//! A message refused by a validator, or sent by an unstaked peer, is
-//! *rejected*: it goes no further and gossipsub's score of the peer that
-//! sent it drops (to the gossip threshold after one such message,
-//! graylisted after three). A staked peer that relays an author this node
-//! refuses is not penalised (nodes may disagree on stake for a while): the
-//! message is dropped.
+//! A staked author's message is valid whoever relayed it: gossipsub keeps
+//! only the first copy of a message id, so refusing a good message because
+//! an unstaked reader relayed it first would let any reader censor it.
+//!
+//! A message refused by a validator, or an unstaked author's message sent
+//! by the author or relayed by another unstaked peer, is *rejected*: it goes
+//! no further and gossipsub's score of the peer that sent it drops (to the
+//! gossip threshold after one such message, graylisted after three). A
+//! staked peer that relays an author this node refuses is not penalised
+//! (nodes may disagree on stake for a while): the message is dropped.
 //! Messages over the rate limit are *ignored*: dropped without penalty.
 
 use std::collections::HashMap;
@@ -32,7 +36,7 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, Stream};
 use libp2p::gossipsub::{self, MessageAcceptance, TopicHash};
 use libp2p::PeerId;
-use mesh_core::{RateLimit, TokenBucket};
+use mesh_core::{RateLimit, SubnetId, TokenBucket};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
@@ -102,8 +106,8 @@ impl Topic {
     }
 
     /// The topic on the wire: `/mesh/<subnet_id>/<name>`.
-    pub(crate) fn wire(&self, subnet_id: &str) -> gossipsub::IdentTopic {
-        gossipsub::IdentTopic::new(format!("/mesh/{subnet_id}/{}", self.0))
+    pub(crate) fn wire(&self, subnet_id: SubnetId) -> gossipsub::IdentTopic {
+        gossipsub::IdentTopic::new(subnet_id.protocol(&self.0))
     }
 }
 
@@ -345,7 +349,7 @@ impl PubsubCommand {
 pub(crate) fn behaviour(
     key: &libp2p::identity::Keypair,
     config: &PubsubConfig,
-    subnet_id: &str,
+    subnet_id: SubnetId,
     registry: &mut Registry,
 ) -> Result<gossipsub::Behaviour, String> {
     let gcfg = gossipsub::ConfigBuilder::default()
@@ -361,7 +365,7 @@ pub(crate) fn behaviour(
         // reaches a node about mesh_n times instead of once per connection,
         // and every copy costs a signature check before it is deduplicated.
         .flood_publish(false)
-        .protocol_id_prefix(format!("/mesh/{subnet_id}/meshsub"))
+        .protocol_id_prefix(subnet_id.protocol("meshsub"))
         .build()
         .map_err(|e| e.to_string())?;
     let mut behaviour =
@@ -420,7 +424,7 @@ pub(crate) struct Inbound {
 /// rate limits and counters.
 pub(crate) struct PubsubState {
     local: PeerId,
-    subnet_id: String,
+    subnet_id: SubnetId,
     config: PubsubConfig,
     topics: HashMap<TopicHash, TopicState>,
     closed: FuturesUnordered<Closed>,
@@ -432,7 +436,7 @@ pub(crate) struct PubsubState {
 impl PubsubState {
     pub(crate) fn new(
         local: PeerId,
-        subnet_id: String,
+        subnet_id: SubnetId,
         config: PubsubConfig,
         registry: &mut Registry,
     ) -> Self {
@@ -485,7 +489,7 @@ impl PubsubState {
                 let _ = reply.send(self.publish(gs, &topic, data));
             }
             PubsubCommand::Peers { topic, reply } => {
-                let hash = topic.wire(&self.subnet_id).hash();
+                let hash = topic.wire(self.subnet_id).hash();
                 let peers = gs
                     .all_peers()
                     .filter(|(_, topics)| topics.contains(&&hash))
@@ -505,7 +509,7 @@ impl PubsubState {
         topic: Topic,
         validator: Option<MessageValidator>,
     ) -> Result<mpsc::Receiver<PubsubMessage>, PubsubError> {
-        let wire = topic.wire(&self.subnet_id);
+        let wire = topic.wire(self.subnet_id);
         let hash = wire.hash();
         if !self.topics.contains_key(&hash) {
             gs.subscribe(&wire)
@@ -549,7 +553,7 @@ impl PubsubState {
         state.validators.retain(|(i, _)| *i != id);
         if state.subscribers.is_empty() {
             let state = self.topics.remove(&hash).expect("present");
-            gs.unsubscribe(&state.topic.wire(&self.subnet_id));
+            gs.unsubscribe(&state.topic.wire(self.subnet_id));
             tracing::debug!(topic = %state.topic, "unsubscribed");
         }
     }
@@ -566,7 +570,7 @@ impl PubsubState {
                 max: self.config.max_message_bytes,
             });
         }
-        let wire = topic.wire(&self.subnet_id);
+        let wire = topic.wire(self.subnet_id);
         let id = MessageId::of(Some(&self.local), &wire.hash(), &data);
         match gs.publish(wire, data) {
             Ok(_) => Ok(id),
@@ -703,15 +707,19 @@ mod tests {
         assert!(Topic::new("a b").is_err());
         assert!(Topic::new("x".repeat(129)).is_err());
         let t = Topic::new("ledger").unwrap();
-        assert_eq!(t.wire("7").hash().as_str(), "/mesh/7/ledger");
-        assert_ne!(t.wire("7").hash(), t.wire("8").hash(), "subnets never mix");
+        assert_eq!(t.wire(SubnetId::new(7)).hash().as_str(), "/mesh/7/ledger");
+        assert_ne!(
+            t.wire(SubnetId::new(7)).hash(),
+            t.wire(SubnetId::new(8)).hash(),
+            "subnets never mix"
+        );
     }
 
     #[test]
     fn ids_hash_author_topic_and_data() {
         let (a, b) = (PeerId::random(), PeerId::random());
-        let t = Topic::new("t").unwrap().wire("1").hash();
-        let u = Topic::new("u").unwrap().wire("1").hash();
+        let t = Topic::new("t").unwrap().wire(SubnetId::new(1)).hash();
+        let u = Topic::new("u").unwrap().wire(SubnetId::new(1)).hash();
         let id = MessageId::of(Some(&a), &t, b"x");
         assert_eq!(id, MessageId::of(Some(&a), &t, b"x"));
         assert_ne!(id, MessageId::of(Some(&b), &t, b"x"));

@@ -7,7 +7,7 @@
 //! ```no_run
 //! # async fn demo() {
 //! use mesh_dht::test_utils::Testnet;
-//! let net = Testnet::builder(4).subnet("demo").build().await;
+//! let net = Testnet::builder(4).subnet(mesh_core::SubnetId::new(7)).build().await;
 //! let report = net.node(0).store(b"k".to_vec(), None, b"v".to_vec(),
 //!     mesh_core::Expiration::in_(std::time::Duration::from_secs(60))).await.unwrap();
 //! assert!(report.accepted >= 1);
@@ -52,7 +52,7 @@ impl FixedOracle {
 
     /// A gate over this oracle (subnet 1, class `Registered`).
     pub fn gate(self: &Arc<Self>) -> StakeGate {
-        StakeGate::new(self.clone(), 1, NodeClass::Registered)
+        StakeGate::new(self.clone(), TEST_SUBNET, NodeClass::Registered)
     }
 }
 
@@ -65,9 +65,9 @@ impl StakeOracle for FixedOracle {
 
 /// A node config for tests: subnet `subnet`, `key`, TCP on 127.0.0.1, short
 /// timeouts.
-pub fn config(subnet: &str, key: PeerKey, initial_peers: Vec<Multiaddr>) -> DhtConfig {
+pub fn config(subnet: SubnetId, key: PeerKey, initial_peers: Vec<Multiaddr>) -> DhtConfig {
     let mut c = DhtConfig::new(key);
-    c.subnet_id = subnet.into();
+    c.subnet_id = subnet;
     c.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("a valid address")];
     c.initial_peers = initial_peers;
     c.bootstrap_timeout = Duration::from_secs(10);
@@ -77,7 +77,7 @@ pub fn config(subnet: &str, key: PeerKey, initial_peers: Vec<Multiaddr>) -> DhtC
 
 /// Starts one node of `subnet` with `key` (a client with `client_mode`).
 pub async fn node(
-    subnet: &str,
+    subnet: SubnetId,
     key: PeerKey,
     initial_peers: Vec<Multiaddr>,
     client_mode: bool,
@@ -97,20 +97,23 @@ pub async fn addr(dht: &Dht) -> Multiaddr {
         .expect("node listens")
 }
 
+/// The subnet test networks run in unless told otherwise.
+pub const TEST_SUBNET: SubnetId = SubnetId::new(1);
+
 type Tweak = Box<dyn Fn(usize, &mut DhtConfig) + Send + Sync>;
 
 /// Builds a [`Testnet`].
 pub struct TestnetBuilder {
     n: usize,
-    subnet: String,
+    subnet: SubnetId,
     gate: Option<StakeGate>,
     tweak: Option<Tweak>,
 }
 
 impl TestnetBuilder {
-    /// The subnet's name (default `"test"`).
-    pub fn subnet(mut self, subnet: &str) -> Self {
-        self.subnet = subnet.into();
+    /// The subnet (default 1, the subnet [`FixedOracle::gate`] asks about).
+    pub fn subnet(mut self, subnet: SubnetId) -> Self {
+        self.subnet = subnet;
         self
     }
 
@@ -141,7 +144,7 @@ impl TestnetBuilder {
                 }
             }
             let key = PeerKey::generate(KeyType::Ed25519).expect("key");
-            let mut c = config(&self.subnet, key, peers);
+            let mut c = config(self.subnet, key, peers);
             c.stake_gate = self.gate.clone();
             if let Some(tweak) = &self.tweak {
                 tweak(i, &mut c);
@@ -159,11 +162,11 @@ pub struct Testnet {
 }
 
 impl Testnet {
-    /// `n` nodes of subnet `"test"`, no stake gate.
+    /// `n` nodes of subnet 1, no stake gate.
     pub fn builder(n: usize) -> TestnetBuilder {
         TestnetBuilder {
             n,
-            subnet: "test".into(),
+            subnet: TEST_SUBNET,
             gate: None,
             tweak: None,
         }

@@ -93,7 +93,7 @@ impl ConsensusLoop {
             self.chain.propose(self.subnet_id, scores).await?;
             self.last_acted = Some(epoch);
             tracing::info!(
-                subnet_id = self.subnet_id,
+                subnet_id = %self.subnet_id,
                 epoch,
                 "proposed the epoch's attestation"
             );
@@ -120,7 +120,7 @@ impl ConsensusLoop {
         if ours != theirs {
             self.last_acted = Some(epoch);
             tracing::info!(
-                subnet_id = self.subnet_id,
+                subnet_id = %self.subnet_id,
                 epoch,
                 "scores differ from the submission: not attesting"
             );
@@ -128,7 +128,7 @@ impl ConsensusLoop {
         }
         self.chain.attest(self.subnet_id).await?;
         self.last_acted = Some(epoch);
-        tracing::info!(subnet_id = self.subnet_id, epoch, "attested");
+        tracing::info!(subnet_id = %self.subnet_id, epoch, "attested");
         Ok(Step::Attested(epoch))
     }
 
@@ -145,7 +145,7 @@ impl ConsensusLoop {
                 }
                 Err(e) => {
                     tracing::warn!(
-                        subnet_id = self.subnet_id,
+                        subnet_id = %self.subnet_id,
                         "consensus: chain error, retrying in {backoff:?}: {e}"
                     );
                     let wait = backoff;
@@ -238,7 +238,7 @@ mod tests {
     #[test]
     fn waits_for_an_active_subnet_and_idle_class() {
         let chain = Arc::new(Script::default());
-        let mut l = ConsensusLoop::new(chain.clone(), 1, scorer(&[]));
+        let mut l = ConsensusLoop::new(chain.clone(), SubnetId::new(1), scorer(&[]));
         assert_eq!(
             run(&chain, &mut l),
             Step::Waiting("the subnet is not active")
@@ -262,7 +262,7 @@ mod tests {
         *chain.clock.lock().unwrap() = clock(3, 0);
         *chain.me.lock().unwrap() = Some((1, NodeClass::Validator));
         *chain.elected.lock().unwrap() = Some(1);
-        let mut l = ConsensusLoop::new(chain.clone(), 1, scorer(&[(1, 5), (2, 7)]));
+        let mut l = ConsensusLoop::new(chain.clone(), SubnetId::new(1), scorer(&[(1, 5), (2, 7)]));
         assert_eq!(run(&chain, &mut l), Step::Proposed(3));
         assert_eq!(run(&chain, &mut l), Step::Done(3), "never twice");
         *chain.clock.lock().unwrap() = clock(4, 0);
@@ -285,7 +285,7 @@ mod tests {
             scores: scores(&[(2, 7), (1, 5)]),
             attested_by: vec![1],
         };
-        let mut l = ConsensusLoop::new(chain.clone(), 1, scorer(&[(1, 5), (2, 7)]));
+        let mut l = ConsensusLoop::new(chain.clone(), SubnetId::new(1), scorer(&[(1, 5), (2, 7)]));
 
         *chain.clock.lock().unwrap() = clock(3, 0);
         assert_eq!(run(&chain, &mut l), Step::Skipped(3, "no submission yet"));
@@ -303,12 +303,14 @@ mod tests {
             Step::Skipped(4, "too late in the epoch")
         );
 
-        let mut differ = ConsensusLoop::new(chain.clone(), 1, scorer(&[(1, 5), (2, 8)]));
+        let mut differ =
+            ConsensusLoop::new(chain.clone(), SubnetId::new(1), scorer(&[(1, 5), (2, 8)]));
         *chain.clock.lock().unwrap() = clock(5, 1);
         assert_eq!(run(&chain, &mut differ), Step::Skipped(5, "scores differ"));
 
         *chain.me.lock().unwrap() = Some((2, NodeClass::Included));
-        let mut included = ConsensusLoop::new(chain.clone(), 1, scorer(&[(1, 5), (2, 7)]));
+        let mut included =
+            ConsensusLoop::new(chain.clone(), SubnetId::new(1), scorer(&[(1, 5), (2, 7)]));
         assert_eq!(
             run(&chain, &mut included),
             Step::Skipped(5, "not a validator")

@@ -41,7 +41,7 @@
 //! use std::time::Duration;
 //! use mesh_core::{KeyType, PeerKey};
 //! use mesh_dht::{DhtConfig, PeerId};
-//! use mesh_server::echo::{proto::echo_server::EchoServer, EchoService};
+//! use mesh_subnet_echo::{proto::echo_server::EchoServer, EchoService};
 //! use mesh_server::heartbeat::Heartbeat;
 //! use mesh_server::runtime::HookFuture;
 //! use mesh_server::{Runtime, RuntimeConfig, Subnet, SubnetContext};
@@ -83,7 +83,6 @@
 
 pub mod auth;
 pub mod consensus;
-pub mod echo;
 pub mod heartbeat;
 pub mod rpc;
 pub mod runtime;

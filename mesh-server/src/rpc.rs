@@ -15,13 +15,14 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use libp2p::{PeerId, StreamProtocol};
+use mesh_core::SubnetId;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 /// The RPC protocol of a subnet: `/mesh/<subnet_id>/rpc/1`.
-pub fn rpc_protocol(subnet_id: &str) -> StreamProtocol {
-    StreamProtocol::try_from_owned(format!("/mesh/{subnet_id}/rpc/1"))
+pub fn rpc_protocol(subnet_id: SubnetId) -> StreamProtocol {
+    StreamProtocol::try_from_owned(subnet_id.protocol("rpc/1"))
         .expect("a protocol that starts with '/'")
 }
 

@@ -33,8 +33,8 @@ pub struct SubnetContext {
     pub dht: Dht,
     /// The node's identity.
     pub key: Arc<PeerKey>,
-    /// The DHT/RPC subnet name (`/mesh/<subnet>/…`).
-    pub subnet: String,
+    /// The subnet, on chain and on the network (`/mesh/<subnet_id>/…`).
+    pub subnet_id: SubnetId,
     /// Cancelled when the node shuts down.
     pub cancel: CancellationToken,
     /// The chain as the node sees it (epoch clock, its own node, elected
@@ -57,7 +57,7 @@ impl SubnetContext {
         let channel = connect(
             self.dht.streams(),
             peer,
-            rpc_protocol(&self.subnet),
+            rpc_protocol(self.subnet_id),
             Duration::from_secs(10),
         );
         signed(channel, self.key.clone(), peer)
@@ -105,10 +105,9 @@ pub trait Subnet: Send + Sync + 'static {
 /// The chain side of a node, when it takes part in consensus.
 #[derive(Clone)]
 pub struct ChainHooks {
-    /// The chain, signing with the node's hotkey.
+    /// The chain, signing with the node's hotkey. The subnet is the DHT's
+    /// ([`DhtConfig::subnet_id`]).
     pub chain: Arc<dyn ConsensusChain>,
-    /// The subnet on chain.
-    pub subnet_id: SubnetId,
     /// How often the consensus loop looks at the chain (a fraction of a block time).
     pub poll: Duration,
     /// Share of an epoch within which a node attests ([`crate::consensus::ATTEST_WINDOW`]).
@@ -175,7 +174,7 @@ impl Runtime {
         subnet: Arc<S>,
     ) -> Result<Self, RuntimeError> {
         let key = Arc::new(config.dht.key.clone());
-        let name = config.dht.subnet_id.clone();
+        let subnet_id = config.dht.subnet_id;
         let mut dht_config = config.dht;
         dht_config.validator.add(subnet.validator());
         let dht = Dht::start(dht_config).await?;
@@ -183,12 +182,12 @@ impl Runtime {
         let ctx = SubnetContext {
             dht: dht.clone(),
             key: key.clone(),
-            subnet: name.clone(),
+            subnet_id,
             cancel: cancel.clone(),
             chain: config.chain.as_ref().map(|hooks| hooks.chain.clone()),
         };
 
-        let connections = incoming(&mut dht.streams(), rpc_protocol(&name))?;
+        let connections = incoming(&mut dht.streams(), rpc_protocol(subnet_id))?;
         let routes = subnet.routes(&ctx);
         let layer = AuthLayer::new(config.authorizers);
         let auth_metrics = (*layer.metrics()).clone();
@@ -219,7 +218,7 @@ impl Runtime {
         if let Some(hooks) = config.chain {
             let scorer = subnet.clone();
             let dht = dht.clone();
-            let (chain, subnet_id) = (hooks.chain.clone(), hooks.subnet_id);
+            let chain = hooks.chain.clone();
             let score: ScoreFn = Arc::new(move |epoch| {
                 let (scorer, dht, chain) = (scorer.clone(), dht.clone(), chain.clone());
                 Box::pin(async move {
@@ -240,13 +239,13 @@ impl Runtime {
                     scores
                 })
             });
-            let consensus = ConsensusLoop::new(hooks.chain, hooks.subnet_id, score)
+            let consensus = ConsensusLoop::new(hooks.chain, subnet_id, score)
                 .with_attest_window(hooks.attest_window);
             tasks.push(tokio::spawn(consensus.run(hooks.poll, cancel.clone())));
         }
 
         subnet.start(ctx.clone()).await;
-        tracing::info!(peer_id = %dht.peer_id(), subnet = %name, "node runtime started");
+        tracing::info!(peer_id = %dht.peer_id(), %subnet_id, "node runtime started");
         let stopping = subnet.clone();
         Ok(Self {
             ctx,

@@ -8,18 +8,24 @@ use mesh_chain::devnode::{register_dev_node, DevNode};
 use mesh_chain::{chain_stake_oracle, ChainClient, SignerSource};
 use mesh_core::{KeyType, NodeClass, PeerKey};
 use mesh_dht::Dht;
-use mesh_server::echo::proto::echo_client::EchoClient;
-use mesh_server::echo::proto::echo_server::EchoServer;
-use mesh_server::echo::proto::SayRequest;
-use mesh_server::echo::EchoService;
 use mesh_server::{
     connect, incoming, rpc_protocol, AuthLayer, Authorizer, RateLimitAuthorizer, RateLimits,
     StakeAuthorizer,
 };
+use mesh_subnet_echo::proto::echo_client::EchoClient;
+use mesh_subnet_echo::proto::echo_server::EchoServer;
+use mesh_subnet_echo::proto::SayRequest;
+use mesh_subnet_echo::EchoService;
 use tonic::Code;
 
 async fn node(key: PeerKey, initial_peers: Vec<mesh_dht::Multiaddr>, client_mode: bool) -> Dht {
-    mesh_dht::test_utils::node("auth-test", key, initial_peers, client_mode).await
+    mesh_dht::test_utils::node(
+        mesh_dht::test_utils::TEST_SUBNET,
+        key,
+        initial_peers,
+        client_mode,
+    )
+    .await
 }
 
 fn say(text: &str) -> SayRequest {
@@ -58,7 +64,11 @@ async fn stake_and_rate_limit_authorizers_refuse_with_named_statuses() {
     ]);
     let metrics = layer.metrics();
     let server = node(PeerKey::generate(KeyType::Ed25519).unwrap(), vec![], false).await;
-    let connections = incoming(&mut server.streams(), rpc_protocol("auth-test")).unwrap();
+    let connections = incoming(
+        &mut server.streams(),
+        rpc_protocol(mesh_dht::test_utils::TEST_SUBNET),
+    )
+    .unwrap();
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .layer(layer)
@@ -80,7 +90,7 @@ async fn stake_and_rate_limit_authorizers_refuse_with_named_statuses() {
         EchoClient::new(connect(
             dht.streams(),
             server.peer_id(),
-            rpc_protocol("auth-test"),
+            rpc_protocol(mesh_dht::test_utils::TEST_SUBNET),
             Duration::from_secs(5),
         ))
     };
@@ -135,7 +145,11 @@ async fn rate_limits_block_and_lift_on_real_rpc() {
     ]);
     let metrics = layer.metrics();
     let server = node(PeerKey::generate(KeyType::Ed25519).unwrap(), vec![], false).await;
-    let connections = incoming(&mut server.streams(), rpc_protocol("auth-test")).unwrap();
+    let connections = incoming(
+        &mut server.streams(),
+        rpc_protocol(mesh_dht::test_utils::TEST_SUBNET),
+    )
+    .unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
             .layer(layer)
@@ -152,7 +166,7 @@ async fn rate_limits_block_and_lift_on_real_rpc() {
     let mut echo = EchoClient::new(connect(
         caller.streams(),
         server.peer_id(),
-        rpc_protocol("auth-test"),
+        rpc_protocol(mesh_dht::test_utils::TEST_SUBNET),
         Duration::from_secs(5),
     ));
     for i in 0..3 {

@@ -6,17 +6,23 @@ use std::time::Duration;
 use futures::StreamExt;
 use mesh_core::{KeyType, PeerKey};
 use mesh_dht::{Dht, PeerId};
-use mesh_server::echo::proto::echo_client::EchoClient;
-use mesh_server::echo::proto::echo_server::EchoServer;
-use mesh_server::echo::proto::{CountRequest, SayRequest};
-use mesh_server::echo::EchoService;
 use mesh_server::{connect, incoming, rpc_protocol};
+use mesh_subnet_echo::proto::echo_client::EchoClient;
+use mesh_subnet_echo::proto::echo_server::EchoServer;
+use mesh_subnet_echo::proto::{CountRequest, SayRequest};
+use mesh_subnet_echo::EchoService;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
 async fn node(initial_peers: Vec<mesh_dht::Multiaddr>, client_mode: bool) -> Dht {
     let key = PeerKey::generate(KeyType::Ed25519).unwrap();
-    mesh_dht::test_utils::node("rpc-test", key, initial_peers, client_mode).await
+    mesh_dht::test_utils::node(
+        mesh_dht::test_utils::TEST_SUBNET,
+        key,
+        initial_peers,
+        client_mode,
+    )
+    .await
 }
 
 /// A server node serving the echo service, and a client node joined to it.
@@ -28,7 +34,7 @@ async fn pair() -> (Dht, Dht, CancellationToken) {
 async fn pair_with_service() -> (Dht, Dht, CancellationToken, EchoService) {
     let service = EchoService::default();
     let server = node(vec![], false).await;
-    let protocol = rpc_protocol("rpc-test");
+    let protocol = rpc_protocol(mesh_dht::test_utils::TEST_SUBNET);
     let connections = incoming(&mut server.streams(), protocol).unwrap();
     let stop = CancellationToken::new();
     let signal = stop.clone();
@@ -57,7 +63,7 @@ async fn unary_and_streaming_calls_know_the_caller() {
     let channel = connect(
         client.streams(),
         server.peer_id(),
-        rpc_protocol("rpc-test"),
+        rpc_protocol(mesh_dht::test_utils::TEST_SUBNET),
         Duration::from_secs(5),
     );
     let mut echo = EchoClient::new(channel);
@@ -126,7 +132,7 @@ async fn deadlines_and_cancellation() {
     let channel = connect(
         client.streams(),
         server.peer_id(),
-        rpc_protocol("rpc-test"),
+        rpc_protocol(mesh_dht::test_utils::TEST_SUBNET),
         Duration::from_secs(5),
     );
     let mut echo = EchoClient::new(channel);
@@ -192,7 +198,7 @@ async fn an_unreachable_peer_is_unavailable() {
     let channel = connect(
         client.streams(),
         nobody,
-        rpc_protocol("rpc-test"),
+        rpc_protocol(mesh_dht::test_utils::TEST_SUBNET),
         Duration::from_secs(2),
     );
     let status = EchoClient::new(channel)
@@ -211,7 +217,7 @@ async fn an_unreachable_peer_is_unavailable() {
     let channel = connect(
         joined.streams(),
         plain.peer_id(),
-        rpc_protocol("rpc-test"),
+        rpc_protocol(mesh_dht::test_utils::TEST_SUBNET),
         Duration::from_secs(2),
     );
     let status = EchoClient::new(channel)

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use mesh_core::{KeyType, PeerKey};
 use mesh_dht::{DhtConfig, PeerId};
-use mesh_server::echo::proto::echo_client::EchoClient;
-use mesh_server::echo::proto::echo_server::EchoServer;
-use mesh_server::echo::proto::SayRequest;
-use mesh_server::echo::EchoService;
 use mesh_server::heartbeat::{alive_peers, Heartbeat};
 use mesh_server::runtime::HookFuture;
 use mesh_server::{Runtime, RuntimeConfig, Subnet, SubnetContext};
+use mesh_subnet_echo::proto::echo_client::EchoClient;
+use mesh_subnet_echo::proto::echo_server::EchoServer;
+use mesh_subnet_echo::proto::SayRequest;
+use mesh_subnet_echo::EchoService;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,7 +46,7 @@ impl Subnet for EchoSubnet {
 
 fn config(initial_peers: Vec<mesh_dht::Multiaddr>) -> RuntimeConfig {
     let mut dht = DhtConfig::new(PeerKey::generate(KeyType::Ed25519).unwrap());
-    dht.subnet_id = "echo".into();
+    dht.subnet_id = mesh_dht::test_utils::TEST_SUBNET;
     dht.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     dht.initial_peers = initial_peers;
     RuntimeConfig {
@@ -138,6 +138,7 @@ async fn a_staked_subnet_reaches_consensus_from_heartbeats() {
         let mut config = config(first_addr.iter().cloned().collect());
         // Heartbeats live 4 s: both nodes see both in every epoch's scoring.
         config.update_period = Duration::from_secs(2);
+        config.dht.subnet_id = subnet_id;
         let peer_id = config.dht.key.peer_id();
         let id = register_dev_node(&client, &alice, subnet_id, &signer(hotkey), peer_id)
             .await
@@ -145,7 +146,6 @@ async fn a_staked_subnet_reaches_consensus_from_heartbeats() {
         client.activate_node(&alice, subnet_id, id).await.unwrap();
         config.chain = Some(ChainHooks {
             chain: Arc::new(HotkeyChain::new(client.clone(), signer(hotkey))),
-            subnet_id,
             poll: Duration::from_millis(100),
             // The dev chain's 10-block epochs leave 1.5 blocks at 15 %.
             attest_window: 0.5,

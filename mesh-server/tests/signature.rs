@@ -11,21 +11,21 @@ use http_body_util::{BodyExt, Full};
 use mesh_core::{KeyType, PeerKey};
 use mesh_dht::{Dht, Multiaddr, PeerId};
 use mesh_server::auth::AuthMetrics;
-use mesh_server::echo::proto::echo_client::EchoClient;
-use mesh_server::echo::proto::echo_server::EchoServer;
-use mesh_server::echo::proto::{CountRequest, SayRequest};
-use mesh_server::echo::EchoService;
 use mesh_server::signature::{unix_ms, Envelope, EnvelopeSigner, SIGNATURE_HEADER};
 use mesh_server::{
     connect, incoming, rpc_protocol, signed, AuthLayer, Authorizer, SignResponsesLayer,
     SignatureAuthorizer,
 };
+use mesh_subnet_echo::proto::echo_client::EchoClient;
+use mesh_subnet_echo::proto::echo_server::EchoServer;
+use mesh_subnet_echo::proto::{CountRequest, SayRequest};
+use mesh_subnet_echo::EchoService;
 use tonic::body::Body;
 use tonic::transport::Channel;
 use tonic::Code;
 use tower::{Service, ServiceExt};
 
-const SUBNET: &str = "signature-test";
+const SUBNET: mesh_core::SubnetId = mesh_dht::test_utils::TEST_SUBNET;
 
 async fn node(key: PeerKey, initial_peers: Vec<Multiaddr>, client_mode: bool) -> Dht {
     mesh_dht::test_utils::node(SUBNET, key, initial_peers, client_mode).await

@@ -91,7 +91,7 @@ async fn an_owners_subkey_cannot_be_overwritten_even_after_the_owner_left() {
     ));
     reworded.value = [b"evil".as_slice(), &reworded.value[5..]].concat();
 
-    let mut raw = RawPeer::new("test");
+    let mut raw = RawPeer::new(mesh_dht::test_utils::TEST_SUBNET);
     for round in ["owner online", "owner offline"] {
         if round == "owner offline" {
             owner.shutdown().await;
@@ -128,7 +128,7 @@ async fn garbage_and_oversized_messages_are_refused_while_the_node_keeps_serving
     let nodes = network(3, Net::Tcp).await;
     let target = &nodes[0];
     let addr = addr_of(target, Net::Tcp).await;
-    let mut raw = RawPeer::new("test");
+    let mut raw = RawPeer::new(mesh_dht::test_utils::TEST_SUBNET);
 
     let no_valid_answer = |r: Result<Vec<u8>, String>| match r {
         Err(_) => true,
@@ -210,7 +210,7 @@ async fn a_flooding_peer_is_rate_limited_and_then_served_again() {
     });
     let node = Dht::start(c).await.unwrap();
     let addr = addr_of(&node, Net::Tcp).await;
-    let mut raw = RawPeer::new("test");
+    let mut raw = RawPeer::new(mesh_dht::test_utils::TEST_SUBNET);
     let limited = |r: &pb::Response| matches!(r.kind, Some(pb::response::Kind::Error(ref e)) if e.code == pb::error_response::Code::RateLimited as i32);
     let mut served = 0;
     let mut refused = 0;
@@ -245,7 +245,7 @@ async fn a_flooding_peer_is_rate_limited_and_then_served_again() {
 async fn records_sent_through_kad_put_value_obey_the_same_rules() {
     let node = Dht::start(config(Net::Tcp, vec![])).await.unwrap();
     let addr = addr_of(&node, Net::Tcp).await;
-    let mut raw = RawPeer::new("test");
+    let mut raw = RawPeer::new(mesh_dht::test_utils::TEST_SUBNET);
     let encode = |v: StoredValue| prost::Message::encode_to_vec(&pb::StoredValue::from(v));
     let regular =
         |value: &str, exp: Expiration| StoredValue::from_record(&Record::new("", value, exp));
@@ -310,7 +310,7 @@ async fn a_peer_that_keeps_sending_forgeries_is_blocked_and_others_are_served() 
     });
     let node = Dht::start(c).await.unwrap();
     let addr = addr_of(&node, Net::Tcp).await;
-    let mut raw = RawPeer::new("test");
+    let mut raw = RawPeer::new(mesh_dht::test_utils::TEST_SUBNET);
     let forgery = |i: u32| {
         let owner = PeerKey::generate(KeyType::Ed25519).unwrap();
         let mut r = Record::with_subkey(

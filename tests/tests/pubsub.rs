@@ -1,6 +1,7 @@
 //! Pubsub across real libp2p nodes on loopback: every subscriber gets each
 //! message once; a message the application refuses goes no further than the
-//! first hop; an unstaked publisher reaches nobody; late subscribers get
+//! first hop; an unstaked publisher reaches nobody, while a staked author's
+//! message relayed by an unstaked reader arrives; late subscribers get
 //! what is published after they join; leavers stop receiving.
 //! (The same stake rule against the real dev chain: `stake_gate.rs`.)
 
@@ -306,6 +307,88 @@ async fn an_unstaked_publisher_reaches_nobody() {
 
     stranger.shutdown().await;
     for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+/// gossipsub keeps only the first copy of a message id, so a node that
+/// rejected a good message because an unstaked reader relayed it first would
+/// never take the honest copy: readers could censor staked authors. Here the
+/// only path from the staked author to the staked receiver runs through an
+/// unstaked reader (each staked node may hold one connection): the message
+/// arrives, and the reader's own messages still do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staked_authors_message_relayed_by_an_unstaked_reader_arrives() {
+    let keys: Vec<_> = (0..2)
+        .map(|_| mesh_core::PeerKey::generate(mesh_core::KeyType::Ed25519).unwrap())
+        .collect();
+    let (receiver_id, author_id) = (keys[0].peer_id(), keys[1].peer_id());
+    let gate = FixedOracle::new([receiver_id, author_id]).gate();
+    let reader = Dht::start(fast(config(Net::Tcp, vec![]))).await.unwrap();
+    let reader_addr = addr_of(&reader, Net::Tcp).await;
+    let mut staked = Vec::new();
+    for key in keys {
+        let mut c = fast(config(Net::Tcp, vec![reader_addr.clone()]));
+        c.key = key;
+        c.stake_gate = Some(gate.clone());
+        c.max_connections = 1; // the reader only: no direct path between them
+        staked.push(Dht::start(c).await.unwrap());
+    }
+    let (receiver, author) = (&staked[0], &staked[1]);
+
+    let topic = Topic::new("relayed").unwrap();
+    let mut at_receiver = receiver.pubsub().subscribe(&topic).await.unwrap();
+    let _at_author = author.pubsub().subscribe(&topic).await.unwrap();
+    let mut at_reader = reader.pubsub().subscribe(&topic).await.unwrap();
+    wait_for_mesh(&staked, &topic, 1).await;
+    wait_for_mesh(std::slice::from_ref(&reader), &topic, 2).await;
+    assert!(
+        !receiver
+            .pubsub()
+            .peers(&topic)
+            .await
+            .unwrap()
+            .contains(&author_id),
+        "the staked nodes are not connected to each other"
+    );
+
+    reader
+        .pubsub()
+        .publish(&topic, b"from-the-reader".to_vec())
+        .await
+        .unwrap();
+    author
+        .pubsub()
+        .publish(&topic, b"from-the-author".to_vec())
+        .await
+        .unwrap();
+    let want: HashSet<Vec<u8>> = [b"from-the-author".to_vec()].into();
+    let mut got = receive_until(&mut at_receiver, &want, WAIT).await;
+    got.extend(drain(&mut at_receiver, Duration::from_millis(500)).await);
+    let seen: Vec<(&[u8], PeerId, PeerId)> = got
+        .iter()
+        .map(|m| (m.data.as_slice(), m.author, m.forwarder))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![(b"from-the-author".as_slice(), author_id, reader.peer_id())],
+        "the author's message, relayed by the reader; nothing the reader wrote"
+    );
+    let read = receive_until(&mut at_reader, &want, WAIT).await;
+    assert!(
+        read.iter().any(|m| m.data == b"from-the-author"),
+        "{read:?}"
+    );
+    let score = receiver
+        .pubsub()
+        .peer_score(reader.peer_id())
+        .await
+        .unwrap()
+        .expect("connected");
+    assert!(score < 0.0, "the reader's own message cost it: {score}");
+
+    reader.shutdown().await;
+    for n in staked {
         n.shutdown().await;
     }
 }

@@ -26,7 +26,7 @@ where
 
 async fn start(key: PeerKey, initial_peers: Vec<Multiaddr>, gate: &StakeGate) -> Dht {
     let mut config = DhtConfig::new(key);
-    config.subnet_id = "gated".into();
+    config.subnet_id = gate.subnet_id;
     config.listen = vec![common::listen_addr(Net::Tcp)];
     config.initial_peers = initial_peers;
     config.refresh_period = Duration::from_secs(1);

@@ -26,13 +26,13 @@ use mesh_core::consensus::{ConsensusChain, Submission};
 use mesh_core::{KeyType, NodeClass, PeerId, PeerKey};
 use mesh_dht::{DhtConfig, Multiaddr, RefusalKind, StakeGate};
 use mesh_server::auth::Authorizer;
-use mesh_server::echo::proto::echo_client::EchoClient;
-use mesh_server::echo::proto::{CountRequest, SayRequest};
 use mesh_server::heartbeat::alive_peers;
 use mesh_server::signature::{SignatureAuthorizer, SignedChannel};
 use mesh_server::{
     ChainHooks, RateLimitAuthorizer, RateLimits, Runtime, RuntimeConfig, StakeAuthorizer,
 };
+use mesh_subnet_echo::proto::echo_client::EchoClient;
+use mesh_subnet_echo::proto::{CountRequest, SayRequest};
 use mesh_subnet_echo::{EchoInfo, EchoSubnet, ALIVE_SCORE};
 
 async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
@@ -53,7 +53,7 @@ fn signer(uri: &str) -> Keypair {
 
 struct Subnet {
     client: ChainClient,
-    subnet_id: u32,
+    subnet_id: mesh_core::SubnetId,
     oracle: WatchedStakeOracle,
 }
 
@@ -64,7 +64,7 @@ impl Subnet {
         let local = key.peer_id();
         let gate = StakeGate::new(self.oracle.oracle(), self.subnet_id, NodeClass::Registered);
         let mut dht = DhtConfig::new(key);
-        dht.subnet_id = self.subnet_id.to_string();
+        dht.subnet_id = self.subnet_id;
         dht.listen = vec![common::listen_addr(Net::Tcp)];
         dht.initial_peers = initial;
         dht.refresh_period = Duration::from_secs(1);
@@ -80,14 +80,12 @@ impl Subnet {
                 NodeClass::Registered,
             )),
         ];
-        let subnet_id = self.subnet_id;
         RuntimeConfig {
             dht,
             update_period: Duration::from_secs(1),
             authorizers,
             chain: Some(ChainHooks {
                 chain: Arc::new(HotkeyChain::new(self.client.clone(), signer(hotkey))),
-                subnet_id,
                 poll: Duration::from_millis(100),
                 // 15 % of a 10-block dev epoch is 1.5 blocks.
                 attest_window: 0.5,

@@ -14,9 +14,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use mesh_cli::{init_logs, stop_signal};
-use mesh_core::{Expiration, KeyType, PeerKey, StoreLimits, StoredValue};
+use mesh_core::{Expiration, KeyType, PeerKey, StoreLimits, StoredValue, SubnetId};
 use mesh_dht::{serve_metrics, Dht, DhtConfig, Multiaddr};
-use tokio_util::sync::CancellationToken;
 
 /// A mesh DHT node. Without a subcommand it runs a bootnode/DHT server until
 /// SIGINT or SIGTERM; `store` and `get` join the DHT as a short-lived client.
@@ -42,7 +41,7 @@ enum Command {
 struct NetArgs {
     /// The subnet: nodes of different subnets never talk (protocols are /mesh/<subnet_id>/...).
     #[arg(long = "subnet_id", alias = "subnet-id", default_value = "0")]
-    subnet_id: String,
+    subnet_id: SubnetId,
     /// Seconds to wait for the initial peers.
     #[arg(
         long = "bootstrap_timeout",
@@ -188,7 +187,7 @@ async fn run(args: RunArgs) -> Result<()> {
         }
     };
     let mut config = DhtConfig::new(key);
-    config.subnet_id = args.net.subnet_id.clone();
+    config.subnet_id = args.net.subnet_id;
     config.listen = args.host_maddrs.clone();
     config.announce = args.announce_maddrs.clone();
     config.initial_peers = args.initial_peers.clone();
@@ -198,16 +197,20 @@ async fn run(args: RunArgs) -> Result<()> {
     config.limits.max_value_bytes = args.max_value_bytes;
     config.limits.max_records = args.max_records;
 
+    let registry = config.registry.clone();
     let dht = Dht::start(config).await.context("starting the DHT node")?;
     // Before the addresses are printed: a signal right after them stops us cleanly.
     let stop = stop_signal()?;
-    let cancel = CancellationToken::new();
-    if let Some(addr) = args.metrics {
-        let bound = serve_metrics(addr, dht.registry(), cancel.clone())
-            .await
-            .with_context(|| format!("serving metrics on {addr}"))?;
-        tracing::info!("metrics on http://{bound}/metrics");
-    }
+    let metrics = match args.metrics {
+        Some(addr) => {
+            let server = serve_metrics(addr, registry)
+                .await
+                .with_context(|| format!("serving metrics on {addr}"))?;
+            tracing::info!("metrics on http://{}/metrics", server.addr());
+            Some(server)
+        }
+        None => None,
+    };
     println!(
         "mesh-dht {} running; other peers can join with:",
         dht.peer_id()
@@ -218,7 +221,9 @@ async fn run(args: RunArgs) -> Result<()> {
 
     stop.await;
     tracing::info!("shutting down");
-    cancel.cancel();
+    if let Some(metrics) = metrics {
+        metrics.shutdown().await;
+    }
     dht.shutdown().await;
     Ok(())
 }
@@ -229,7 +234,7 @@ async fn client(net: &NetArgs, initial_peers: &[Multiaddr]) -> Result<Dht> {
         bail!("--initial_peers is required: give at least one /ip4/.../p2p/<PeerId> of a running node");
     }
     let mut config = DhtConfig::new(PeerKey::generate(KeyType::Ed25519)?);
-    config.subnet_id = net.subnet_id.clone();
+    config.subnet_id = net.subnet_id;
     config.client_mode = true;
     config.initial_peers = initial_peers.to_vec();
     config.bootstrap_timeout = secs(net.bootstrap_timeout, "--bootstrap_timeout")?;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use mesh_core::{KeyType, PeerKey};
+use mesh_core::{KeyType, PeerKey, SubnetId};
 use mesh_dht::{Dht, DhtConfig, Multiaddr};
 use mesh_subnet_inference::client::InferenceClient;
 use mesh_subnet_inference::proto::{generate_request::Prompt, Chat, ChatMessage, GenerateRequest};
@@ -28,8 +28,8 @@ struct Cli {
     #[arg(long = "initial_peers", alias = "initial-peers", num_args = 1.., value_name = "MULTIADDR", required = true)]
     initial_peers: Vec<Multiaddr>,
     /// The subnet's id on chain (its DHT and RPC protocols are /mesh/<subnet_id>/…).
-    #[arg(long = "subnet_id", alias = "subnet-id", default_value_t = 0)]
-    subnet_id: u32,
+    #[arg(long = "subnet_id", alias = "subnet-id", default_value = "0")]
+    subnet_id: SubnetId,
     /// The client's key file; in a staked subnet its PeerId must be a
     /// registered node's client PeerId. Without it a fresh identity is used.
     #[arg(long = "identity_path", alias = "identity-path", value_name = "PATH")]
@@ -103,12 +103,12 @@ async fn main() -> Result<()> {
     };
 
     let mut config = DhtConfig::new(key.clone());
-    config.subnet_id = cli.subnet_id.to_string();
+    config.subnet_id = cli.subnet_id;
     config.client_mode = true;
     config.initial_peers = cli.initial_peers.clone();
     config.bootstrap_timeout = mesh_cli::secs(cli.bootstrap_timeout, "--bootstrap_timeout")?;
     let dht = Dht::start(config).await.context("joining the DHT")?;
-    let client = InferenceClient::new(dht.clone(), Arc::new(key), cli.subnet_id.to_string());
+    let client = InferenceClient::new(dht.clone(), Arc::new(key));
 
     let mut stdout = std::io::stdout();
     let outcome = client

@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 use common::{ActivateArgs, ChainOpts, RegisterArgs, SignerOpts};
 use mesh_chain::{AccountId32, Amount};
-use mesh_core::{NodeClass, PeerId};
+use mesh_core::{NodeClass, PeerId, SubnetId};
 use std::path::PathBuf;
 
 /// Talk to the mesh chain: subnets, nodes, stake, epochs.
@@ -88,7 +88,7 @@ enum Command {
         signer: SignerOpts,
         /// The subnet.
         #[arg(long = "subnet_id", alias = "subnet-id")]
-        subnet_id: u32,
+        subnet_id: SubnetId,
         /// The hotkey holding the stake (ss58).
         #[arg(long, value_parser = common::account)]
         hotkey: AccountId32,
@@ -100,7 +100,7 @@ enum Command {
     ShowNode {
         /// The subnet.
         #[arg(long = "subnet_id", alias = "subnet-id")]
-        subnet_id: u32,
+        subnet_id: SubnetId,
         /// The node's id.
         #[arg(
             long = "subnet_node_id",
@@ -116,7 +116,7 @@ enum Command {
     ProofOfStake {
         /// The subnet.
         #[arg(long = "subnet_id", alias = "subnet-id")]
-        subnet_id: u32,
+        subnet_id: SubnetId,
         /// The PeerId (server, bootnode or client).
         #[arg(long = "peer_id", alias = "peer-id", value_parser = common::peer_id)]
         peer_id: PeerId,
@@ -128,7 +128,7 @@ enum Command {
     Epoch {
         /// The subnet.
         #[arg(long = "subnet_id", alias = "subnet-id")]
-        subnet_id: u32,
+        subnet_id: SubnetId,
     },
     /// Show an account's free balance in tokens.
     Balance {

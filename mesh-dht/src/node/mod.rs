@@ -36,7 +36,7 @@ use libp2p::{
 use mesh_core::validator::SignatureValidator;
 use mesh_core::{
     CompositeValidator, Expiration, Kind, MergeRefusal, RateLimit, Record, Refusal, StoredValue,
-    TokenBucket,
+    SubnetId, TokenBucket,
 };
 use mesh_proto::dht as pb;
 use prometheus_client::registry::Registry;
@@ -162,6 +162,7 @@ struct Inner {
     streams: libp2p_stream::Control,
     validator: Arc<CompositeValidator>,
     registry: Arc<Mutex<Registry>>,
+    subnet_id: SubnetId,
     cancel: CancellationToken,
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -194,12 +195,18 @@ impl Dht {
         self.inner.peer_id
     }
 
+    /// The subnet this node is in ([`DhtConfig::subnet_id`]).
+    pub fn subnet_id(&self) -> SubnetId {
+        self.inner.subnet_id
+    }
+
     /// The validators this node applies (to sign or check records yourself).
     pub fn validator(&self) -> &CompositeValidator {
         &self.inner.validator
     }
 
-    /// The Prometheus registry holding libp2p's and the node's metrics.
+    /// The Prometheus registry holding libp2p's and the node's metrics: the
+    /// one passed in [`DhtConfig::registry`].
     pub fn registry(&self) -> Arc<Mutex<Registry>> {
         self.inner.registry.clone()
     }

@@ -9,13 +9,6 @@ fn split_p2p(addr: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
     }
 }
 
-fn valid_subnet_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
 impl Dht {
     /// Starts a node: listens, dials the initial peers and joins.
     ///
@@ -24,12 +17,6 @@ impl Dht {
     /// (of this node's own PeerId) finished. Fails with [`DhtError::NoInitialPeerAnswered`]
     /// when none of them answers within `bootstrap_timeout`.
     pub async fn start(config: DhtConfig) -> Result<Dht, DhtError> {
-        if !valid_subnet_id(&config.subnet_id) {
-            return Err(DhtError::Transport(format!(
-                "subnet id {:?} must be 1-64 characters of [A-Za-z0-9._-]",
-                config.subnet_id
-            )));
-        }
         let mut initial = Vec::new();
         for addr in &config.initial_peers {
             let Some((peer, base)) = split_p2p(addr) else {
@@ -58,11 +45,10 @@ impl Dht {
         validator.add(SignatureValidator::new(Arc::new(config.key.clone())));
         let validator = Arc::new(validator);
 
-        let kad_protocol =
-            StreamProtocol::try_from_owned(format!("/mesh/{}/kad/1.0.0", config.subnet_id))
-                .map_err(|e| DhtError::Transport(e.to_string()))?;
+        let kad_protocol = StreamProtocol::try_from_owned(config.subnet_id.protocol("kad/1.0.0"))
+            .map_err(|e| DhtError::Transport(e.to_string()))?;
         let records_protocol =
-            StreamProtocol::try_from_owned(format!("/mesh/{}/records/1.0.0", config.subnet_id))
+            StreamProtocol::try_from_owned(config.subnet_id.protocol("records/1.0.0"))
                 .map_err(|e| DhtError::Transport(e.to_string()))?;
 
         let mut kcfg = kad::Config::new(kad_protocol.clone());
@@ -98,12 +84,9 @@ impl Dht {
                 .with_max_concurrent_streams(256),
         );
         let identify = identify::Behaviour::new(
-            identify::Config::new(
-                format!("/mesh/{}/1.0.0", config.subnet_id),
-                config.key.public(),
-            )
-            .with_agent_version(format!("mesh-dht/{}", env!("CARGO_PKG_VERSION")))
-            .with_hide_listen_addrs(!config.announce.is_empty()),
+            identify::Config::new(config.subnet_id.protocol("1.0.0"), config.key.public())
+                .with_agent_version(format!("mesh-dht/{}", env!("CARGO_PKG_VERSION")))
+                .with_hide_listen_addrs(!config.announce.is_empty()),
         );
         let limits = connection_limits::Behaviour::new(
             connection_limits::ConnectionLimits::default()
@@ -111,13 +94,14 @@ impl Dht {
                 .with_max_established_per_peer(Some(4))
                 .with_max_pending_incoming(Some(256)),
         );
-        let mut registry = Registry::default();
+        let shared_registry = config.registry.clone();
+        let mut registry = shared_registry.lock().unwrap_or_else(|e| e.into_inner());
         let pubsub = if config.pubsub.enabled {
             Some(
                 pubsub::behaviour(
                     config.key.keypair(),
                     &config.pubsub,
-                    &config.subnet_id,
+                    config.subnet_id,
                     &mut registry,
                 )
                 .map_err(DhtError::Transport)?,
@@ -164,10 +148,11 @@ impl Dht {
         let metrics = NodeMetrics::new(&mut registry);
         let pubsub = PubsubState::new(
             local,
-            config.subnet_id.clone(),
+            config.subnet_id,
             config.pubsub.clone(),
             &mut registry,
         );
+        drop(registry);
 
         let mut listeners = HashSet::new();
         for addr in &config.listen {
@@ -256,7 +241,8 @@ impl Dht {
                 peer_id: local,
                 streams: stream_control,
                 validator,
-                registry: Arc::new(Mutex::new(registry)),
+                registry: shared_registry,
+                subnet_id: config.subnet_id,
                 cancel,
                 task: Mutex::new(Some(task)),
             }),
@@ -267,15 +253,6 @@ impl Dht {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn subnet_ids() {
-        assert!(valid_subnet_id("1"));
-        assert!(valid_subnet_id("my-subnet.v2"));
-        assert!(!valid_subnet_id(""));
-        assert!(!valid_subnet_id("a/b"));
-        assert!(!valid_subnet_id(&"x".repeat(65)));
-    }
 
     #[test]
     fn p2p_suffix_is_split() {

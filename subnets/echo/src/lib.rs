@@ -4,8 +4,8 @@
 //! the runtime, written only against `mesh-server`'s public API. Tests, the
 //! docs and `mesh devnet` run it.
 //!
-//! - **Service**: `mesh.echo.Echo` ([`mesh_server::echo`]): `Say` echoes a
-//!   text with the caller's PeerId, `Count` streams numbers.
+//! - **Service**: `mesh.echo.Echo` ([`service`], `proto/echo.proto`): `Say`
+//!   echoes a text with the caller's PeerId, `Count` streams numbers.
 //! - **Heartbeat**: [`EchoInfo`], the server's version and how many calls
 //!   it has served.
 //! - **Score**: every peer with a live heartbeat scores [`ALIVE_SCORE`];
@@ -22,12 +22,15 @@
 //! ```
 
 use libp2p::PeerId;
-use mesh_server::echo::proto::echo_server::EchoServer;
-use mesh_server::echo::EchoService;
 use mesh_server::heartbeat::Heartbeat;
 use mesh_server::runtime::HookFuture;
 use mesh_server::{Subnet, SubnetContext};
+use proto::echo_server::EchoServer;
 use serde::{Deserialize, Serialize};
+
+pub mod service;
+
+pub use service::{proto, EchoService};
 
 /// The name `mesh-server --subnet` knows this subnet by.
 pub const NAME: &str = "echo";

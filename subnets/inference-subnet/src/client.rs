@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::PeerId;
-use mesh_core::PeerKey;
+use mesh_core::{PeerKey, SubnetId};
 use mesh_dht::Dht;
 use mesh_server::heartbeat::{alive_peers, Heartbeat};
 use mesh_server::{connect, rpc_protocol, signed};
@@ -31,7 +31,7 @@ use crate::InferenceInfo;
 pub enum ClientError {
     /// No server's heartbeat is in the DHT.
     #[error("no inference server is alive in subnet {0} (no heartbeats in the DHT)")]
-    NoServers(String),
+    NoServers(SubnetId),
     /// The DHT could not be read.
     #[error("reading the servers' heartbeats: {0}")]
     Heartbeats(#[from] mesh_server::HeartbeatError),
@@ -84,17 +84,15 @@ pub fn by_load(mut alive: Vec<Heartbeat<InferenceInfo>>) -> Vec<Heartbeat<Infere
 pub struct InferenceClient {
     dht: Dht,
     key: Arc<PeerKey>,
-    subnet: String,
     connect_timeout: Duration,
 }
 
 impl InferenceClient {
-    /// A client on `dht` (which holds `key`) for the subnet whose DHT name is `subnet`.
-    pub fn new(dht: Dht, key: Arc<PeerKey>, subnet: impl Into<String>) -> Self {
+    /// A client on `dht` (which holds `key`) for the subnet `dht` is in.
+    pub fn new(dht: Dht, key: Arc<PeerKey>) -> Self {
         Self {
             dht,
             key,
-            subnet: subnet.into(),
             connect_timeout: Duration::from_secs(10),
         }
     }
@@ -109,7 +107,7 @@ impl InferenceClient {
         let channel = connect(
             self.dht.streams(),
             peer,
-            rpc_protocol(&self.subnet),
+            rpc_protocol(self.dht.subnet_id()),
             self.connect_timeout,
         );
         RpcClient::new(signed(channel, self.key.clone(), peer))
@@ -124,7 +122,7 @@ impl InferenceClient {
     ) -> Result<Outcome, ClientError> {
         let servers = self.servers().await?;
         if servers.is_empty() {
-            return Err(ClientError::NoServers(self.subnet.clone()));
+            return Err(ClientError::NoServers(self.dht.subnet_id()));
         }
         if request.temperature > 0.0 && request.seed == 0 {
             // A fixed seed makes another server's stream the same stream.

@@ -31,6 +31,8 @@ use mesh_server::{Subnet, SubnetContext};
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod client;
 
 /// Generated messages, client and server of `mesh.inference`.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use mesh_chain::devnode::{register_dev_node_with_client, DevNode};
 use mesh_chain::{chain_stake_oracle, ChainClient, SignerSource};
-use mesh_core::{KeyType, NodeClass, PeerId, PeerKey};
+use mesh_core::{KeyType, NodeClass, PeerId, PeerKey, SubnetId};
 use mesh_dht::{Dht, DhtConfig, Multiaddr, StakeGate};
 use mesh_inference::{Engine, EngineConfig, GenerateRequest as EngineRequest, Prompt};
 use mesh_server::auth::Authorizer;
@@ -41,9 +41,12 @@ fn engine() -> Arc<Engine> {
     Arc::new(Engine::start(config).expect("the engine starts"))
 }
 
-async fn client_node(key: PeerKey, initial: Vec<Multiaddr>, subnet: &str) -> Dht {
+/// The subnet of the chain-less test.
+const LOCAL: SubnetId = SubnetId::new(9);
+
+async fn client_node(key: PeerKey, initial: Vec<Multiaddr>, subnet: SubnetId) -> Dht {
     let mut config = DhtConfig::new(key);
-    config.subnet_id = subnet.into();
+    config.subnet_id = subnet;
     config.client_mode = true;
     config.initial_peers = initial;
     config.bootstrap_timeout = Duration::from_secs(10);
@@ -80,7 +83,6 @@ async fn a_staked_inference_subnet_streams_fails_over_and_refuses_strangers() {
         .create_subnet(&alice, "inference", true)
         .await
         .unwrap();
-    let subnet = subnet_id.to_string();
 
     let client_key = PeerKey::generate(KeyType::Ed25519).unwrap();
     let server_keys: Vec<PeerKey> = (0..2)
@@ -112,7 +114,7 @@ async fn a_staked_inference_subnet_streams_fails_over_and_refuses_strangers() {
     let mut first: Option<Multiaddr> = None;
     for (key, engine) in server_keys.iter().zip(&engines) {
         let mut dht = DhtConfig::new(key.clone());
-        dht.subnet_id = subnet.clone();
+        dht.subnet_id = subnet_id;
         dht.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
         dht.initial_peers = first.iter().cloned().collect();
         dht.bootstrap_timeout = Duration::from_secs(10);
@@ -161,8 +163,8 @@ async fn a_staked_inference_subnet_streams_fails_over_and_refuses_strangers() {
     for server in &servers {
         server_addrs.push(server.context().dht.listen_addrs().await.unwrap()[0].clone());
     }
-    let dht = client_node(client_key.clone(), server_addrs, &subnet).await;
-    let asker = InferenceClient::new(dht.clone(), Arc::new(client_key), subnet.clone());
+    let dht = client_node(client_key.clone(), server_addrs, subnet_id).await;
+    let asker = InferenceClient::new(dht.clone(), Arc::new(client_key));
     let order = idle_servers(&asker).await;
 
     // A whole stream through the first server.
@@ -219,8 +221,8 @@ async fn a_staked_inference_subnet_streams_fails_over_and_refuses_strangers() {
     let stranger_key = PeerKey::generate(KeyType::Ed25519).unwrap();
     // It joins through the surviving server (the first may be the one that died).
     let survivor_addr = servers[0].context().dht.listen_addrs().await.unwrap()[0].clone();
-    let stranger_dht = client_node(stranger_key.clone(), vec![survivor_addr], &subnet).await;
-    let stranger = InferenceClient::new(stranger_dht.clone(), Arc::new(stranger_key), subnet);
+    let stranger_dht = client_node(stranger_key.clone(), vec![survivor_addr], subnet_id).await;
+    let stranger = InferenceClient::new(stranger_dht.clone(), Arc::new(stranger_key));
     match stranger.generate(request(), |_| {}).await {
         Err(ClientError::AllFailed(failures)) => {
             // The live server refuses by name; the dead one's heartbeat may
@@ -272,7 +274,7 @@ async fn embeddings_and_cancellation_over_rpc() {
     let mut addrs: Vec<Multiaddr> = Vec::new();
     for embeds in [true, false] {
         let mut dht = DhtConfig::new(PeerKey::generate(KeyType::Ed25519).unwrap());
-        dht.subnet_id = "inference-local".into();
+        dht.subnet_id = LOCAL;
         dht.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
         dht.initial_peers = addrs.clone();
         let config = RuntimeConfig {
@@ -288,8 +290,8 @@ async fn embeddings_and_cancellation_over_rpc() {
     }
     let key = PeerKey::generate(KeyType::Ed25519).unwrap();
     // Through both servers, so it can dial each at once.
-    let dht = client_node(key.clone(), addrs, "inference-local").await;
-    let asker = InferenceClient::new(dht.clone(), Arc::new(key), "inference-local");
+    let dht = client_node(key.clone(), addrs, LOCAL).await;
+    let asker = InferenceClient::new(dht.clone(), Arc::new(key));
     let (with, without) = (
         nodes[0].context().dht.peer_id(),
         nodes[1].context().dht.peer_id(),

@@ -7,6 +7,7 @@ pub mod raw;
 use std::time::Duration;
 
 use mesh_core::{Expiration, KeyType, PeerKey};
+use mesh_dht::test_utils::Testnet;
 use mesh_dht::{Dht, DhtConfig, Multiaddr};
 
 /// Which transport the test network uses.
@@ -30,7 +31,7 @@ pub fn listen_addr(net: Net) -> Multiaddr {
 /// A config for a node of a test network: short timeouts, loopback.
 pub fn config(net: Net, initial_peers: Vec<Multiaddr>) -> DhtConfig {
     let mut c = DhtConfig::new(PeerKey::generate(KeyType::Ed25519).unwrap());
-    c.subnet_id = "test".into();
+    c.subnet_id = mesh_dht::test_utils::TEST_SUBNET;
     c.listen = vec![listen_addr(net)];
     c.initial_peers = initial_peers;
     c.bootstrap_timeout = Duration::from_secs(10);
@@ -53,22 +54,14 @@ pub async fn addr_of(dht: &Dht, net: Net) -> Multiaddr {
         .expect("node listens on the transport")
 }
 
-/// Starts `n` server nodes: the first alone, each next one joining through
-/// up to three earlier nodes.
+/// Starts `n` server nodes on transport `net` ([`Testnet`]: the first
+/// alone, each next one joining through up to three earlier nodes).
 pub async fn network(n: usize, net: Net) -> Vec<Dht> {
-    let mut nodes: Vec<Dht> = Vec::new();
-    for i in 0..n {
-        let mut peers = Vec::new();
-        for j in [0, i / 2, i.saturating_sub(1)] {
-            if j < i {
-                let a = addr_of(&nodes[j], net).await;
-                if !peers.contains(&a) {
-                    peers.push(a);
-                }
-            }
-        }
-        nodes.push(Dht::start(config(net, peers)).await.expect("node starts"));
-    }
+    let nodes = Testnet::builder(n)
+        .configure(move |_, c| c.listen = vec![listen_addr(net)])
+        .build()
+        .await
+        .into_nodes();
     // Let identify spread addresses and a refresh round fill the tables.
     tokio::time::sleep(Duration::from_millis(500)).await;
     nodes

@@ -82,11 +82,9 @@ pub fn unframe(bytes: &[u8]) -> pb::Response {
 }
 
 impl RawPeer {
-    pub fn new(subnet: &str) -> Self {
-        let records =
-            StreamProtocol::try_from_owned(format!("/mesh/{subnet}/records/1.0.0")).unwrap();
-        let kad_proto =
-            StreamProtocol::try_from_owned(format!("/mesh/{subnet}/kad/1.0.0")).unwrap();
+    pub fn new(subnet: mesh_core::SubnetId) -> Self {
+        let records = StreamProtocol::try_from_owned(subnet.protocol("records/1.0.0")).unwrap();
+        let kad_proto = StreamProtocol::try_from_owned(subnet.protocol("kad/1.0.0")).unwrap();
         let swarm = libp2p::SwarmBuilder::with_new_identity()
             .with_tokio()
             .with_tcp(

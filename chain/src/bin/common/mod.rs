@@ -5,7 +5,7 @@
 
 use anyhow::{bail, Context, Result};
 use mesh_chain::{AccountId32, Amount, ChainClient, Keypair, RegisterNode, SignerSource};
-use mesh_core::{NodeClass, PeerId};
+use mesh_core::{NodeClass, PeerId, SubnetId};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -91,7 +91,7 @@ fn parse_rate(text: &str) -> Result<Amount, String> {
 pub(crate) struct RegisterArgs {
     /// The subnet to join.
     #[arg(long = "subnet_id", alias = "subnet-id")]
-    pub(crate) subnet_id: u32,
+    pub(crate) subnet_id: SubnetId,
     /// The node machine's account (ss58); must differ from the signing coldkey.
     #[arg(long, value_parser = account)]
     pub(crate) hotkey: AccountId32,
@@ -201,7 +201,7 @@ pub(crate) async fn register_node(
 pub(crate) struct ActivateArgs {
     /// The subnet.
     #[arg(long = "subnet_id", alias = "subnet-id")]
-    pub(crate) subnet_id: u32,
+    pub(crate) subnet_id: SubnetId,
     /// The node; when left out, the one node of the signing coldkey in the subnet.
     #[arg(long = "subnet_node_id", alias = "subnet-node-id")]
     pub(crate) subnet_node_id: Option<u32>,
@@ -210,7 +210,7 @@ pub(crate) struct ActivateArgs {
 pub(crate) async fn owned_node(
     client: &ChainClient,
     coldkey: &Keypair,
-    subnet_id: u32,
+    subnet_id: SubnetId,
     given: Option<u32>,
 ) -> Result<u32> {
     if let Some(id) = given {

@@ -1,4 +1,6 @@
-//! The reference echo service (`proto/echo.proto`): what tests and docs use.
+//! The echo service (`proto/echo.proto`): `Say` echoes a text with the
+//! caller's PeerId, `Count` streams numbers. Framework tests, benchmarks and
+//! the docs call it.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -36,7 +38,7 @@ impl EchoService {
 #[tonic::async_trait]
 impl proto::echo_server::Echo for EchoService {
     async fn say(&self, request: Request<SayRequest>) -> Result<Response<SayReply>, Status> {
-        let caller = crate::rpc::caller(&request)
+        let caller = mesh_server::caller(&request)
             .map(|p| p.to_base58())
             .ok_or_else(|| Status::unauthenticated("no caller identity"))?;
         let SayRequest { text, delay_ms } = request.into_inner();
