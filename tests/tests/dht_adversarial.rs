@@ -393,3 +393,70 @@ async fn a_peer_that_keeps_sending_forgeries_is_blocked_and_others_are_served() 
     other.shutdown().await;
     node.shutdown().await;
 }
+
+/// A staked node that runs no stake gate keeps an unstaked peer in its
+/// routing table and names it in its answers. A gated node's lookup never
+/// asks that peer, so nothing is stored on it, while the staked peer and the
+/// node itself take the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_skip_the_unstaked_peers_a_careless_node_names() {
+    let keys: Vec<PeerKey> = (0..2)
+        .map(|_| PeerKey::generate(KeyType::Ed25519).unwrap())
+        .collect();
+    let gate = mesh_dht::test_utils::FixedOracle::new(keys.iter().map(|k| k.peer_id())).gate();
+    let mut keys = keys.into_iter();
+    // The careless staked node (no gate) and the unstaked peer it admits.
+    let mut c = config(Net::Tcp, vec![]);
+    c.key = keys.next().unwrap();
+    let careless = Dht::start(c).await.unwrap();
+    let careless_addr = addr_of(&careless, Net::Tcp).await;
+    let unstaked = Dht::start(config(Net::Tcp, vec![careless_addr.clone()]))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !careless
+        .routing_table()
+        .await
+        .unwrap()
+        .contains(&unstaked.peer_id())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the careless node admits the unstaked one"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The gated node joins through the careless one only.
+    let mut c = config(Net::Tcp, vec![careless_addr]);
+    c.key = keys.next().unwrap();
+    c.stake_gate = Some(gate);
+    let gated = Dht::start(c).await.unwrap();
+    assert!(!gated
+        .routing_table()
+        .await
+        .unwrap()
+        .contains(&unstaked.peer_id()));
+
+    for i in 0..5 {
+        let report = gated
+            .store(
+                format!("k{i}").into_bytes(),
+                None,
+                b"v".to_vec(),
+                in_secs(60),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            report.accepted, 2,
+            "the gated node and the careless one: {report:?}"
+        );
+    }
+    assert_eq!(
+        unstaked.stats().await.unwrap().stored_keys,
+        0,
+        "nothing was stored on the unstaked peer"
+    );
+    assert_eq!(careless.stats().await.unwrap().stored_keys, 5);
+    shutdown(&[gated, careless, unstaked]).await;
+}

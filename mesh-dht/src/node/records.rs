@@ -359,6 +359,13 @@ impl EventLoop {
             if pid == self.local && self.client_mode {
                 continue;
             }
+            // Lookup candidates pass the stake gate like routing-table
+            // inserts: an unstaked peer a careless or hostile node names is
+            // never asked or stored to. An unknown one is asked about now
+            // (decide starts the check) and joins later lookups once admitted.
+            if pid != self.local && self.admission.decide(pid) != Decision::Admit {
+                continue;
+            }
             let addrs = p
                 .addrs
                 .into_iter()
