@@ -75,14 +75,9 @@ pub fn config(subnet: SubnetId, key: PeerKey, initial_peers: Vec<Multiaddr>) -> 
     c
 }
 
-/// Starts one node of `subnet` with `key` (a client with `client_mode`).
-pub async fn node(
-    subnet: SubnetId,
-    key: PeerKey,
-    initial_peers: Vec<Multiaddr>,
-    client_mode: bool,
-) -> Dht {
-    let mut c = config(subnet, key, initial_peers);
+/// Starts one node of [`TEST_SUBNET`] with `key` (a client with `client_mode`).
+pub async fn node(key: PeerKey, initial_peers: Vec<Multiaddr>, client_mode: bool) -> Dht {
+    let mut c = config(TEST_SUBNET, key, initial_peers);
     c.client_mode = client_mode;
     Dht::start(c).await.expect("test node starts")
 }

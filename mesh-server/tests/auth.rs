@@ -7,6 +7,7 @@ use std::time::Duration;
 use mesh_chain::devnode::{register_dev_node, DevNode};
 use mesh_chain::{chain_stake_oracle, ChainClient, SignerSource};
 use mesh_core::{KeyType, NodeClass, PeerKey};
+use mesh_dht::test_utils::node;
 use mesh_dht::Dht;
 use mesh_server::{
     connect, incoming, rpc_protocol, AuthLayer, Authorizer, RateLimitAuthorizer, RateLimits,
@@ -17,16 +18,6 @@ use mesh_subnet_echo::proto::echo_server::EchoServer;
 use mesh_subnet_echo::proto::SayRequest;
 use mesh_subnet_echo::EchoService;
 use tonic::Code;
-
-async fn node(key: PeerKey, initial_peers: Vec<mesh_dht::Multiaddr>, client_mode: bool) -> Dht {
-    mesh_dht::test_utils::node(
-        mesh_dht::test_utils::TEST_SUBNET,
-        key,
-        initial_peers,
-        client_mode,
-    )
-    .await
-}
 
 fn say(text: &str) -> SayRequest {
     SayRequest {

@@ -16,7 +16,7 @@ struct ServerInfo {
 }
 
 async fn node(key: PeerKey, initial_peers: Vec<mesh_dht::Multiaddr>) -> Dht {
-    mesh_dht::test_utils::node(mesh_dht::test_utils::TEST_SUBNET, key, initial_peers, false).await
+    mesh_dht::test_utils::node(key, initial_peers, false).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,13 +16,7 @@ use tonic::Code;
 
 async fn node(initial_peers: Vec<mesh_dht::Multiaddr>, client_mode: bool) -> Dht {
     let key = PeerKey::generate(KeyType::Ed25519).unwrap();
-    mesh_dht::test_utils::node(
-        mesh_dht::test_utils::TEST_SUBNET,
-        key,
-        initial_peers,
-        client_mode,
-    )
-    .await
+    mesh_dht::test_utils::node(key, initial_peers, client_mode).await
 }
 
 /// A server node serving the echo service, and a client node joined to it.

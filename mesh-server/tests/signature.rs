@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use mesh_core::{KeyType, PeerKey};
+use mesh_dht::test_utils::node;
 use mesh_dht::{Dht, Multiaddr, PeerId};
 use mesh_server::auth::AuthMetrics;
 use mesh_server::signature::{unix_ms, Envelope, EnvelopeSigner, SIGNATURE_HEADER};
@@ -26,10 +27,6 @@ use tonic::Code;
 use tower::{Service, ServiceExt};
 
 const SUBNET: mesh_core::SubnetId = mesh_dht::test_utils::TEST_SUBNET;
-
-async fn node(key: PeerKey, initial_peers: Vec<Multiaddr>, client_mode: bool) -> Dht {
-    mesh_dht::test_utils::node(SUBNET, key, initial_peers, client_mode).await
-}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Responses {

@@ -56,6 +56,11 @@ async fn wait_for_mesh(nodes: &[Dht], topic: &Topic, min: usize) {
     tokio::time::sleep(Duration::from_millis(600)).await;
 }
 
+/// Publishes `data` on `topic` from `node`.
+async fn publish(node: &Dht, topic: &Topic, data: Vec<u8>) {
+    node.pubsub().publish(topic, data).await.unwrap();
+}
+
 /// Everything `sub` receives within `within`.
 async fn drain(sub: &mut Subscription, within: Duration) -> Vec<PubsubMessage> {
     let mut got = Vec::new();
@@ -100,11 +105,7 @@ async fn ten_nodes_every_subscriber_gets_each_message_once() {
     for round in 0..20 {
         for &p in &publishers {
             let data = format!("m-{p}-{round}").into_bytes();
-            nodes[p]
-                .pubsub()
-                .publish(&topic, data.clone())
-                .await
-                .unwrap();
+            publish(&nodes[p], &topic, data.clone()).await;
             sent.insert(data, nodes[p].peer_id());
         }
     }
@@ -185,16 +186,8 @@ async fn a_message_the_validator_rejects_goes_no_further_than_the_first_hop() {
         "the publisher's one connection is to the relay"
     );
 
-    publisher
-        .pubsub()
-        .publish(&topic, b"bad-1".to_vec())
-        .await
-        .unwrap();
-    publisher
-        .pubsub()
-        .publish(&topic, b"good-1".to_vec())
-        .await
-        .unwrap();
+    publish(&publisher, &topic, b"bad-1".to_vec()).await;
+    publish(&publisher, &topic, b"good-1".to_vec()).await;
     let good: HashSet<Vec<u8>> = [b"good-1".to_vec()].into();
     for (i, sub) in subs.iter_mut().enumerate() {
         let mut got = receive_until(sub, &good, WAIT).await;
@@ -268,17 +261,9 @@ async fn an_unstaked_publisher_reaches_nobody() {
     .await;
 
     for i in 0..5 {
-        stranger
-            .pubsub()
-            .publish(&topic, format!("spam-{i}").into_bytes())
-            .await
-            .unwrap();
+        publish(&stranger, &topic, format!("spam-{i}").into_bytes()).await;
     }
-    nodes[2]
-        .pubsub()
-        .publish(&topic, b"staked".to_vec())
-        .await
-        .unwrap();
+    publish(&nodes[2], &topic, b"staked".to_vec()).await;
     let want: HashSet<Vec<u8>> = [b"staked".to_vec()].into();
     for (i, sub) in subs.iter_mut().enumerate() {
         if i == 2 {
@@ -352,16 +337,8 @@ async fn a_staked_authors_message_relayed_by_an_unstaked_reader_arrives() {
         "the staked nodes are not connected to each other"
     );
 
-    reader
-        .pubsub()
-        .publish(&topic, b"from-the-reader".to_vec())
-        .await
-        .unwrap();
-    author
-        .pubsub()
-        .publish(&topic, b"from-the-author".to_vec())
-        .await
-        .unwrap();
+    publish(&reader, &topic, b"from-the-reader".to_vec()).await;
+    publish(author, &topic, b"from-the-author".to_vec()).await;
     let want: HashSet<Vec<u8>> = [b"from-the-author".to_vec()].into();
     let mut got = receive_until(&mut at_receiver, &want, WAIT).await;
     got.extend(drain(&mut at_receiver, Duration::from_millis(500)).await);
@@ -399,11 +376,7 @@ async fn late_subscribers_receive_what_follows_and_leavers_stop() {
     let topic = Topic::new("late").unwrap();
     let mut subs = subscribe_all(&nodes[..5], &topic).await;
     wait_for_mesh(&nodes[..5], &topic, 1).await;
-    nodes[0]
-        .pubsub()
-        .publish(&topic, b"before".to_vec())
-        .await
-        .unwrap();
+    publish(&nodes[0], &topic, b"before".to_vec()).await;
     let before: HashSet<Vec<u8>> = [b"before".to_vec()].into();
     for sub in &mut subs[1..] {
         let got = receive_until(sub, &before, WAIT).await;
@@ -416,11 +389,7 @@ async fn late_subscribers_receive_what_follows_and_leavers_stop() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut late = nodes[5].pubsub().subscribe(&topic).await.unwrap();
     wait_for_mesh(&nodes[5..], &topic, 1).await;
-    nodes[0]
-        .pubsub()
-        .publish(&topic, b"after".to_vec())
-        .await
-        .unwrap();
+    publish(&nodes[0], &topic, b"after".to_vec()).await;
     let after: HashSet<Vec<u8>> = [b"after".to_vec()].into();
     let mut got = receive_until(&mut late, &after, WAIT).await;
     got.extend(drain(&mut late, Duration::from_millis(300)).await);
@@ -455,11 +424,7 @@ async fn late_subscribers_receive_what_follows_and_leavers_stop() {
         }
     }
     // The rest still hear each other.
-    nodes[1]
-        .pubsub()
-        .publish(&topic, b"still".to_vec())
-        .await
-        .unwrap();
+    publish(&nodes[1], &topic, b"still".to_vec()).await;
     let still: HashSet<Vec<u8>> = [b"still".to_vec()].into();
     let (first, rest) = subs.split_at_mut(1);
     for sub in [&mut first[0], &mut rest[1], &mut late] {
@@ -489,11 +454,7 @@ async fn bad_publishes_get_clear_errors() {
     ));
     let _sub = nodes[1].pubsub().subscribe(&topic).await.unwrap();
     wait_for_mesh(&nodes[..1], &topic, 1).await;
-    nodes[0]
-        .pubsub()
-        .publish(&topic, b"once".to_vec())
-        .await
-        .unwrap();
+    publish(&nodes[0], &topic, b"once".to_vec()).await;
     assert!(matches!(
         nodes[0].pubsub().publish(&topic, b"once".to_vec()).await,
         Err(mesh_dht::PubsubError::Duplicate)

@@ -95,17 +95,16 @@ impl Dht {
                 .with_max_pending_incoming(Some(256)),
         );
         let shared_registry = config.registry.clone();
-        let mut registry = shared_registry.lock().unwrap_or_else(|e| e.into_inner());
+        // Held only while metrics register, never across an await.
+        let registry = || shared_registry.lock().unwrap_or_else(|e| e.into_inner());
         let pubsub = if config.pubsub.enabled {
-            Some(
-                pubsub::behaviour(
-                    config.key.keypair(),
-                    &config.pubsub,
-                    config.subnet_id,
-                    &mut registry,
-                )
-                .map_err(DhtError::Transport)?,
-            )
+            let behaviour = pubsub::behaviour(
+                config.key.keypair(),
+                &config.pubsub,
+                config.subnet_id,
+                &mut registry(),
+            );
+            Some(behaviour.map_err(DhtError::Transport)?)
         } else {
             None
         };
@@ -145,14 +144,13 @@ impl Dht {
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
             .build();
 
-        let metrics = NodeMetrics::new(&mut registry);
+        let metrics = NodeMetrics::new(&mut registry());
         let pubsub = PubsubState::new(
             local,
             config.subnet_id,
             config.pubsub.clone(),
-            &mut registry,
+            &mut registry(),
         );
-        drop(registry);
 
         let mut listeners = HashSet::new();
         for addr in &config.listen {

@@ -199,7 +199,10 @@ impl InferenceClient {
 
 /// Statuses that another server would answer the same way.
 fn is_request_error(status: &Status) -> bool {
-    status.code() == tonic::Code::InvalidArgument
+    matches!(
+        status.code(),
+        tonic::Code::InvalidArgument | tonic::Code::OutOfRange
+    )
 }
 
 #[cfg(test)]

@@ -177,6 +177,7 @@ pub fn engine_request(req: proto::GenerateRequest) -> Result<GenerateRequest, St
 fn status_of(e: mesh_inference::Error) -> Status {
     match e {
         mesh_inference::Error::Busy => Status::resource_exhausted(format!("server busy: {e}")),
+        e @ mesh_inference::Error::PromptTooLong { .. } => Status::out_of_range(e.to_string()),
         e => Status::invalid_argument(e.to_string()),
     }
 }

@@ -408,11 +408,10 @@ impl Engine {
             return Err(Error::InvalidRequest("empty prompt".into()));
         }
         if tokens.len() >= self.max_context {
-            return Err(Error::InvalidRequest(format!(
-                "prompt of {} tokens does not fit the context of {}",
-                tokens.len(),
-                self.max_context
-            )));
+            return Err(Error::PromptTooLong {
+                tokens: tokens.len(),
+                context: self.max_context,
+            });
         }
         if let Some(&bad) = tokens
             .iter()

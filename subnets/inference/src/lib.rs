@@ -82,6 +82,14 @@ pub enum Error {
     /// The request cannot be served as given.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The prompt does not fit the model's context.
+    #[error("prompt of {tokens} tokens does not fit the context of {context}")]
+    PromptTooLong {
+        /// Tokens in the prompt.
+        tokens: usize,
+        /// The context length.
+        context: usize,
+    },
     /// The queue is full; try later or elsewhere.
     #[error("engine busy: queue full")]
     Busy,

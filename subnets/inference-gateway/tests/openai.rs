@@ -1,0 +1,437 @@
+//! The gateway driven by the official `openai` Python package
+//! (scripts/fetch-pytools.sh installs it in a venv) against the real
+//! subnet: the dev chain, two staked inference servers with the real
+//! SmolLM2 (one also embeds with MiniLM), and the gateway joined as a
+//! registered client. Texts must equal the engine's own greedy output,
+//! vectors the model's own, and every error case must raise the exception
+//! type the SDK maps its HTTP status to.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_chain::devnode::{register_dev_node_with_client, DevNode};
+use mesh_chain::{chain_stake_oracle, ChainClient, SignerSource};
+use mesh_core::{KeyType, NodeClass, PeerId, PeerKey, RateLimit};
+use mesh_dht::{Dht, DhtConfig, Multiaddr, StakeGate};
+use mesh_gateway::{ApiKeys, Gateway, GatewayConfig};
+use mesh_inference::embed::MiniLm;
+use mesh_inference::{
+    ChatMessage, Completion, Engine, EngineConfig, FinishReason, GenerateRequest, Prompt,
+    SamplingParams,
+};
+use mesh_server::auth::Authorizer;
+use mesh_server::{
+    RateLimitAuthorizer, RateLimits, Runtime, RuntimeConfig, SignatureAuthorizer, StakeAuthorizer,
+};
+use mesh_subnet_inference::InferenceSubnet;
+use serde_json::Value;
+
+const KEY: &str = "test-key-0123456789abcdef";
+const FLOOD_KEY: &str = "flood-key-0123456789abcdef";
+const QUESTION: &str = "What is the capital of France?";
+const TEXT_PROMPT: &str = "The capital of France is";
+const TOKENS: usize = 24;
+const TEXTS: [&str; 2] = ["A cat sits on the mat.", "Stocks fell sharply on Monday."];
+
+/// The calls, each printed as one JSON line the test checks.
+const SCRIPT: &str = r#"
+import json, os, sys
+import openai
+from openai import OpenAI
+
+base = os.environ["BASE_URL"]
+key = os.environ["KEY"]
+model = os.environ["MODEL"]
+tokens = int(os.environ["TOKENS"])
+client = OpenAI(base_url=base, api_key=key, max_retries=0)
+question = [{"role": "user", "content": os.environ["QUESTION"]}]
+out = {}
+
+r = client.chat.completions.create(model=model, messages=question, max_tokens=tokens, temperature=0)
+out["chat"] = {"text": r.choices[0].message.content, "finish": r.choices[0].finish_reason,
+               "prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens,
+               "object": r.object}
+
+stream = client.chat.completions.create(model=model, messages=question, max_tokens=tokens,
+                                        temperature=0, stream=True, stream_options={"include_usage": True})
+text, finish, usage, chunks = "", None, None, 0
+for chunk in stream:
+    chunks += 1
+    if chunk.usage is not None:
+        usage = chunk.usage.completion_tokens
+    for c in chunk.choices:
+        if c.delta.content:
+            text += c.delta.content
+        if c.finish_reason:
+            finish = c.finish_reason
+out["stream"] = {"text": text, "finish": finish, "completion_tokens": usage, "chunks": chunks}
+
+r = client.completions.create(model=model, prompt=os.environ["TEXT_PROMPT"], max_tokens=tokens, temperature=0)
+out["completion"] = {"text": r.choices[0].text}
+
+r = client.embeddings.create(model="all-MiniLM-L6-v2", input=json.loads(os.environ["TEXTS"]))
+out["embeddings"] = [d.embedding for d in r.data]
+
+out["models"] = sorted(m.id for m in client.models.list())
+
+def error(call):
+    try:
+        call()
+    except openai.APIStatusError as e:
+        return {"type": type(e).__name__, "status": e.status_code, "code": (e.body or {}).get("code")}
+    except Exception as e:
+        return {"type": type(e).__name__, "status": None, "code": None}
+    return {"type": None, "status": None, "code": None}
+
+errors = {}
+import urllib.request, urllib.error
+try:
+    urllib.request.urlopen(base + "/models")
+    errors["no_key"] = {"type": None, "status": 200, "code": None}
+except urllib.error.HTTPError as e:
+    errors["no_key"] = {"type": "AuthenticationError" if e.code == 401 else None,
+                        "status": e.code, "code": json.loads(e.read())["error"]["code"]}
+errors["bad_key"] = error(lambda: OpenAI(base_url=base, api_key="not-a-key-of-this-gateway", max_retries=0).models.list())
+errors["unknown_model"] = error(lambda: client.chat.completions.create(model="gpt-4o", messages=question))
+errors["n2"] = error(lambda: client.chat.completions.create(model=model, messages=question, n=2))
+errors["bad_top_p"] = error(lambda: client.chat.completions.create(model=model, messages=question, top_p=3))
+errors["too_long"] = error(lambda: client.completions.create(model=model, prompt="word " * 9000, max_tokens=1))
+flood = OpenAI(base_url=base, api_key=os.environ["FLOOD_KEY"], max_retries=0)
+first_refusal = None
+for i in range(40):
+    e = error(lambda: flood.models.list())
+    if e["type"] is not None:
+        first_refusal = dict(e, after=i)
+        break
+errors["flood"] = first_refusal
+out["errors"] = errors
+print(json.dumps(out))
+"#;
+
+fn python() -> PathBuf {
+    let venv = std::env::var_os("MESH_PYTOOLS").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/mesh-pytools"),
+        PathBuf::from,
+    );
+    let python = venv.join("bin/python");
+    assert!(
+        python.is_file(),
+        "{} missing: run scripts/fetch-pytools.sh",
+        python.display()
+    );
+    python
+}
+
+fn run_script(python: &PathBuf, env: &[(&str, String)]) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("calls.py");
+    std::fs::write(&path, SCRIPT).unwrap();
+    let out = Command::new(python)
+        .arg(&path)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the openai script failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+fn engine() -> Arc<Engine> {
+    let path = mesh_inference::find_smollm2().unwrap_or_else(|e| panic!("{e}"));
+    let mut config = EngineConfig::new(path);
+    config.max_batch = 4;
+    Arc::new(Engine::start(config).expect("the engine starts"))
+}
+
+fn embedder() -> Arc<MiniLm<mesh_inference::backend::Cpu>> {
+    let dir = mesh_inference::models_dir().join("all-minilm-l6-v2");
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "{} missing: run scripts/fetch-models.sh minilm",
+        dir.display()
+    );
+    Arc::new(MiniLm::load(&dir, &Default::default()).unwrap())
+}
+
+async fn greedy(engine: &Engine, prompt: Prompt) -> Completion {
+    engine
+        .generate(GenerateRequest {
+            prompt,
+            params: SamplingParams::greedy(TOKENS),
+        })
+        .unwrap()
+        .collect()
+        .await
+        .unwrap()
+}
+
+/// OpenAI's name for the engine's reason.
+fn finish(c: &Completion) -> &'static str {
+    match c.finished.reason {
+        FinishReason::Length => "length",
+        FinishReason::Stop | FinishReason::Eos => "stop",
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_openai_client_chats_streams_completes_embeds_and_gets_typed_errors() {
+    let python = python();
+    let chain = DevNode::start().expect("start mesh-chain-node (run scripts/build-chain.sh first)");
+    let client = ChainClient::connect(chain.url()).await.unwrap();
+    let signer = |uri: &str| SignerSource::Phrase(uri.into()).keypair().unwrap();
+    let alice = signer("//Alice");
+    let subnet_id = client.create_subnet(&alice, "gateway", true).await.unwrap();
+
+    // The gateway's key is the first operator's client PeerId.
+    let gateway_key = PeerKey::generate(KeyType::Ed25519).unwrap();
+    let server_keys: Vec<PeerKey> = (0..2)
+        .map(|_| PeerKey::generate(KeyType::Ed25519).unwrap())
+        .collect();
+    for (i, (key, hotkey)) in server_keys.iter().zip(["//Bob", "//Charlie"]).enumerate() {
+        let client_peer_id = if i == 0 {
+            gateway_key.peer_id()
+        } else {
+            PeerId::random()
+        };
+        register_dev_node_with_client(
+            &client,
+            &alice,
+            subnet_id,
+            &signer(hotkey),
+            key.peer_id(),
+            client_peer_id,
+        )
+        .await
+        .unwrap();
+    }
+    let oracle = chain_stake_oracle(client.clone(), Duration::from_secs(300));
+
+    let engine = engine();
+    let embedder = embedder();
+    let mut servers = Vec::new();
+    let mut first: Option<Multiaddr> = None;
+    for (i, key) in server_keys.iter().enumerate() {
+        let mut dht = DhtConfig::new(key.clone());
+        dht.subnet_id = subnet_id;
+        dht.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+        dht.initial_peers = first.iter().cloned().collect();
+        dht.bootstrap_timeout = Duration::from_secs(10);
+        dht.stake_gate = Some(StakeGate::new(
+            oracle.oracle(),
+            subnet_id,
+            NodeClass::Registered,
+        ));
+        let authorizers: Vec<Arc<dyn Authorizer>> = vec![
+            Arc::new(RateLimitAuthorizer::new(RateLimits::default())),
+            Arc::new(SignatureAuthorizer::new(key.peer_id())),
+            Arc::new(StakeAuthorizer::new(
+                oracle.oracle(),
+                subnet_id,
+                NodeClass::Registered,
+            )),
+        ];
+        let config = RuntimeConfig {
+            dht,
+            update_period: Duration::from_millis(500),
+            authorizers,
+            chain: None,
+        };
+        let subnet = InferenceSubnet::new(engine.clone(), (i == 0).then(|| embedder.clone()));
+        let node = Runtime::start(config, Arc::new(subnet))
+            .await
+            .expect("a server starts");
+        if first.is_none() {
+            first = Some(node.context().dht.listen_addrs().await.unwrap()[0].clone());
+        }
+        servers.push(node);
+    }
+
+    let mut dht = DhtConfig::new(gateway_key.clone());
+    dht.subnet_id = subnet_id;
+    dht.client_mode = true;
+    dht.initial_peers = first.iter().cloned().collect();
+    dht.bootstrap_timeout = Duration::from_secs(10);
+    let dht = Dht::start(dht).await.expect("the gateway joins");
+    let mut config = GatewayConfig::new("127.0.0.1:0".parse().unwrap());
+    config.api_keys = Some(ApiKeys::parse(&format!("tests {KEY}\nflood {FLOOD_KEY}\n")).unwrap());
+    config.rate_limit = Some(RateLimit {
+        per_second: 0.1,
+        burst: 30.0,
+    });
+    let gateway = Gateway::start(config, dht.clone(), Arc::new(gateway_key))
+        .await
+        .unwrap();
+
+    // Both servers' heartbeats are in before the calls.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let alive = mesh_server::alive_peers::<mesh_subnet_inference::InferenceInfo>(&dht)
+            .await
+            .unwrap();
+        if alive.len() == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "heartbeats: {alive:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let model = engine.info().model.clone();
+    let env = [
+        ("BASE_URL", format!("http://{}/v1", gateway.addr())),
+        ("KEY", KEY.to_string()),
+        ("FLOOD_KEY", FLOOD_KEY.to_string()),
+        ("MODEL", model.clone()),
+        ("TOKENS", TOKENS.to_string()),
+        ("QUESTION", QUESTION.to_string()),
+        ("TEXT_PROMPT", TEXT_PROMPT.to_string()),
+        ("TEXTS", serde_json::to_string(&TEXTS).unwrap()),
+    ];
+    let python_run = {
+        let python = python.clone();
+        let env = env.clone();
+        tokio::task::spawn_blocking(move || run_script(&python, &env))
+    };
+    let chat_reference = greedy(
+        &engine,
+        Prompt::Chat(vec![ChatMessage {
+            role: "user".into(),
+            content: QUESTION.into(),
+        }]),
+    )
+    .await;
+    let text_reference = greedy(&engine, Prompt::Text(TEXT_PROMPT.into())).await;
+    let vectors = embedder.embed(&TEXTS);
+    let out = python_run.await.unwrap();
+
+    assert_eq!(out["chat"]["object"], "chat.completion");
+    assert_eq!(out["chat"]["text"], chat_reference.text.as_str(), "{out}");
+    assert_eq!(out["chat"]["finish"], finish(&chat_reference));
+    let (prompt_tokens, completion_tokens) = (
+        chat_reference.finished.prompt_tokens,
+        chat_reference.finished.completion_tokens,
+    );
+    assert_eq!(out["chat"]["completion_tokens"], completion_tokens);
+    assert_eq!(out["chat"]["prompt_tokens"], prompt_tokens);
+    assert_eq!(out["stream"]["text"], chat_reference.text.as_str(), "{out}");
+    assert_eq!(out["stream"]["finish"], finish(&chat_reference));
+    assert_eq!(out["stream"]["completion_tokens"], completion_tokens);
+    assert!(
+        out["stream"]["chunks"].as_u64().unwrap() > 3,
+        "streamed in chunks"
+    );
+    assert_eq!(out["completion"]["text"], text_reference.text.as_str());
+    let got: Vec<Vec<f32>> = serde_json::from_value(out["embeddings"].clone()).unwrap();
+    assert_eq!(got.len(), vectors.len());
+    for (g, want) in got.iter().zip(&vectors) {
+        assert_eq!(g.len(), want.len());
+        let gap = g
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(gap < 1e-5, "vectors differ by {gap}");
+    }
+    assert_eq!(
+        out["models"],
+        serde_json::json!(["all-MiniLM-L6-v2", model.as_str()])
+            .as_array()
+            .map(|v| {
+                let mut v = v.clone();
+                v.sort_by_key(|m| m.as_str().unwrap().to_string());
+                Value::Array(v)
+            })
+            .unwrap()
+    );
+    let errors = &out["errors"];
+    let expect = |case: &str, kind: &str, status: u64, code: &str| {
+        assert_eq!(
+            (
+                errors[case]["type"].as_str(),
+                errors[case]["status"].as_u64(),
+                errors[case]["code"].as_str()
+            ),
+            (Some(kind), Some(status), Some(code)),
+            "{case}: {}",
+            errors[case]
+        );
+    };
+    expect("no_key", "AuthenticationError", 401, "invalid_api_key");
+    expect("bad_key", "AuthenticationError", 401, "invalid_api_key");
+    expect("unknown_model", "NotFoundError", 404, "model_not_found");
+    expect("n2", "BadRequestError", 400, "invalid_request");
+    expect("bad_top_p", "BadRequestError", 400, "invalid_request");
+    expect("too_long", "APIStatusError", 413, "context_length_exceeded");
+    expect("flood", "RateLimitError", 429, "rate_limit_exceeded");
+    let after = errors["flood"]["after"].as_u64().unwrap();
+    assert!(
+        (30..=31).contains(&after),
+        "the burst of 30, then refused: {after}"
+    );
+
+    // The gateway's metrics count what it answered.
+    let metrics = http_get(gateway.addr(), "/metrics").await;
+    assert!(
+        metrics.contains("mesh_gateway_requests_total{route=\"chat\",status=\"200\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("mesh_gateway_errors_total{code=\"model_not_found\"} 1"));
+
+    // No server alive: 503, which the SDK raises as InternalServerError.
+    for server in servers {
+        server.shutdown().await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let health = http_get(gateway.addr(), "/health").await;
+        if health.starts_with("HTTP/1.1 503") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{health}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(
+            "import os, openai\n\
+             c = openai.OpenAI(base_url=os.environ['BASE_URL'], api_key=os.environ['KEY'], max_retries=0)\n\
+             try:\n    c.chat.completions.create(model=os.environ['MODEL'], messages=[{'role': 'user', 'content': 'hi'}])\n\
+             except openai.APIStatusError as e:\n    print(type(e).__name__, e.status_code)\n",
+        )
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "InternalServerError 503",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    gateway.shutdown().await;
+    dht.shutdown().await;
+}
+
+/// A plain HTTP/1.1 GET; the whole response as text.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    sock.write_all(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {KEY}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut body = String::new();
+    sock.read_to_string(&mut body).await.unwrap();
+    body
+}
