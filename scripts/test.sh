@@ -12,6 +12,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mesh-target}"
 # Everything this needs is checked before anything is compiled.
 need_chain_tools
 need_pip
+need_test_tools
 need_nextest
 MESH_CHAIN_NODE="$(chain_node)" || exit 1
 export MESH_CHAIN_NODE

@@ -58,6 +58,22 @@ need_pip() {
     fi
 }
 
+# The gateway's tests: a venv for the openai and selenium packages, and
+# headless Chromium with its WebDriver for the chat page.
+need_test_tools() {
+    local missing=()
+    python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+    [ "${#missing[@]}" -eq 0 ] && return
+    if _can_install; then
+        echo "installing ${missing[*]} for the gateway's tests" >&2
+        _apt_install "${missing[@]}" || die "could not install them: run apt-get install -y ${missing[*]}"
+    else
+        die "the gateway's tests need ${missing[*]}: run sudo apt-get install -y ${missing[*]}"
+    fi
+}
+
 need_nextest() {
     if ! cargo nextest --version >/dev/null 2>&1; then
         if _can_install; then

@@ -4,7 +4,7 @@
 //! mesh-gateway --initial_peers /ip4/127.0.0.1/tcp/31330/p2p/12D3... --subnet_id 1 \
 //!     --identity_path client_private_key.key
 //! curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \
-//!     -d '{"model": "SmolLM2-135M-Instruct", "messages": [{"role": "user", "content": "Hi"}]}'
+//!     -d '{"model": "Smollm2 135M 8k Lc100K Mix1 Ep2", "messages": [{"role": "user", "content": "Hi"}]}'
 //! ```
 
 use std::net::SocketAddr;

@@ -110,6 +110,44 @@ out["errors"] = errors
 print(json.dumps(out))
 "#;
 
+/// The chat page in headless Chromium, through WebDriver.
+const BROWSER: &str = r#"
+import json, os, tempfile
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
+
+opts = Options()
+opts.binary_location = "/usr/bin/chromium"
+for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--window-size=1100,800", "--user-data-dir=" + tempfile.mkdtemp()]:
+    opts.add_argument(flag)
+driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+try:
+    driver.get(os.environ["PAGE"])
+    key = driver.find_element(By.ID, "key")
+    key.send_keys(os.environ["KEY"])
+    key.send_keys(Keys.TAB)
+    WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "model").get_attribute("value"))
+    prompt = driver.find_element(By.ID, "prompt")
+    prompt.send_keys(os.environ["QUESTION"])
+    prompt.send_keys(Keys.ENTER)
+    WebDriverWait(driver, 120).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".msg[data-done]:not(.user)"))
+    got = driver.execute_script(
+        "const e = document.querySelector('.msg[data-done]:not(.user)');"
+        "const meta = e.querySelector('.meta');"
+        "return {class: e.className, text: e.firstChild ? e.firstChild.textContent : '',"
+        " meta: meta ? meta.textContent : '', status: document.getElementById('status').textContent};")
+    driver.save_screenshot(os.environ["SCREENSHOT"])
+    print(json.dumps(got))
+finally:
+    driver.quit()
+"#;
+
 fn python() -> PathBuf {
     let venv = std::env::var_os("MESH_PYTOOLS").map_or_else(
         || PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/mesh-pytools"),
@@ -124,10 +162,10 @@ fn python() -> PathBuf {
     python
 }
 
-fn run_script(python: &PathBuf, env: &[(&str, String)]) -> Value {
+fn run(python: &PathBuf, script: &str, env: &[(&str, String)]) -> Value {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("calls.py");
-    std::fs::write(&path, SCRIPT).unwrap();
+    let path = dir.path().join("script.py");
+    std::fs::write(&path, script).unwrap();
     let out = Command::new(python)
         .arg(&path)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
@@ -136,7 +174,7 @@ fn run_script(python: &PathBuf, env: &[(&str, String)]) -> Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "the openai script failed: {}\n{stdout}",
+        "the Python script failed: {}\n{stdout}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
@@ -159,11 +197,11 @@ fn embedder() -> Arc<MiniLm<mesh_inference::backend::Cpu>> {
     Arc::new(MiniLm::load(&dir, &Default::default()).unwrap())
 }
 
-async fn greedy(engine: &Engine, prompt: Prompt) -> Completion {
+async fn greedy(engine: &Engine, prompt: Prompt, tokens: usize) -> Completion {
     engine
         .generate(GenerateRequest {
             prompt,
-            params: SamplingParams::greedy(TOKENS),
+            params: SamplingParams::greedy(tokens),
         })
         .unwrap()
         .collect()
@@ -298,7 +336,7 @@ async fn the_openai_client_chats_streams_completes_embeds_and_gets_typed_errors(
     let python_run = {
         let python = python.clone();
         let env = env.clone();
-        tokio::task::spawn_blocking(move || run_script(&python, &env))
+        tokio::task::spawn_blocking(move || run(&python, SCRIPT, &env))
     };
     let chat_reference = greedy(
         &engine,
@@ -306,9 +344,10 @@ async fn the_openai_client_chats_streams_completes_embeds_and_gets_typed_errors(
             role: "user".into(),
             content: QUESTION.into(),
         }]),
+        TOKENS,
     )
     .await;
-    let text_reference = greedy(&engine, Prompt::Text(TEXT_PROMPT.into())).await;
+    let text_reference = greedy(&engine, Prompt::Text(TEXT_PROMPT.into()), TOKENS).await;
     let vectors = embedder.embed(&TEXTS);
     let out = python_run.await.unwrap();
 
@@ -384,6 +423,44 @@ async fn the_openai_client_chats_streams_completes_embeds_and_gets_typed_errors(
         "{metrics}"
     );
     assert!(metrics.contains("mesh_gateway_errors_total{code=\"model_not_found\"} 1"));
+
+    // The chat page in headless Chromium: type the key and a question, and
+    // the streamed answer is the engine's (the page asks greedily for up
+    // to 256 tokens), with the server that answered and the speed.
+    let page_reference = greedy(
+        &engine,
+        Prompt::Chat(vec![ChatMessage {
+            role: "user".into(),
+            content: QUESTION.into(),
+        }]),
+        256,
+    )
+    .await;
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("mesh-gateway");
+    std::fs::create_dir_all(&shots).unwrap();
+    let screenshot = shots.join("chat-page.png");
+    let page = {
+        let python = python.clone();
+        let mut env = env.to_vec();
+        env.push(("PAGE", format!("http://{}/", gateway.addr())));
+        env.push(("SCREENSHOT", screenshot.display().to_string()));
+        tokio::task::spawn_blocking(move || run(&python, BROWSER, &env))
+    }
+    .await
+    .unwrap();
+    assert_eq!(page["class"], "msg assistant", "{page}");
+    assert_eq!(page["text"], page_reference.text.as_str(), "{page}");
+    let meta = page["meta"].as_str().unwrap();
+    let answered = servers.iter().any(|s| {
+        let id = s.context().dht.peer_id().to_base58();
+        meta.contains(&id[id.len() - 8..])
+    });
+    assert!(answered && meta.contains("tokens/s"), "{meta}");
+    assert!(
+        std::fs::metadata(&screenshot).unwrap().len() > 1000,
+        "a screenshot at {}",
+        screenshot.display()
+    );
 
     // No server alive: 503, which the SDK raises as InternalServerError.
     for server in servers {

@@ -197,7 +197,7 @@ fn invalid_requests_are_refused() {
     let long = vec![1u32; 5000];
     assert!(matches!(
         e.generate(req(&long, SamplingParams::default())),
-        Err(Error::InvalidRequest(_))
+        Err(Error::PromptTooLong { tokens: 5000, .. })
     ));
 }
 
