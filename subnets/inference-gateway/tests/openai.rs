@@ -33,6 +33,8 @@ const FLOOD_KEY: &str = "flood-key-0123456789abcdef";
 const QUESTION: &str = "What is the capital of France?";
 const TEXT_PROMPT: &str = "The capital of France is";
 const TOKENS: usize = 24;
+const LONG_PROMPT: &str = "Once upon a time, in a small village by the sea,";
+const LONG_TOKENS: usize = 160;
 const TEXTS: [&str; 2] = ["A cat sits on the mat.", "Stocks fell sharply on Monday."];
 
 /// The calls, each printed as one JSON line the test checks.
@@ -108,6 +110,28 @@ for i in range(40):
 errors["flood"] = first_refusal
 out["errors"] = errors
 print(json.dumps(out))
+"#;
+
+/// A long streamed completion that pauses after its third chunk until told
+/// to go on (the test kills the serving server meanwhile).
+const FAILOVER: &str = r#"
+import json, os, sys
+from openai import OpenAI
+client = OpenAI(base_url=os.environ["BASE_URL"], api_key=os.environ["KEY"], max_retries=0)
+stream = client.completions.create(model=os.environ["MODEL"], prompt=os.environ["LONG_PROMPT"],
+                                   max_tokens=int(os.environ["LONG_TOKENS"]), temperature=0, stream=True)
+text, chunks, finish, mesh = "", 0, None, None
+for chunk in stream:
+    choice = chunk.choices[0]
+    text += choice.text or ""
+    chunks += 1
+    if chunks == 3:
+        print("streaming", flush=True)
+        sys.stdin.readline()
+    if choice.finish_reason:
+        finish = choice.finish_reason
+        mesh = (chunk.model_extra or {}).get("mesh")
+print(json.dumps({"text": text, "finish": finish, "mesh": mesh}), flush=True)
 "#;
 
 /// The chat page in headless Chromium, through WebDriver.
@@ -423,6 +447,73 @@ async fn the_openai_client_chats_streams_completes_embeds_and_gets_typed_errors(
         "{metrics}"
     );
     assert!(metrics.contains("mesh_gateway_errors_total{code=\"model_not_found\"} 1"));
+
+    // The serving server dies mid-stream: the HTTP stream goes on from the
+    // other one, and the text is still the engine's.
+    let long = greedy(&engine, Prompt::Text(LONG_PROMPT.into()), LONG_TOKENS).await;
+    assert!(
+        long.finished.completion_tokens > 40,
+        "a long enough generation to kill its server in: {}",
+        long.finished.completion_tokens
+    );
+    let order = mesh_subnet_inference::client::by_load(
+        mesh_server::alive_peers::<mesh_subnet_inference::InferenceInfo>(&dht)
+            .await
+            .unwrap(),
+    );
+    let victim = order[0].peer_id;
+    let index = servers
+        .iter()
+        .position(|s| s.context().dht.peer_id() == victim)
+        .unwrap();
+    let doomed = servers.remove(index);
+    let (streaming_tx, streaming_rx) = tokio::sync::oneshot::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let failover = {
+        let python = python.clone();
+        let mut env = env.to_vec();
+        env.push(("LONG_PROMPT", LONG_PROMPT.to_string()));
+        env.push(("LONG_TOKENS", LONG_TOKENS.to_string()));
+        tokio::task::spawn_blocking(move || {
+            use std::io::{BufRead, BufReader, Write};
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("failover.py");
+            std::fs::write(&path, FAILOVER).unwrap();
+            let mut child = Command::new(&python)
+                .arg(&path)
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            assert_eq!(lines.next().unwrap().unwrap(), "streaming");
+            streaming_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            writeln!(child.stdin.take().unwrap(), "go").unwrap();
+            let last = lines.next().expect("the script's result").unwrap();
+            assert!(child.wait().unwrap().success());
+            serde_json::from_str::<Value>(&last).unwrap()
+        })
+    };
+    streaming_rx.await.unwrap();
+    // Its network goes away at once, as in a crash.
+    doomed.context().dht.clone().shutdown().await;
+    go_tx.send(()).unwrap();
+    let out = failover.await.unwrap();
+    doomed.shutdown().await;
+    assert_eq!(
+        out["text"],
+        long.text.as_str(),
+        "one seamless stream: {out}"
+    );
+    assert_eq!(out["finish"], finish(&long));
+    let survivor = servers[0].context().dht.peer_id().to_base58();
+    assert_eq!(
+        out["mesh"]["servers"],
+        serde_json::json!([victim.to_base58(), survivor]),
+        "started on the victim, finished on the survivor"
+    );
 
     // The chat page in headless Chromium: type the key and a question, and
     // the streamed answer is the engine's (the page asks greedily for up
