@@ -9,7 +9,10 @@
 //! 4. registers and activates the nodes (node 1 carries the bootnode's
 //!    PeerId, so the stake-gated servers admit it);
 //! 5. runs the bootnode in this process and the nodes as `mesh server`
-//!    processes on 127.0.0.1 with the reference echo subnet, logs in
+//!    processes on 127.0.0.1 with the reference echo subnet (or, with
+//!    `--subnet inference`, the inference subnet: SmolLM2 on every node,
+//!    MiniLM embeddings on the first, and an OpenAI-compatible gateway in
+//!    this process whose key is node 1's client PeerId), logs in
 //!    `--dir`/logs;
 //! 6. waits until every node's heartbeat is in the DHT and the first
 //!    epoch's consensus has landed on chain, prints what runs where, keeps
@@ -28,14 +31,21 @@ use mesh_core::consensus::{ConsensusChain, Submission};
 use mesh_core::{KeyType, PeerId, PeerKey, SubnetId};
 use mesh_dht::{Dht, DhtConfig, Multiaddr};
 use mesh_server::heartbeat::alive_peers;
-use mesh_subnet_echo::EchoInfo;
 use tokio::process::{Child, Command};
 
+use crate::server::Hosted;
 use crate::{init_logs, secs, stop_signal};
 
 /// Options of `mesh devnet`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DevnetArgs {
+    /// The subnet the nodes run: echo, or inference (the model from
+    /// scripts/fetch-models.sh, and the OpenAI-compatible gateway).
+    #[arg(long, value_enum, default_value_t = Hosted::Echo)]
+    pub subnet: Hosted,
+    /// With --subnet inference: where the gateway serves HTTP (0: a free port).
+    #[arg(long = "gateway_port", alias = "gateway-port", default_value_t = 8000)]
+    pub gateway_port: u16,
     /// Nodes to register and run.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=32))]
     pub nodes: u32,
@@ -112,15 +122,20 @@ pub async fn run(args: DevnetArgs) -> Result<()> {
     let interrupted = stop_signal()?;
     let mut nodes = Vec::new();
     let mut bootnode = None;
+    let mut gateway = None;
     let outcome = tokio::select! {
         r = async {
-            let (boot, subnet_id, client) = setup(&args, &chain, &mut nodes).await?;
+            let (boot, subnet_id, client, gateway_key) = setup(&args, &chain, &mut nodes).await?;
             let boot = bootnode.insert(boot);
-            watch(&args, subnet_id, &client, boot, &mut nodes, timeout).await
+            watch(&args, subnet_id, &client, boot, &mut nodes, timeout, gateway_key, &mut gateway).await
         } => r,
         () = interrupted => Ok(()),
     };
     println!("stopping ...");
+    if let Some((gateway, dht)) = gateway {
+        gateway.shutdown().await;
+        dht.shutdown().await;
+    }
     for node in &mut nodes {
         stop(node).await;
     }
@@ -163,7 +178,12 @@ async fn setup(
     args: &DevnetArgs,
     chain: &DevNode,
     nodes: &mut Vec<Node>,
-) -> Result<(Dht, SubnetId, ChainClient)> {
+) -> Result<(Dht, SubnetId, ChainClient, Option<PeerKey>)> {
+    // The model first: a missing file fails in the first second.
+    let model = match args.subnet {
+        Hosted::Echo => None,
+        Hosted::Inference => Some(mesh_inference_model()?),
+    };
     let client = ChainClient::connect(chain.url()).await?;
     let alice = dev_key("//Alice")?;
     let subnet_id = client.create_subnet(&alice, "devnet", true).await?;
@@ -187,6 +207,15 @@ async fn setup(
         .next()
         .context("the bootnode listens nowhere")?;
     println!("bootnode: {boot_addr}");
+    // The gateway calls the subnet as node 1's client.
+    let gateway_key = match args.subnet {
+        Hosted::Echo => None,
+        Hosted::Inference => {
+            let key = PeerKey::generate(KeyType::Ed25519)?;
+            key.write_file(&keys.join("gateway.key"), true)?;
+            Some(key)
+        }
+    };
 
     for i in 1..=args.nodes {
         let key = PeerKey::generate(KeyType::Ed25519)?;
@@ -208,7 +237,10 @@ async fn setup(
             } else {
                 PeerId::random()
             },
-            client_peer_id: PeerId::random(),
+            client_peer_id: match (&gateway_key, i) {
+                (Some(key), 1) => key.peer_id(),
+                _ => PeerId::random(),
+            },
             bootnode: (i == 1).then(|| boot_addr.to_string()),
             delegate_reward_rate: 0,
             stake_to_be_added: Amount::tokens(100),
@@ -226,9 +258,15 @@ async fn setup(
         );
         let log = logs.join(format!("node-{i}.log"));
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let child = Command::new(std::env::current_exe()?)
-            .arg("server")
-            .args(["--subnet", mesh_subnet_echo::NAME])
+        let mut command = Command::new(std::env::current_exe()?);
+        command.arg("server").args(["--subnet", args.subnet.name()]);
+        if let Some((model, minilm)) = &model {
+            command.arg("--model").arg(model).args(["--max_batch", "4"]);
+            if let (1, Some(dir)) = (i, minilm) {
+                command.arg("--embed_model").arg(dir);
+            }
+        }
+        let child = command
             .args(["--subnet_id", &subnet_id.to_string()])
             .args(["--subnet_node_id", &node_id.to_string()])
             .arg("--identity_path")
@@ -263,7 +301,20 @@ async fn setup(
             child,
         });
     }
-    Ok((boot, subnet_id, client))
+    Ok((boot, subnet_id, client, gateway_key))
+}
+
+/// The SmolLM2 file, and the MiniLM directory when it is there too.
+fn mesh_inference_model() -> Result<(PathBuf, Option<PathBuf>)> {
+    let model = mesh_inference::find_smollm2().context(
+        "the inference devnet serves SmolLM2: fetch it first with scripts/fetch-models.sh all \
+         (scripts/devnet.sh --subnet inference does)",
+    )?;
+    let minilm = mesh_inference::models_dir().join("all-minilm-l6-v2");
+    Ok((
+        model,
+        minilm.join("model.safetensors").is_file().then_some(minilm),
+    ))
 }
 
 /// Fails when a node process has exited.
@@ -297,12 +348,17 @@ async fn watch(
     boot: &Dht,
     nodes: &mut [Node],
     timeout: Duration,
+    gateway_key: Option<PeerKey>,
+    gateway: &mut Option<(mesh_gateway::Gateway, Dht)>,
 ) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let want = nodes.len();
     loop {
         check_alive(nodes)?;
-        let alive = alive_peers::<EchoInfo>(boot).await.unwrap_or_default();
+        // Any subnet's heartbeats: only who published them matters here.
+        let alive = alive_peers::<serde_json::Value>(boot)
+            .await
+            .unwrap_or_default();
         if nodes
             .iter()
             .all(|n| alive.iter().any(|h| h.peer_id == n.peer_id))
@@ -330,6 +386,9 @@ async fn watch(
             format!("http://127.0.0.1:{}/metrics", n.metrics),
             n.log.display()
         );
+    }
+    if let Some(key) = gateway_key {
+        *gateway = Some(start_gateway(args, subnet_id, boot, key).await?);
     }
     println!("waiting for the first epoch's consensus (nodes become validators two epochs after activation) ...");
 
@@ -361,6 +420,44 @@ async fn watch(
         }
         tokio::time::sleep(Duration::from_millis(args.block_millis.max(100))).await;
     }
+}
+
+/// The OpenAI-compatible gateway in this process, as node 1's client; prints
+/// how to call it.
+async fn start_gateway(
+    args: &DevnetArgs,
+    subnet_id: SubnetId,
+    boot: &Dht,
+    key: PeerKey,
+) -> Result<(mesh_gateway::Gateway, Dht)> {
+    let mut config = DhtConfig::new(key.clone());
+    config.subnet_id = subnet_id;
+    config.client_mode = true;
+    config.initial_peers = boot.listen_addrs().await?;
+    let dht = Dht::start(config)
+        .await
+        .context("the gateway joins the DHT")?;
+    let listen = std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, args.gateway_port));
+    let gateway = mesh_gateway::Gateway::start(
+        mesh_gateway::GatewayConfig::new(listen),
+        dht.clone(),
+        std::sync::Arc::new(key),
+    )
+    .await?;
+    let base = format!("http://{}", gateway.addr());
+    let models = mesh_server::heartbeat::alive_peers::<mesh_subnet_inference::InferenceInfo>(&dht)
+        .await
+        .unwrap_or_default();
+    let model = models
+        .first()
+        .map(|h| h.info.model.clone())
+        .unwrap_or_else(|| "(see /v1/models)".into());
+    println!("\ngateway: {base}/ (a chat page; OpenAI's API under {base}/v1)");
+    println!("  curl {base}/v1/chat/completions -H 'Content-Type: application/json' \\");
+    println!("    -d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"What is the capital of France?\"}}]}}'");
+    println!("  python3 -c 'from openai import OpenAI; c = OpenAI(base_url=\"{base}/v1\", api_key=\"none\"); \\");
+    println!("    print(c.chat.completions.create(model=\"{model}\", messages=[{{\"role\": \"user\", \"content\": \"Hi\"}}]).choices[0].message.content)'");
+    Ok((gateway, dht))
 }
 
 /// SIGTERM, then up to 15 s for a clean exit, then SIGKILL.

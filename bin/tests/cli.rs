@@ -540,3 +540,63 @@ async fn mesh_infer_streams_from_a_staked_inference_server() {
     );
     proc.stop(libc::SIGTERM, Duration::from_secs(20));
 }
+
+/// `mesh devnet --subnet inference`: staked SmolLM2 servers and the
+/// gateway; a chat completion through the printed address answers.
+#[test]
+fn devnet_serves_the_model_through_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_arg = dir.path().display().to_string();
+    let devnet = spawn(
+        MESH,
+        &[
+            "devnet",
+            "--subnet",
+            "inference",
+            "--nodes",
+            "2",
+            "--base_port",
+            "0",
+            "--chain_rpc_port",
+            "0",
+            "--gateway_port",
+            "0",
+            "--block_millis",
+            "300",
+            "--update_period",
+            "1",
+            "--timeout",
+            "180",
+            "--dir",
+            &dir_arg,
+        ],
+        &[],
+    );
+    let out = devnet.until("devnet ready", Duration::from_secs(200));
+    let text = out.join("\n");
+    assert!(text.contains("all 2 nodes are up"), "{text}");
+    let gateway = out
+        .iter()
+        .find_map(|l| l.strip_prefix("gateway: http://"))
+        .and_then(|l| l.split('/').next())
+        .unwrap_or_else(|| panic!("the gateway's address: {text}"))
+        .to_string();
+    assert!(text.contains("curl http://"), "{text}");
+    let body = r#"{"model": "Smollm2 135M 8k Lc100K Mix1 Ep2", "max_tokens": 16, "temperature": 0, "messages": [{"role": "user", "content": "What is the capital of France?"}]}"#;
+    let mut stream = TcpStream::connect(&gateway).unwrap();
+    write!(
+        stream,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {gateway}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("Paris"), "{answer}");
+    assert!(
+        http_get(&gateway, "/v1/models").contains("all-MiniLM-L6-v2"),
+        "node 1 embeds"
+    );
+    devnet.stop(libc::SIGINT, Duration::from_secs(60));
+}
