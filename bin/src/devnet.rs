@@ -81,6 +81,13 @@ pub struct DevnetArgs {
     pub chain_binary: Option<PathBuf>,
 }
 
+/// The inference devnet's gateway: its key until it starts, then it and its DHT node.
+#[derive(Default)]
+struct GatewaySlot {
+    key: Option<PeerKey>,
+    running: Option<(mesh_gateway::Gateway, Dht)>,
+}
+
 /// One node of the devnet.
 struct Node {
     index: u32,
@@ -122,17 +129,18 @@ pub async fn run(args: DevnetArgs) -> Result<()> {
     let interrupted = stop_signal()?;
     let mut nodes = Vec::new();
     let mut bootnode = None;
-    let mut gateway = None;
+    let mut gateway = GatewaySlot::default();
     let outcome = tokio::select! {
         r = async {
-            let (boot, subnet_id, client, gateway_key) = setup(&args, &chain, &mut nodes).await?;
+            let (boot, subnet_id, client, key) = setup(&args, &chain, &mut nodes).await?;
             let boot = bootnode.insert(boot);
-            watch(&args, subnet_id, &client, boot, &mut nodes, timeout, gateway_key, &mut gateway).await
+            gateway.key = key;
+            watch(&args, subnet_id, &client, boot, &mut nodes, timeout, &mut gateway).await
         } => r,
         () = interrupted => Ok(()),
     };
     println!("stopping ...");
-    if let Some((gateway, dht)) = gateway {
+    if let Some((gateway, dht)) = gateway.running {
         gateway.shutdown().await;
         dht.shutdown().await;
     }
@@ -348,8 +356,7 @@ async fn watch(
     boot: &Dht,
     nodes: &mut [Node],
     timeout: Duration,
-    gateway_key: Option<PeerKey>,
-    gateway: &mut Option<(mesh_gateway::Gateway, Dht)>,
+    gateway: &mut GatewaySlot,
 ) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let want = nodes.len();
@@ -387,8 +394,8 @@ async fn watch(
             n.log.display()
         );
     }
-    if let Some(key) = gateway_key {
-        *gateway = Some(start_gateway(args, subnet_id, boot, key).await?);
+    if let Some(key) = gateway.key.take() {
+        gateway.running = Some(start_gateway(args, subnet_id, boot, key).await?);
     }
     println!("waiting for the first epoch's consensus (nodes become validators two epochs after activation) ...");
 

@@ -21,6 +21,7 @@ pub mod devnet;
 pub mod server;
 
 pub mod daemon;
+pub mod metrics;
 
 pub use daemon::{init_logs, stop_signal};
 

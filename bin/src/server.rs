@@ -9,13 +9,14 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use mesh_chain::{chain_stake_oracle, ChainClient, ChainError, HotkeyChain, SignerSource};
 use mesh_core::{KeyType, NodeClass, PeerKey, SubnetId};
-use mesh_dht::{serve_metrics, DhtConfig, Multiaddr, StakeGate};
+use mesh_dht::{DhtConfig, Multiaddr, StakeGate};
 use mesh_server::auth::Authorizer;
 use mesh_server::signature::SignatureAuthorizer;
 use mesh_server::{
     ChainHooks, RateLimitAuthorizer, RateLimits, Runtime, RuntimeConfig, StakeAuthorizer, Subnet,
 };
 
+use crate::metrics::serve_metrics;
 use crate::{init_logs, secs, stop_signal};
 
 /// The subnets this binary can host (`--subnet NAME`).

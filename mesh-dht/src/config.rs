@@ -65,8 +65,8 @@ pub struct DhtConfig {
     pub bans: Option<BanPolicy>,
     /// The Prometheus registry the node's metrics (libp2p's, the DHT's,
     /// gossipsub's) join. The caller owns it: it may register its own
-    /// metrics beside them and serve it ([`crate::serve_metrics`]). A fresh
-    /// registry by default.
+    /// metrics beside them and serve it (the binaries serve it on
+    /// `/metrics`). A fresh registry by default.
     pub registry: Arc<Mutex<Registry>>,
 }
 

@@ -82,7 +82,6 @@ pub use admission::BanPolicy;
 pub use config::DhtConfig;
 pub use libp2p::{Multiaddr, PeerId};
 pub use mesh_core::{RateLimit, StakeGate};
-pub use metrics::{serve_metrics, MetricsServer};
 pub use node::{Dht, DhtStats, RefusalKind, RemoteRefusal, StoreReport};
 pub use pubsub::{
     MessageId, MessageValidator, Pubsub, PubsubConfig, PubsubError, PubsubMessage, Subscription,

@@ -1,16 +1,9 @@
-//! Prometheus metrics of a node and a minimal `/metrics` HTTP endpoint.
+//! Prometheus metrics of a node (on the registry its caller passed in).
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -87,87 +80,4 @@ impl NodeMetrics {
             .get_or_create(&vec![(label, value.to_string())])
             .inc();
     }
-}
-
-/// The HTTP endpoint [`serve_metrics`] started: it serves until
-/// [`shutdown`](Self::shutdown) or until it is dropped.
-#[must_use = "the endpoint stops when this is dropped"]
-#[derive(Debug)]
-pub struct MetricsServer {
-    addr: SocketAddr,
-    cancel: CancellationToken,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl MetricsServer {
-    /// The address it listens on (useful with port 0).
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Stops accepting and waits for the accept loop to end.
-    pub async fn shutdown(mut self) {
-        self.cancel.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
-/// Serves `registry` as Prometheus text on `http://<addr>/metrics` until the
-/// returned [`MetricsServer`] is shut down or dropped.
-pub async fn serve_metrics(
-    addr: SocketAddr,
-    registry: Arc<Mutex<Registry>>,
-) -> std::io::Result<MetricsServer> {
-    let listener = TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    let cancel = CancellationToken::new();
-    let stop = cancel.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let (mut sock, _) = tokio::select! {
-                _ = stop.cancelled() => return,
-                r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
-            };
-            let registry = registry.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                let read =
-                    tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf));
-                let Ok(Ok(n)) = read.await else {
-                    return;
-                };
-                let req = String::from_utf8_lossy(&buf[..n]);
-                let (status, body) = if req.starts_with("GET /metrics") {
-                    let mut body = String::new();
-                    let r = registry.lock().expect("metrics registry lock");
-                    let _ = encode(&mut body, &r);
-                    ("200 OK", body)
-                } else {
-                    ("404 Not Found", "only /metrics is served\n".to_string())
-                };
-                let resp = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
-                let _ = sock.shutdown().await;
-            });
-        }
-    });
-    Ok(MetricsServer {
-        addr: bound,
-        cancel,
-        task: Some(task),
-    })
 }

@@ -264,7 +264,7 @@ impl Runtime {
     }
 
     /// Calls the authorizers let through and refused (also on the DHT's
-    /// metrics registry, served by `mesh_dht::serve_metrics`).
+    /// metrics registry, which the binaries serve on `/metrics`).
     pub fn auth_metrics(&self) -> &AuthMetrics {
         &self.auth_metrics
     }

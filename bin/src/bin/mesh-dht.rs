@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use mesh_cli::metrics::serve_metrics;
 use mesh_cli::{init_logs, stop_signal};
 use mesh_core::{Expiration, KeyType, PeerKey, StoreLimits, StoredValue, SubnetId};
-use mesh_dht::{serve_metrics, Dht, DhtConfig, Multiaddr};
+use mesh_dht::{Dht, DhtConfig, Multiaddr};
 
 /// A mesh DHT node. Without a subcommand it runs a bootnode/DHT server until
 /// SIGINT or SIGTERM; `store` and `get` join the DHT as a short-lived client.

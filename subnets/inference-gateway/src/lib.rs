@@ -286,10 +286,10 @@ struct Shared {
 type AppState = Arc<Shared>;
 
 fn router(state: AppState, max_body: usize) -> Router {
+    let metrics = metrics_router(state.registry.clone());
     Router::new()
         .route("/", get(page))
         .route("/health", get(health))
-        .route("/metrics", get(metrics_text))
         .route("/v1/models", get(models))
         .route("/v1/nodes", get(nodes))
         .route("/v1/dht/{key}", get(dht_key))
@@ -300,6 +300,7 @@ fn router(state: AppState, max_body: usize) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(state.clone(), cors))
         .with_state(state)
+        .merge(metrics)
 }
 
 // ---- access ----------------------------------------------------------------
@@ -468,9 +469,21 @@ async fn health(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics_text(State(state): State<AppState>) -> Response {
+/// `GET /metrics`: `registry` in Prometheus' text format. The gateway serves
+/// it beside its API; mesh's other binaries serve it alone.
+pub fn metrics_router(registry: Arc<Mutex<Registry>>) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let registry = registry.clone();
+            async move { metrics_text(&registry) }
+        }),
+    )
+}
+
+fn metrics_text(registry: &Mutex<Registry>) -> Response {
     let mut body = String::new();
-    let registry = state.registry.lock().unwrap_or_else(|e| e.into_inner());
+    let registry = registry.lock().unwrap_or_else(|e| e.into_inner());
     if encode(&mut body, &registry).is_err() {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
