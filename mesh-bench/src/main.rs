@@ -9,7 +9,10 @@
 //! mesh-bench rpc --peers 4 --concurrency 8 --calls 2000 --no-auth --json
 //! mesh-bench pubsub --peers 32 --messages 2000 --json
 //! mesh-bench infer --model smollm2 --prompt-tokens 64 --new-tokens 64 --concurrency 8 --json
+//! mesh-bench gateway --concurrency 8 --requests 32 --json
 //! ```
+
+mod gateway;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -63,6 +66,11 @@ enum Command {
     /// (single stream and C concurrent streams), time to first token, load
     /// time and memory.
     Infer(InferArgs),
+    /// Streamed chat completions through the OpenAI-compatible gateway and
+    /// the same requests through the subnet's own client, on the same
+    /// in-process servers: requests/s, time to first token, tokens/s, and
+    /// the gateway's overhead.
+    Gateway(gateway::GatewayArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -877,5 +885,6 @@ fn main() -> Result<()> {
         Command::Rpc(args) => rt.block_on(bench_rpc(args)),
         Command::Pubsub(args) => rt.block_on(bench_pubsub(args)),
         Command::Infer(args) => bench_infer(args),
+        Command::Gateway(args) => rt.block_on(gateway::bench_gateway(args)),
     }
 }
