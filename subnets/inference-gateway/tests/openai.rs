@@ -448,6 +448,47 @@ async fn the_openai_client_chats_streams_completes_embeds_and_gets_typed_errors(
     );
     assert!(metrics.contains("mesh_gateway_errors_total{code=\"model_not_found\"} 1"));
 
+    // A client that goes away mid-stream cancels its generation on the
+    // server: 2,000 tokens would take most of a minute; the slot is free at once.
+    {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let body = serde_json::json!({
+            "model": model, "prompt": LONG_PROMPT, "max_tokens": 2000,
+            "temperature": 0, "stream": true,
+        })
+        .to_string();
+        let mut sock = tokio::net::TcpStream::connect(gateway.addr())
+            .await
+            .unwrap();
+        sock.write_all(
+            format!(
+                "POST /v1/completions HTTP/1.0\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut lines = tokio::io::BufReader::new(sock).lines();
+        let mut chunks = 0;
+        while chunks < 3 {
+            let line = lines.next_line().await.unwrap().expect("a stream");
+            if line.starts_with("data: ") {
+                chunks += 1;
+            }
+        }
+        assert_eq!(engine.load().active, 1, "generating");
+        drop(lines);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while engine.load().active != 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the generation goes on after its client left"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     // The serving server dies mid-stream: the HTTP stream goes on from the
     // other one, and the text is still the engine's.
     let long = greedy(&engine, Prompt::Text(LONG_PROMPT.into()), LONG_TOKENS).await;
