@@ -187,48 +187,20 @@ pub enum GatewayError {
     Keys(String),
 }
 
-/// A running gateway: it serves until [`shutdown`](Self::shutdown) or
-/// until it is dropped.
-#[must_use = "the gateway stops when this is dropped"]
+/// An HTTP server this crate started (the gateway, or a metrics endpoint):
+/// it serves until [`shutdown`](Self::shutdown) or until it is dropped.
+#[must_use = "the server stops when this is dropped"]
 #[derive(Debug)]
-pub struct Gateway {
+pub struct HttpServer {
     addr: SocketAddr,
     cancel: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl Gateway {
-    /// Binds `config.listen` and serves the subnet `dht` is in, calling it
-    /// with `key` (the DHT's own key). The gateway's metrics join the DHT's
-    /// registry, which `GET /metrics` serves.
-    pub async fn start(
-        config: GatewayConfig,
-        dht: Dht,
-        key: Arc<PeerKey>,
-    ) -> Result<Self, GatewayError> {
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| GatewayError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
-        let addr = listener.local_addr().map_err(|source| GatewayError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-        let registry = dht.registry();
-        let metrics = GatewayMetrics::new(&mut registry.lock().unwrap_or_else(|e| e.into_inner()));
-        let state = Arc::new(Shared {
-            client: InferenceClient::new(dht.clone(), key),
-            dht,
-            registry,
-            config: config.clone(),
-            buckets: Mutex::new(HashMap::new()),
-            servers: tokio::sync::Mutex::new(None),
-            metrics,
-        });
-        let router = router(state, config.max_body_bytes);
+impl HttpServer {
+    /// Serves `router` on `listener` (axum) until shut down or dropped.
+    fn spawn(listener: TcpListener, router: Router, what: &'static str) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
         let cancel = CancellationToken::new();
         let stop = cancel.clone();
         let task = tokio::spawn(async move {
@@ -236,10 +208,9 @@ impl Gateway {
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await;
             if let Err(e) = served {
-                tracing::warn!("the gateway's HTTP server stopped: {e}");
+                tracing::warn!("the {what} HTTP server stopped: {e}");
             }
         });
-        tracing::info!(%addr, "gateway serving the OpenAI API");
         Ok(Self {
             addr,
             cancel,
@@ -261,12 +232,73 @@ impl Gateway {
     }
 }
 
-impl Drop for Gateway {
+impl Drop for HttpServer {
     fn drop(&mut self) {
         self.cancel.cancel();
         if let Some(task) = self.task.take() {
             task.abort();
         }
+    }
+}
+
+/// Serves `registry` as Prometheus text on `http://<addr>/metrics` (the
+/// daemons' metrics endpoint) until the returned server is shut down or
+/// dropped.
+pub async fn serve_metrics(
+    addr: SocketAddr,
+    registry: Arc<Mutex<Registry>>,
+) -> std::io::Result<HttpServer> {
+    let listener = TcpListener::bind(addr).await?;
+    HttpServer::spawn(listener, metrics_router(registry), "metrics")
+}
+
+/// A running gateway: it serves until [`shutdown`](Self::shutdown) or
+/// until it is dropped.
+#[must_use = "the gateway stops when this is dropped"]
+#[derive(Debug)]
+pub struct Gateway {
+    server: HttpServer,
+}
+
+impl Gateway {
+    /// Binds `config.listen` and serves the subnet `dht` is in, calling it
+    /// with `key` (the DHT's own key). The gateway's metrics join the DHT's
+    /// registry, which `GET /metrics` serves.
+    pub async fn start(
+        config: GatewayConfig,
+        dht: Dht,
+        key: Arc<PeerKey>,
+    ) -> Result<Self, GatewayError> {
+        let bind = |source| GatewayError::Bind {
+            addr: config.listen,
+            source,
+        };
+        let listener = TcpListener::bind(config.listen).await.map_err(bind)?;
+        let registry = dht.registry();
+        let metrics = GatewayMetrics::new(&mut registry.lock().unwrap_or_else(|e| e.into_inner()));
+        let state = Arc::new(Shared {
+            client: InferenceClient::new(dht.clone(), key),
+            dht,
+            registry,
+            config: config.clone(),
+            buckets: Mutex::new(HashMap::new()),
+            servers: tokio::sync::Mutex::new(None),
+            metrics,
+        });
+        let router = router(state, config.max_body_bytes);
+        let server = HttpServer::spawn(listener, router, "gateway").map_err(bind)?;
+        tracing::info!(addr = %server.addr(), "gateway serving the OpenAI API");
+        Ok(Self { server })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// Stops accepting, lets open requests finish, and waits.
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
     }
 }
 
@@ -397,8 +429,9 @@ impl Shared {
         }
     }
 
-    fn finish(&self, route: &'static str, result: &Result<Response, ApiError>) {
-        let status = match result {
+    /// Counts the answer and turns an error into its JSON response.
+    fn respond(&self, route: &'static str, result: Result<Response, ApiError>) -> Response {
+        let status = match &result {
             Ok(r) => r.status(),
             Err(e) => {
                 self.metrics.error(e.label());
@@ -406,6 +439,7 @@ impl Shared {
             }
         };
         self.metrics.request(route, status);
+        result.unwrap_or_else(IntoResponse::into_response)
     }
 }
 
@@ -511,8 +545,7 @@ async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
         Ok(Json(json!({ "object": "list", "data": data })).into_response())
     }
     .await;
-    state.finish("models", &result);
-    result.unwrap_or_else(IntoResponse::into_response)
+    state.respond("models", result)
 }
 
 async fn nodes(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -540,8 +573,7 @@ async fn nodes(State(state): State<AppState>, headers: HeaderMap) -> Response {
         Ok(Json(json!({ "object": "list", "data": data })).into_response())
     }
     .await;
-    state.finish("nodes", &result);
-    result.unwrap_or_else(IntoResponse::into_response)
+    state.respond("nodes", result)
 }
 
 async fn dht_key(
@@ -588,8 +620,7 @@ async fn dht_key(
         Ok(Json(body).into_response())
     }
     .await;
-    state.finish("dht", &result);
-    result.unwrap_or_else(IntoResponse::into_response)
+    state.respond("dht", result)
 }
 
 // ---- generation -------------------------------------------------------------
@@ -756,8 +787,7 @@ async fn chat(
         run(&state, Shape::Chat, req.model, request, &req.sampling).await
     }
     .await;
-    state.finish("chat", &result);
-    result.unwrap_or_else(IntoResponse::into_response)
+    state.respond("chat", result)
 }
 
 async fn completions(
@@ -783,8 +813,7 @@ async fn completions(
         run(&state, Shape::Text, req.model, request, &sampling).await
     }
     .await;
-    state.finish("completions", &result);
-    result.unwrap_or_else(IntoResponse::into_response)
+    state.respond("completions", result)
 }
 
 /// Runs a generation: one JSON answer, or server-sent chunks. Errors before
@@ -995,6 +1024,5 @@ async fn embeddings(
         Err(ClientError::AllFailed(failures).into())
     }
     .await;
-    state.finish("embeddings", &result);
-    result.unwrap_or_else(IntoResponse::into_response)
+    state.respond("embeddings", result)
 }
