@@ -20,6 +20,7 @@ use anyhow::{bail, Result};
 pub mod devnet;
 pub mod server;
 
+pub mod client;
 pub mod daemon;
 pub mod metrics;
 

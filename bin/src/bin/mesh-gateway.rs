@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use mesh_core::{KeyType, PeerKey, RateLimit, SubnetId};
-use mesh_dht::{Dht, DhtConfig, Multiaddr};
+use mesh_cli::client::JoinArgs;
+use mesh_core::RateLimit;
 use mesh_gateway::{ApiKeys, Gateway, GatewayConfig};
 
 /// Serve a mesh inference subnet over OpenAI's HTTP API (chat completions,
@@ -24,16 +24,8 @@ use mesh_gateway::{ApiKeys, Gateway, GatewayConfig};
 #[derive(Parser, Debug)]
 #[command(name = "mesh-gateway", version)]
 struct Cli {
-    /// Peers to join through, each a multiaddr ending in /p2p/<PeerId>.
-    #[arg(long = "initial_peers", alias = "initial-peers", num_args = 1.., value_name = "MULTIADDR", required = true)]
-    initial_peers: Vec<Multiaddr>,
-    /// The subnet's id on chain (its DHT and RPC protocols are /mesh/<subnet_id>/…).
-    #[arg(long = "subnet_id", alias = "subnet-id", default_value = "0")]
-    subnet_id: SubnetId,
-    /// The gateway's key file; in a staked subnet its PeerId must be a
-    /// registered node's client PeerId. Without it a fresh identity is used.
-    #[arg(long = "identity_path", alias = "identity-path", value_name = "PATH")]
-    identity_path: Option<PathBuf>,
+    #[command(flatten)]
+    join: JoinArgs,
     /// Where to serve HTTP. Keep it on 127.0.0.1 unless --api_keys is set.
     #[arg(long, default_value = "127.0.0.1:8000", value_name = "ADDR")]
     listen: SocketAddr,
@@ -47,13 +39,6 @@ struct Cli {
     /// Send CORS headers allowing this origin (e.g. http://localhost:3000, or *).
     #[arg(long = "cors_origin", alias = "cors-origin", value_name = "ORIGIN")]
     cors_origin: Option<String>,
-    /// Seconds to wait for the initial peers.
-    #[arg(
-        long = "bootstrap_timeout",
-        alias = "bootstrap-timeout",
-        default_value_t = 15.0
-    )]
-    bootstrap_timeout: f64,
     /// Log as JSON lines instead of text (RUST_LOG sets the level, default info).
     #[arg(long = "log_json", alias = "log-json")]
     log_json: bool,
@@ -88,24 +73,14 @@ async fn main() -> Result<()> {
                 .with_context(|| format!("--cors_origin {origin:?} is not a header value"))?,
         );
     }
-    let key = match &cli.identity_path {
-        Some(path) => PeerKey::read_file(path)
-            .with_context(|| format!("reading the gateway's key {}", path.display()))?,
-        None => PeerKey::generate(KeyType::Ed25519)?,
-    };
-
-    let mut dht = DhtConfig::new(key.clone());
-    dht.subnet_id = cli.subnet_id;
-    dht.client_mode = true;
-    dht.initial_peers = cli.initial_peers.clone();
-    dht.bootstrap_timeout = mesh_cli::secs(cli.bootstrap_timeout, "--bootstrap_timeout")?;
-    let dht = Dht::start(dht).await.context("joining the DHT")?;
+    let key = cli.join.key()?;
+    let dht = cli.join.join(key.clone()).await?;
     let stop = mesh_cli::stop_signal()?;
     let gateway = Gateway::start(config, dht.clone(), Arc::new(key)).await?;
     println!(
         "mesh-gateway {} serving subnet {} on http://{}/ (OpenAI API under /v1)",
         dht.peer_id(),
-        cli.subnet_id,
+        cli.join.subnet_id,
         gateway.addr()
     );
     stop.await;

@@ -6,13 +6,11 @@
 //! ```
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
-use mesh_core::{KeyType, PeerKey, SubnetId};
-use mesh_dht::{Dht, DhtConfig, Multiaddr};
+use mesh_cli::client::JoinArgs;
 use mesh_subnet_inference::client::InferenceClient;
 use mesh_subnet_inference::proto::{generate_request::Prompt, Chat, ChatMessage, GenerateRequest};
 
@@ -24,16 +22,8 @@ use mesh_subnet_inference::proto::{generate_request::Prompt, Chat, ChatMessage, 
 struct Cli {
     /// The prompt (a user message, unless --raw).
     prompt: String,
-    /// Peers to join through, each a multiaddr ending in /p2p/<PeerId>.
-    #[arg(long = "initial_peers", alias = "initial-peers", num_args = 1.., value_name = "MULTIADDR", required = true)]
-    initial_peers: Vec<Multiaddr>,
-    /// The subnet's id on chain (its DHT and RPC protocols are /mesh/<subnet_id>/…).
-    #[arg(long = "subnet_id", alias = "subnet-id", default_value = "0")]
-    subnet_id: SubnetId,
-    /// The client's key file; in a staked subnet its PeerId must be a
-    /// registered node's client PeerId. Without it a fresh identity is used.
-    #[arg(long = "identity_path", alias = "identity-path", value_name = "PATH")]
-    identity_path: Option<PathBuf>,
+    #[command(flatten)]
+    join: JoinArgs,
     /// A system message before the prompt.
     #[arg(long)]
     system: Option<String>,
@@ -58,24 +48,13 @@ struct Cli {
     /// Stop before this string (repeat for several).
     #[arg(long)]
     stop: Vec<String>,
-    /// Seconds to wait for the initial peers.
-    #[arg(
-        long = "bootstrap_timeout",
-        alias = "bootstrap-timeout",
-        default_value_t = 15.0
-    )]
-    bootstrap_timeout: f64,
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     mesh_cli::init_logs(false);
-    let key = match &cli.identity_path {
-        Some(path) => PeerKey::read_file(path)
-            .with_context(|| format!("reading the client key {}", path.display()))?,
-        None => PeerKey::generate(KeyType::Ed25519)?,
-    };
+    let key = cli.join.key()?;
     let prompt = if cli.raw {
         Prompt::Text(cli.prompt.clone())
     } else {
@@ -102,12 +81,7 @@ async fn main() -> Result<()> {
         stop: cli.stop.clone(),
     };
 
-    let mut config = DhtConfig::new(key.clone());
-    config.subnet_id = cli.subnet_id;
-    config.client_mode = true;
-    config.initial_peers = cli.initial_peers.clone();
-    config.bootstrap_timeout = mesh_cli::secs(cli.bootstrap_timeout, "--bootstrap_timeout")?;
-    let dht = Dht::start(config).await.context("joining the DHT")?;
+    let dht = cli.join.join(key.clone()).await?;
     let client = InferenceClient::new(dht.clone(), Arc::new(key));
 
     let mut stdout = std::io::stdout();
