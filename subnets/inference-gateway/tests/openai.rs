@@ -13,18 +13,15 @@ use std::time::Duration;
 
 use mesh_chain::devnode::{register_dev_node_with_client, DevNode};
 use mesh_chain::{chain_stake_oracle, ChainClient, SignerSource};
-use mesh_core::{KeyType, NodeClass, PeerId, PeerKey, RateLimit};
-use mesh_dht::{Dht, DhtConfig, Multiaddr, StakeGate};
+use mesh_core::{KeyType, PeerId, PeerKey, RateLimit};
+use mesh_dht::{Dht, DhtConfig, Multiaddr};
 use mesh_gateway::{ApiKeys, Gateway, GatewayConfig};
 use mesh_inference::embed::MiniLm;
 use mesh_inference::{
     ChatMessage, Completion, Engine, EngineConfig, FinishReason, GenerateRequest, Prompt,
     SamplingParams,
 };
-use mesh_server::auth::Authorizer;
-use mesh_server::{
-    RateLimitAuthorizer, RateLimits, Runtime, RuntimeConfig, SignatureAuthorizer, StakeAuthorizer,
-};
+use mesh_subnet_inference::test_utils::staked_server;
 use mesh_subnet_inference::InferenceSubnet;
 use serde_json::Value;
 
@@ -279,35 +276,16 @@ async fn the_openai_client_chats_streams_completes_embeds_and_gets_typed_errors(
     let mut servers = Vec::new();
     let mut first: Option<Multiaddr> = None;
     for (i, key) in server_keys.iter().enumerate() {
-        let mut dht = DhtConfig::new(key.clone());
-        dht.subnet_id = subnet_id;
-        dht.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-        dht.initial_peers = first.iter().cloned().collect();
-        dht.bootstrap_timeout = Duration::from_secs(10);
-        dht.stake_gate = Some(StakeGate::new(
-            oracle.oracle(),
-            subnet_id,
-            NodeClass::Registered,
-        ));
-        let authorizers: Vec<Arc<dyn Authorizer>> = vec![
-            Arc::new(RateLimitAuthorizer::new(RateLimits::default())),
-            Arc::new(SignatureAuthorizer::new(key.peer_id())),
-            Arc::new(StakeAuthorizer::new(
-                oracle.oracle(),
-                subnet_id,
-                NodeClass::Registered,
-            )),
-        ];
-        let config = RuntimeConfig {
-            dht,
-            update_period: Duration::from_millis(500),
-            authorizers,
-            chain: None,
-        };
         let subnet = InferenceSubnet::new(engine.clone(), (i == 0).then(|| embedder.clone()));
-        let node = Runtime::start(config, Arc::new(subnet))
-            .await
-            .expect("a server starts");
+        let node = staked_server(
+            key.clone(),
+            subnet_id,
+            oracle.oracle(),
+            first.iter().cloned().collect(),
+            subnet,
+        )
+        .await
+        .expect("a server starts");
         if first.is_none() {
             first = Some(node.context().dht.listen_addrs().await.unwrap()[0].clone());
         }

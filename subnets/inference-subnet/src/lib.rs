@@ -34,6 +34,8 @@ use tonic::{Request, Response, Status};
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod client;
+#[cfg(feature = "test-utils")]
+pub mod test_utils;
 
 /// Generated messages, client and server of `mesh.inference`.
 #[allow(missing_docs, unreachable_pub, clippy::all)]

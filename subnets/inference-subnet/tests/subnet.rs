@@ -11,16 +11,14 @@ use std::time::{Duration, Instant};
 
 use mesh_chain::devnode::{register_dev_node_with_client, DevNode};
 use mesh_chain::{chain_stake_oracle, ChainClient, SignerSource};
-use mesh_core::{KeyType, NodeClass, PeerId, PeerKey, SubnetId};
-use mesh_dht::{Dht, DhtConfig, Multiaddr, StakeGate};
+use mesh_core::{KeyType, PeerId, PeerKey, SubnetId};
+use mesh_dht::{Dht, DhtConfig, Multiaddr};
 use mesh_inference::{Engine, EngineConfig, GenerateRequest as EngineRequest, Prompt};
-use mesh_server::auth::Authorizer;
-use mesh_server::{
-    RateLimitAuthorizer, RateLimits, Runtime, RuntimeConfig, SignatureAuthorizer, StakeAuthorizer,
-};
+use mesh_server::{Runtime, RuntimeConfig};
 use mesh_subnet_inference::client::{ClientError, InferenceClient};
 use mesh_subnet_inference::proto::generate_chunk::Item;
 use mesh_subnet_inference::proto::{generate_request, GenerateRequest};
+use mesh_subnet_inference::test_utils::staked_server;
 use mesh_subnet_inference::InferenceSubnet;
 
 const PROMPT: &str = "The capital of France is";
@@ -113,34 +111,15 @@ async fn a_staked_inference_subnet_streams_fails_over_and_refuses_strangers() {
     let mut servers = Vec::new();
     let mut first: Option<Multiaddr> = None;
     for (key, engine) in server_keys.iter().zip(&engines) {
-        let mut dht = DhtConfig::new(key.clone());
-        dht.subnet_id = subnet_id;
-        dht.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-        dht.initial_peers = first.iter().cloned().collect();
-        dht.bootstrap_timeout = Duration::from_secs(10);
-        dht.stake_gate = Some(StakeGate::new(
-            oracle.oracle(),
+        let node = staked_server(
+            key.clone(),
             subnet_id,
-            NodeClass::Registered,
-        ));
-        let authorizers: Vec<Arc<dyn Authorizer>> = vec![
-            Arc::new(RateLimitAuthorizer::new(RateLimits::default())),
-            Arc::new(SignatureAuthorizer::new(key.peer_id())),
-            Arc::new(StakeAuthorizer::new(
-                oracle.oracle(),
-                subnet_id,
-                NodeClass::Registered,
-            )),
-        ];
-        let config = RuntimeConfig {
-            dht,
-            update_period: Duration::from_millis(500),
-            authorizers,
-            chain: None,
-        };
-        let node = Runtime::start(config, Arc::new(InferenceSubnet::new(engine.clone(), None)))
-            .await
-            .expect("a server starts");
+            oracle.oracle(),
+            first.iter().cloned().collect(),
+            InferenceSubnet::new(engine.clone(), None),
+        )
+        .await
+        .expect("a server starts");
         if first.is_none() {
             first = Some(node.context().dht.listen_addrs().await.unwrap()[0].clone());
         }
