@@ -147,21 +147,25 @@ impl From<ClientError> for ApiError {
                 _ => ApiError::bad_request(status.message()),
             },
             ClientError::AllFailed(failures) => {
-                if !failures.is_empty()
+                let gone = |c: Code| {
+                    matches!(
+                        c,
+                        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown
+                    )
+                };
+                // Busy servers and dead ones: trying again shortly may work.
+                if failures
+                    .iter()
+                    .any(|(_, s)| s.code() == Code::ResourceExhausted)
                     && failures
                         .iter()
-                        .all(|(_, s)| s.code() == Code::ResourceExhausted)
+                        .all(|(_, s)| s.code() == Code::ResourceExhausted || gone(s.code()))
                 {
                     ApiError::rate_limited(
                         "servers_busy",
                         "every inference server is busy; try again shortly",
                     )
-                } else if failures.iter().all(|(_, s)| {
-                    matches!(
-                        s.code(),
-                        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown
-                    )
-                }) {
+                } else if failures.iter().all(|(_, s)| gone(s.code())) {
                     ApiError::unavailable(e.to_string())
                 } else {
                     ApiError::upstream(e.to_string())
@@ -169,5 +173,50 @@ impl From<ClientError> for ApiError {
             }
             _ => ApiError::upstream(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_core::PeerId;
+    use tonic::Status;
+
+    fn all_failed(codes: &[Code]) -> ApiError {
+        ClientError::AllFailed(
+            codes
+                .iter()
+                .map(|&c| (PeerId::random(), Status::new(c, "x")))
+                .collect(),
+        )
+        .into()
+    }
+
+    #[test]
+    fn failures_map_to_the_status_a_client_can_act_on() {
+        let busy = all_failed(&[Code::ResourceExhausted, Code::ResourceExhausted]);
+        assert_eq!(
+            (busy.status, busy.code),
+            (StatusCode::TOO_MANY_REQUESTS, "servers_busy")
+        );
+        // One busy, one gone: trying again shortly may work.
+        let mixed = all_failed(&[Code::ResourceExhausted, Code::Unavailable]);
+        assert_eq!(mixed.status, StatusCode::TOO_MANY_REQUESTS);
+        let gone = all_failed(&[Code::Unavailable, Code::DeadlineExceeded]);
+        assert_eq!(gone.status, StatusCode::SERVICE_UNAVAILABLE);
+        let broken = all_failed(&[Code::Internal]);
+        assert_eq!(broken.status, StatusCode::BAD_GATEWAY);
+        let refused: ApiError = ClientError::Refused {
+            peer: PeerId::random(),
+            status: Status::out_of_range("prompt of 9000 tokens does not fit"),
+        }
+        .into();
+        assert_eq!(
+            (refused.status, refused.code),
+            (StatusCode::PAYLOAD_TOO_LARGE, "context_length_exceeded")
+        );
+        let body = refused.body();
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert!(body["error"]["param"].is_null());
     }
 }

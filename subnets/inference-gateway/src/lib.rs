@@ -688,12 +688,12 @@ struct Generation {
 }
 
 impl Generation {
-    fn start(client: InferenceClient, request: proto::GenerateRequest) -> Self {
+    fn start(client: InferenceClient, model: String, request: proto::GenerateRequest) -> Self {
         let tokens = Arc::new(Mutex::new(VecDeque::new()));
         let sink = tokens.clone();
         let call = Box::pin(async move {
             client
-                .generate(request, |t| {
+                .generate_on(Some(&model), request, |t| {
                     sink.lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .push_back(t.clone());
@@ -827,7 +827,7 @@ async fn run(
     sampling: &Sampling,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let mut generation = Generation::start(state.client.clone(), request);
+    let mut generation = Generation::start(state.client.clone(), model.clone(), request);
     let first = generation.next().await;
     if let Some(Piece::Done(Err(e))) = first {
         return Err(e.into());
@@ -838,7 +838,7 @@ async fn run(
         Shape::Text => "cmpl",
     });
     let created = now_unix();
-    if !sampling.stream {
+    if !sampling.stream.unwrap_or(false) {
         let mut pieces = futures::stream::iter(first).chain(generation);
         let mut outcome = None;
         while let Some(piece) = pieces.next().await {

@@ -60,9 +60,8 @@ pub struct Sampling {
     pub stop: Option<Stop>,
     /// Choices to generate: only 1 is served.
     pub n: Option<u32>,
-    /// Stream chunks as server-sent events.
-    #[serde(default)]
-    pub stream: bool,
+    /// Stream chunks as server-sent events (`null` or absent: no).
+    pub stream: Option<bool>,
     /// Streaming options.
     pub stream_options: Option<StreamOptions>,
 }
@@ -139,7 +138,7 @@ impl Usage {
         Self {
             prompt_tokens,
             completion_tokens,
-            total_tokens: prompt_tokens + completion_tokens,
+            total_tokens: prompt_tokens.saturating_add(completion_tokens),
         }
     }
 }

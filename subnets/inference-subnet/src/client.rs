@@ -117,10 +117,25 @@ impl InferenceClient {
     /// `on_token` sees every token once, in order.
     pub async fn generate(
         &self,
+        request: GenerateRequest,
+        on_token: impl FnMut(&proto::Token),
+    ) -> Result<Outcome, ClientError> {
+        self.generate_on(None, request, on_token).await
+    }
+
+    /// [`generate`](Self::generate) on the servers of `model` only (any
+    /// server with `None`): a subnet may serve several models, and failing
+    /// over to another model would change the answer.
+    pub async fn generate_on(
+        &self,
+        model: Option<&str>,
         mut request: GenerateRequest,
         mut on_token: impl FnMut(&proto::Token),
     ) -> Result<Outcome, ClientError> {
-        let servers = self.servers().await?;
+        let mut servers = self.servers().await?;
+        if let Some(model) = model {
+            servers.retain(|s| s.info.model == model);
+        }
         if servers.is_empty() {
             return Err(ClientError::NoServers(self.dht.subnet_id()));
         }
