@@ -772,16 +772,14 @@ async fn chat(
         if req.messages.is_empty() {
             return Err(ApiError::bad_request("messages must not be empty"));
         }
-        let prompt = generate_request::Prompt::Chat(Chat {
-            messages: req
-                .messages
-                .iter()
-                .map(|m| ChatMessage {
-                    role: m.role.clone(),
-                    content: m.content.clone(),
-                })
-                .collect(),
-        });
+        let mut messages = Vec::with_capacity(req.messages.len());
+        for m in &req.messages {
+            messages.push(ChatMessage {
+                role: m.role.clone(),
+                content: m.content.text().map_err(ApiError::bad_request)?,
+            });
+        }
+        let prompt = generate_request::Prompt::Chat(Chat { messages });
         let request = generate_request(prompt, &req.sampling)?;
         state.check_model(&req.model, false).await?;
         run(&state, Shape::Chat, req.model, request, &req.sampling).await

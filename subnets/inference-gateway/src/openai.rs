@@ -7,12 +7,60 @@
 use serde::{Deserialize, Serialize};
 
 /// One message of a chat.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct Message {
     /// `system`, `user` or `assistant`.
     pub role: String,
-    /// The text.
-    pub content: String,
+    /// The text: a string, a list of parts, or `null`.
+    #[serde(default)]
+    pub content: Content,
+}
+
+/// A message's content as clients send it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    /// Plain text.
+    Text(String),
+    /// Parts; the text parts are served, in order.
+    Parts(Vec<Part>),
+    /// `null` (e.g. an assistant turn that only called tools).
+    #[default]
+    None,
+}
+
+/// One part of a message's content.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Part {
+    /// `text` (other kinds, such as images, are refused).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text of a `text` part.
+    #[serde(default)]
+    pub text: String,
+}
+
+impl Content {
+    /// The text, or which kind of part the model cannot take.
+    pub fn text(&self) -> Result<String, String> {
+        match self {
+            Content::Text(t) => Ok(t.clone()),
+            Content::None => Ok(String::new()),
+            Content::Parts(parts) => {
+                let mut text = String::new();
+                for part in parts {
+                    if part.kind != "text" {
+                        return Err(format!(
+                            "content parts of type {:?} are not served (text only)",
+                            part.kind
+                        ));
+                    }
+                    text.push_str(&part.text);
+                }
+                Ok(text)
+            }
+        }
+    }
 }
 
 /// `stop`: one string or a list.

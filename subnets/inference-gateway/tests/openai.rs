@@ -53,6 +53,10 @@ out["chat"] = {"text": r.choices[0].message.content, "finish": r.choices[0].fini
                "prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens,
                "object": r.object}
 
+r = client.chat.completions.create(model=model, max_tokens=tokens, temperature=0,
+    messages=[{"role": "user", "content": [{"type": "text", "text": os.environ["QUESTION"]}]}])
+out["parts"] = {"text": r.choices[0].message.content}
+
 stream = client.chat.completions.create(model=model, messages=question, max_tokens=tokens,
                                         temperature=0, stream=True, stream_options={"include_usage": True})
 text, finish, usage, chunks = "", None, None, 0
@@ -362,6 +366,11 @@ async fn the_openai_client_chats_streams_completes_embeds_and_gets_typed_errors(
     );
     assert_eq!(out["chat"]["completion_tokens"], completion_tokens);
     assert_eq!(out["chat"]["prompt_tokens"], prompt_tokens);
+    assert_eq!(
+        out["parts"]["text"],
+        chat_reference.text.as_str(),
+        "content as parts"
+    );
     assert_eq!(out["stream"]["text"], chat_reference.text.as_str(), "{out}");
     assert_eq!(out["stream"]["finish"], finish(&chat_reference));
     assert_eq!(out["stream"]["completion_tokens"], completion_tokens);
@@ -421,7 +430,7 @@ async fn the_openai_client_chats_streams_completes_embeds_and_gets_typed_errors(
     // The gateway's metrics count what it answered.
     let metrics = http_get(gateway.addr(), "/metrics").await;
     assert!(
-        metrics.contains("mesh_gateway_requests_total{route=\"chat\",status=\"200\"} 2"),
+        metrics.contains("mesh_gateway_requests_total{route=\"chat\",status=\"200\"} 3"),
         "{metrics}"
     );
     assert!(metrics.contains("mesh_gateway_errors_total{code=\"model_not_found\"} 1"));
