@@ -437,13 +437,13 @@ async fn start_gateway(
     boot: &Dht,
     key: PeerKey,
 ) -> Result<(mesh_gateway::Gateway, Dht)> {
-    let mut config = DhtConfig::new(key.clone());
-    config.subnet_id = subnet_id;
-    config.client_mode = true;
-    config.initial_peers = boot.listen_addrs().await?;
-    let dht = Dht::start(config)
-        .await
-        .context("the gateway joins the DHT")?;
+    let join = crate::client::JoinArgs {
+        initial_peers: boot.listen_addrs().await?,
+        subnet_id,
+        identity_path: None,
+        bootstrap_timeout: 15.0,
+    };
+    let dht = join.join(key.clone()).await?;
     let listen = std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, args.gateway_port));
     let gateway = mesh_gateway::Gateway::start(
         mesh_gateway::GatewayConfig::new(listen),
