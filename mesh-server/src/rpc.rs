@@ -103,6 +103,11 @@ impl tonic::transport::server::Connected for PeerIo {
     }
 }
 
+/// Inbound RPC streams held for the server while its accept loop is busy.
+/// Callers open one stream per connection, so a gateway's concurrent users
+/// arrive as a burst; a stream that finds the buffer full is reset.
+pub const INBOUND_STREAM_BUFFER: usize = 128;
+
 /// The inbound RPC streams of `protocol`, as connections for
 /// `tonic::transport::Server::serve_with_incoming_shutdown`.
 pub fn incoming(
@@ -110,7 +115,7 @@ pub fn incoming(
     protocol: StreamProtocol,
 ) -> Result<impl Stream<Item = Result<PeerIo, io::Error>> + Send + 'static, RpcError> {
     let streams = control
-        .accept(protocol.clone())
+        .accept_with_buffer(protocol.clone(), INBOUND_STREAM_BUFFER)
         .map_err(|_| RpcError::AlreadyServed(protocol))?;
     Ok(streams.map(|(peer, stream)| {
         tracing::debug!(%peer, "inbound RPC connection");

@@ -226,3 +226,56 @@ async fn an_unreachable_peer_is_unavailable() {
         n.shutdown().await;
     }
 }
+
+/// Many calls that each open their own connection (one libp2p stream each,
+/// as a gateway's concurrent users do) all arrive at the same moment: every
+/// one is served. The server must take inbound streams in bursts, not one
+/// at a time (a stream the server could not take at once used to be reset,
+/// so the caller saw "connection closed").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_new_connections_is_served() {
+    let (server, client, stop) = pair().await;
+    let protocol = rpc_protocol(mesh_dht::test_utils::TEST_SUBNET);
+    for round in 0..3 {
+        let calls = (0..48).map(|i| {
+            let channel = connect(
+                client.streams(),
+                server.peer_id(),
+                protocol.clone(),
+                Duration::from_secs(5),
+            );
+            async move {
+                let mut stream = EchoClient::new(channel)
+                    .count(CountRequest {
+                        up_to: 3,
+                        delay_ms: 5,
+                    })
+                    .await
+                    .map_err(|s| format!("call {i}: {s}"))?
+                    .into_inner();
+                let mut got = Vec::new();
+                while let Some(item) = stream
+                    .message()
+                    .await
+                    .map_err(|s| format!("call {i}: {s}"))?
+                {
+                    got.push(item.n);
+                }
+                Ok::<_, String>(got)
+            }
+        });
+        let results = futures::future::join_all(calls).await;
+        let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert!(
+            failed.is_empty(),
+            "round {round}: {} of 48 calls failed: {failed:?}",
+            failed.len()
+        );
+        for r in results {
+            assert_eq!(r.unwrap(), vec![1, 2, 3]);
+        }
+    }
+    stop.cancel();
+    client.shutdown().await;
+    server.shutdown().await;
+}

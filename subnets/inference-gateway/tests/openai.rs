@@ -27,6 +27,8 @@ use serde_json::Value;
 
 const KEY: &str = "test-key-0123456789abcdef";
 const FLOOD_KEY: &str = "flood-key-0123456789abcdef";
+/// The eight concurrent users' key (its own rate-limit budget).
+const CROWD_KEY: &str = "crowd-key-0123456789abcdef";
 const QUESTION: &str = "What is the capital of France?";
 const TEXT_PROMPT: &str = "The capital of France is";
 const TOKENS: usize = 24;
@@ -70,6 +72,16 @@ for chunk in stream:
         if c.finish_reason:
             finish = c.finish_reason
 out["stream"] = {"text": text, "finish": finish, "completion_tokens": usage, "chunks": chunks}
+
+# Eight users at once, each streaming: every stream is whole and the same.
+from concurrent.futures import ThreadPoolExecutor
+crowd = OpenAI(base_url=base, api_key=os.environ["CROWD_KEY"], max_retries=0)
+def one_stream(_):
+    s = crowd.chat.completions.create(model=model, messages=question, max_tokens=tokens,
+                                       temperature=0, stream=True)
+    return "".join(c.delta.content or "" for chunk in s for c in chunk.choices)
+with ThreadPoolExecutor(8) as pool:
+    out["concurrent"] = list(pool.map(one_stream, range(8)))
 
 r = client.completions.create(model=model, prompt=os.environ["TEXT_PROMPT"], max_tokens=tokens, temperature=0)
 out["completion"] = {"text": r.choices[0].text}
@@ -303,7 +315,12 @@ async fn the_openai_client_chats_streams_completes_embeds_and_gets_typed_errors(
     dht.bootstrap_timeout = Duration::from_secs(10);
     let dht = Dht::start(dht).await.expect("the gateway joins");
     let mut config = GatewayConfig::new("127.0.0.1:0".parse().unwrap());
-    config.api_keys = Some(ApiKeys::parse(&format!("tests {KEY}\nflood {FLOOD_KEY}\n")).unwrap());
+    config.api_keys = Some(
+        ApiKeys::parse(&format!(
+            "tests {KEY}\nflood {FLOOD_KEY}\ncrowd {CROWD_KEY}\n"
+        ))
+        .unwrap(),
+    );
     config.rate_limit = Some(RateLimit {
         per_second: 0.1,
         burst: 30.0,
@@ -333,6 +350,7 @@ async fn the_openai_client_chats_streams_completes_embeds_and_gets_typed_errors(
         ("BASE_URL", format!("http://{}/v1", gateway.addr())),
         ("KEY", KEY.to_string()),
         ("FLOOD_KEY", FLOOD_KEY.to_string()),
+        ("CROWD_KEY", CROWD_KEY.to_string()),
         ("MODEL", model.clone()),
         ("TOKENS", TOKENS.to_string()),
         ("QUESTION", QUESTION.to_string()),
@@ -378,6 +396,13 @@ async fn the_openai_client_chats_streams_completes_embeds_and_gets_typed_errors(
         out["stream"]["chunks"].as_u64().unwrap() > 3,
         "streamed in chunks"
     );
+    let concurrent = out["concurrent"]
+        .as_array()
+        .expect("eight concurrent streams");
+    assert_eq!(concurrent.len(), 8);
+    for text in concurrent {
+        assert_eq!(text, chat_reference.text.as_str(), "a concurrent stream");
+    }
     assert_eq!(out["completion"]["text"], text_reference.text.as_str());
     let got: Vec<Vec<f32>> = serde_json::from_value(out["embeddings"].clone()).unwrap();
     assert_eq!(got.len(), vectors.len());
