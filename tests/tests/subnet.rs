@@ -194,7 +194,19 @@ async fn a_staked_subnet_serves_refuses_the_unstaked_reaches_consensus_and_rejoi
         let table = node.context().dht.routing_table().await.unwrap();
         assert!(!table.contains(&outsider_id), "outsider in a routing table");
     }
-    // Gate 2: stores.
+    // Gate 2: stores. The outsider must first know every staked node (it
+    // learns them by its own lookups: staked nodes keep it out of their
+    // tables but still answer its reads); a store goes only to the peers its
+    // own table names, since a refused store names no closer peers.
+    wait_until(
+        "the outsider's routing table names every staked node",
+        Duration::from_secs(30),
+        || async {
+            let table = outsider.context().dht.routing_table().await.unwrap();
+            ids.iter().all(|id| table.contains(id))
+        },
+    )
+    .await;
     let report = outsider
         .context()
         .dht
