@@ -1,8 +1,8 @@
 //! Sentence embeddings with all-MiniLM-L6-v2 (BERT, 6 layers, 384 wide):
 //! mean-pooled over tokens, L2-normalised, as sentence-transformers does.
 //!
-//! Weights come from the package's `model.safetensors` (read by a small
-//! parser here, f32 tensors only), the vocabulary from its `tokenizer.json`
+//! Weights come from the package's `model.safetensors` (read with the
+//! `safetensors` crate, f32 tensors only), the vocabulary from its `tokenizer.json`
 //! (BERT normaliser, BERT pre-tokenizer, WordPiece).
 
 use std::collections::HashMap;
@@ -22,46 +22,27 @@ fn bad(msg: impl Into<String>) -> Error {
 /// Tensors by name: shape and f32 values.
 pub type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
-/// The f32 tensors of a safetensors file.
+/// The f32 tensors of a safetensors file (read with the `safetensors`
+/// crate, which checks the header, the offsets and the sizes).
 pub fn read_safetensors(path: &Path) -> Result<Tensors, Error> {
     let bytes = std::fs::read(path).map_err(|_| Error::ModelMissing(path.to_path_buf()))?;
-    if bytes.len() < 8 {
-        return Err(bad("safetensors: file too short"));
-    }
-    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
-    let header = bytes
-        .get(8..8usize.saturating_add(n))
-        .ok_or_else(|| bad("safetensors: truncated header"))?;
-    let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(header).map_err(|e| bad(format!("safetensors header: {e}")))?;
-    let data = &bytes[8 + n..];
+    let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
+        bad(format!(
+            "{}: not a valid safetensors file: {e}",
+            path.display()
+        ))
+    })?;
     let mut out = HashMap::new();
-    for (name, v) in header {
-        if name == "__metadata__" || v["dtype"] != "F32" {
+    for (name, view) in file.tensors() {
+        if view.dtype() != safetensors::Dtype::F32 {
             continue;
         }
-        let shape: Vec<usize> = v["shape"]
-            .as_array()
-            .ok_or_else(|| bad(format!("{name}: no shape")))?
-            .iter()
-            .map(|d| d.as_u64().unwrap_or(0) as usize)
-            .collect();
-        let off = &v["data_offsets"];
-        let (s, e) = (
-            off[0].as_u64().unwrap_or(0) as usize,
-            off[1].as_u64().unwrap_or(0) as usize,
-        );
-        let raw = data
-            .get(s..e)
-            .ok_or_else(|| bad(format!("{name}: data outside the file")))?;
-        if raw.len() != shape.iter().product::<usize>() * 4 {
-            return Err(bad(format!("{name}: size does not match shape")));
-        }
-        let vals = raw
+        let values = view
+            .data()
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
-        out.insert(name, (shape, vals));
+        out.insert(name, (view.shape().to_vec(), values));
     }
     Ok(out)
 }
@@ -356,5 +337,52 @@ impl<B: Backend> MiniLm<B> {
         let norm = (mean.clone() * mean.clone()).sum().sqrt().clamp_min(1e-12);
         let v = mean / norm.unsqueeze::<2>();
         v.into_data().to_vec::<f32>().expect("f32")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_weight_files_are_clear_errors() {
+        let dir = std::env::temp_dir().join(format!("mesh-embed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A header length past the end, garbage JSON, and a tensor whose
+        // offsets point outside the data.
+        let header = br#"{"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#;
+        let mut out_of_bounds = (header.len() as u64).to_le_bytes().to_vec();
+        out_of_bounds.extend_from_slice(header);
+        out_of_bounds.extend_from_slice(&[0; 8]);
+        let mut valid = (header.len() as u64).to_le_bytes().to_vec();
+        valid.extend_from_slice(header);
+        valid.extend([1.0f32, 2.0, 3.0, 4.0].iter().flat_map(|f| f.to_le_bytes()));
+        let cases: [(&str, Vec<u8>); 3] = [
+            ("short", vec![0xff; 12]),
+            (
+                "garbage",
+                [8u64.to_le_bytes().to_vec(), b"not json".to_vec()].concat(),
+            ),
+            ("bounds", out_of_bounds),
+        ];
+        for (name, bytes) in cases {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).unwrap();
+            match read_safetensors(&path) {
+                Err(Error::UnsupportedModel(m)) => {
+                    assert!(m.contains("not a valid safetensors file"), "{name}: {m}")
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        let path = dir.join("valid");
+        std::fs::write(&path, valid).unwrap();
+        let t = read_safetensors(&path).unwrap();
+        assert_eq!(t["w"], (vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]));
+        assert!(matches!(
+            read_safetensors(&dir.join("missing")),
+            Err(Error::ModelMissing(_))
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
