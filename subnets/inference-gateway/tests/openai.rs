@@ -452,10 +452,11 @@ async fn the_openai_client_chats_streams_completes_embeds_and_gets_typed_errors(
         "the burst of 30, then refused: {after}"
     );
 
-    // The gateway's metrics count what it answered.
+    // The gateway's metrics count what it answered (three chats, then the
+    // eight concurrent ones).
     let metrics = http_get(gateway.addr(), "/metrics").await;
     assert!(
-        metrics.contains("mesh_gateway_requests_total{route=\"chat\",status=\"200\"} 3"),
+        metrics.contains("mesh_gateway_requests_total{route=\"chat\",status=\"200\"} 11"),
         "{metrics}"
     );
     assert!(metrics.contains("mesh_gateway_errors_total{code=\"model_not_found\"} 1"));
