@@ -31,5 +31,5 @@ pub fn secs(s: f64, what: &str) -> Result<Duration> {
     if !(s.is_finite() && s > 0.0) {
         bail!("{what} must be a positive number of seconds, got {s}");
     }
-    Ok(Duration::from_secs_f64(s))
+    Duration::try_from_secs_f64(s).map_err(|_| anyhow::anyhow!("{what} is too large: {s} seconds"))
 }

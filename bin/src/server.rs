@@ -10,10 +10,8 @@ use anyhow::{bail, Context, Result};
 use mesh_chain::{chain_stake_oracle, ChainClient, ChainError, HotkeyChain, SignerSource};
 use mesh_core::{KeyType, NodeClass, PeerKey, SubnetId};
 use mesh_dht::{DhtConfig, Multiaddr, StakeGate};
-use mesh_server::auth::Authorizer;
-use mesh_server::signature::SignatureAuthorizer;
 use mesh_server::{
-    ChainHooks, RateLimitAuthorizer, RateLimits, Runtime, RuntimeConfig, StakeAuthorizer, Subnet,
+    standard_authorizers, ChainHooks, Runtime, RuntimeConfig, StakeAuthorizer, Subnet,
 };
 
 use crate::metrics::serve_metrics;
@@ -207,7 +205,6 @@ fn identity(args: &ServerArgs) -> Result<PeerKey> {
 /// The chain side of a node: stake checks for both gates and the consensus hooks.
 struct ChainParts {
     gate: StakeGate,
-    stake: Arc<dyn Authorizer>,
     hooks: ChainHooks,
     // Follows finalized blocks to keep the stake cache honest; stops on drop.
     _watcher: mesh_chain::WatchedStakeOracle,
@@ -276,7 +273,6 @@ async fn chain_parts(args: &ServerArgs, subnet_id: SubnetId, key: &PeerKey) -> R
     };
     let gate = StakeGate::new(oracle, subnet_id, args.min_class);
     Ok(ChainParts {
-        stake: Arc::new(StakeAuthorizer::from_gate(gate.clone())),
         gate,
         hooks,
         _watcher: watcher,
@@ -315,18 +311,15 @@ async fn serve<S: Subnet>(args: ServerArgs, subnet: Arc<S>) -> Result<()> {
     dht.announce = args.announce_maddrs.clone();
     dht.initial_peers = args.initial_peers.clone();
     dht.bootstrap_timeout = secs(args.bootstrap_timeout, "--bootstrap_timeout")?;
-    // Cheapest first: a flood is cut by the rate limit before any signature
-    // is checked or the chain is asked.
-    let mut authorizers: Vec<Arc<dyn Authorizer>> = vec![
-        Arc::new(RateLimitAuthorizer::new(RateLimits::default())),
-        Arc::new(SignatureAuthorizer::new(key.peer_id())),
-    ];
+    // Rate limit, stake (one gate shared with the DHT), signature.
     let mut hooks = None;
+    let mut stake = None;
     if let Some(parts) = &chain {
         dht.stake_gate = Some(parts.gate.clone());
-        authorizers.push(parts.stake.clone());
+        stake = Some(StakeAuthorizer::from_gate(parts.gate.clone()));
         hooks = Some(parts.hooks.clone());
     }
+    let authorizers = standard_authorizers(key.peer_id(), stake);
     let config = RuntimeConfig {
         dht,
         update_period: secs(args.update_period, "--update_period")?,

@@ -270,6 +270,17 @@ fn wrong_arguments_fail_with_a_clear_message() {
         .unwrap();
     fails_with(&out, "--refresh_period must be a positive number");
 
+    let out = Command::new(BIN)
+        .args([
+            "--max_ttl",
+            "1e300",
+            "--host_maddrs",
+            "/ip4/127.0.0.1/tcp/0",
+        ])
+        .output()
+        .unwrap();
+    fails_with(&out, "--max_ttl is too large");
+
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.key");
     std::fs::write(&bad, b"not a key").unwrap();
@@ -300,6 +311,7 @@ fn wrong_arguments_fail_with_a_clear_message() {
         "--subnet_id",
         "--store_path",
         "--metrics",
+        "--max_ttl",
     ] {
         assert!(help.contains(flag), "--help lists {flag}");
     }

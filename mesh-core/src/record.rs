@@ -9,7 +9,10 @@
 //! - a value is replaced only by a strictly later expiration;
 //! - a subkey write over a regular value converts it into a dictionary only
 //!   if it is newer than the regular value;
-//! - a regular write over a dictionary must be newer than every subkey.
+//! - a regular write over a dictionary must be newer than every subkey, and
+//!   is refused outright when a subkey carries an owner marker (`[owner:…]`):
+//!   owners' entries (heartbeats, scores) can be replaced only by their
+//!   owners, one subkey at a time, never wiped by someone else's value.
 //!
 //! Reads merge what several replicas returned with [`StoredValue::merge`],
 //! which applies the same rules entry by entry.
@@ -19,6 +22,8 @@ use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mesh_proto::dht as pb;
+
+use crate::validator::has_owner_marker;
 
 /// An absolute wall-clock time in milliseconds since the Unix epoch.
 ///
@@ -173,6 +178,11 @@ pub enum MergeRefusal {
         /// The stored expiration it had to beat.
         stored: Expiration,
     },
+    /// A regular write over a dictionary that holds owners' subkeys.
+    #[error(
+        "the key holds subkeys that belong to their owners; a regular value cannot replace them"
+    )]
+    Protected,
 }
 
 impl StoredValue {
@@ -226,6 +236,9 @@ impl StoredValue {
         }
         let stored = match (current, &record.subkey) {
             (None, _) => return Ok(()),
+            (Some(StoredValue::Dictionary(d)), None) if d.keys().any(|sk| has_owner_marker(sk)) => {
+                return Err(MergeRefusal::Protected)
+            }
             // A regular write must be newer than the regular value or than
             // every subkey of a dictionary.
             (Some(cur), None) => cur.expiration(),
@@ -485,6 +498,47 @@ mod tests {
         );
         put(&mut cur, Record::new("k", "r", at(3_000_001))).unwrap();
         assert!(matches!(cur, Some(StoredValue::Regular(_))));
+    }
+
+    #[test]
+    fn owners_subkeys_are_never_wiped_by_a_regular_write() {
+        // The heartbeat wipe: one regular write, however far ahead, would
+        // replace every owner's entry.
+        let mut cur = None;
+        let owned = b"[owner:abc]".to_vec();
+        put(
+            &mut cur,
+            Record::with_subkey("node", owned.clone(), "1", at(2_000_000)),
+        )
+        .unwrap();
+        put(
+            &mut cur,
+            Record::with_subkey("node", "plain", "2", at(2_000_000)),
+        )
+        .unwrap();
+        let err = put(&mut cur, Record::new("node", "wiped", at(u64::MAX))).unwrap_err();
+        assert_eq!(err, MergeRefusal::Protected);
+        let Some(StoredValue::Dictionary(d)) = &cur else {
+            panic!("the dictionary stays: {cur:?}")
+        };
+        assert_eq!(d.len(), 2);
+        // Reads merge under the same rule: a replica's regular value does
+        // not hide the owners' entries either.
+        let mut read = cur.clone();
+        StoredValue::merge(
+            &mut read,
+            StoredValue::from_record(&Record::new("node", "wiped", at(u64::MAX))),
+            NOW,
+        );
+        assert_eq!(read, cur);
+        // Without owner markers the old rule holds: newer than every subkey wins.
+        let mut plain = None;
+        put(
+            &mut plain,
+            Record::with_subkey("k", "a", "1", at(2_000_000)),
+        )
+        .unwrap();
+        put(&mut plain, Record::new("k", "r", at(2_000_001))).unwrap();
     }
 
     #[test]

@@ -1,24 +1,38 @@
 //! A bounded in-memory record store applying the merge rules.
 //!
 //! [`Store`] holds what each key holds ([`StoredValue`]) and enforces the
-//! limits of a record store: a maximum value size, a maximum number of entries (a
-//! regular value or one subkey counts as one entry) with the earliest-expiring
-//! entry evicted first, and a per-publisher quota. Expired entries are
-//! dropped. It does not run validators: the DHT validates a record before it
-//! offers it here.
+//! limits of a record store: a maximum value size, a maximum size of key and
+//! subkey, a maximum expiration (no record may squat a key for longer than
+//! `max_ttl`), a maximum number of subkeys per key, a maximum number of
+//! entries (a regular value or one subkey counts as one entry) with the
+//! earliest-expiring entry evicted first, and a per-publisher quota. Expired
+//! entries are dropped. It does not run validators: the DHT validates a
+//! record before it offers it here.
 
 use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
 
 use libp2p_identity::PeerId;
 
 use crate::record::{Expiration, MergeRefusal, Record, Replaced, StoredValue};
 use crate::validator::ValidationError;
 
+/// Slack allowed on [`StoreLimits::max_ttl`] for writers whose clocks run
+/// ahead of this node's (peers may disagree by a few seconds).
+pub const CLOCK_SKEW: Duration = Duration::from_secs(5);
+
 /// Limits of a [`Store`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreLimits {
     /// Largest value accepted, in bytes (signature included).
     pub max_value_bytes: usize,
+    /// Largest key and subkey together, in bytes.
+    pub max_key_bytes: usize,
+    /// Longest a record may live: an expiration later than now + `max_ttl`
+    /// (+ [`CLOCK_SKEW`]) is refused, so nobody squats a key for good.
+    pub max_ttl: Duration,
+    /// Most subkeys one key's dictionary may hold.
+    pub max_subkeys: usize,
     /// Most entries held; the earliest-expiring is evicted to make room.
     pub max_records: usize,
     /// Most entries one publisher may hold in this store.
@@ -26,9 +40,14 @@ pub struct StoreLimits {
 }
 
 impl Default for StoreLimits {
+    /// Values of 64 KiB, keys and subkeys of 1 KiB together, a day's TTL,
+    /// 1,024 subkeys a key, 100,000 entries, 10,000 a publisher.
     fn default() -> Self {
         Self {
             max_value_bytes: 64 * 1024,
+            max_key_bytes: 1024,
+            max_ttl: Duration::from_secs(24 * 3600),
+            max_subkeys: 1024,
             max_records: 100_000,
             max_per_publisher: 10_000,
         }
@@ -47,6 +66,32 @@ pub enum Refusal {
     TooLarge {
         /// The value's size.
         size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Key and subkey together are larger than the store accepts.
+    #[error("key and subkey of {size} bytes exceed the limit of {max} bytes")]
+    KeyTooLarge {
+        /// Their size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The expiration is further ahead than the store's maximum TTL.
+    #[error(
+        "expiration {expiration} is more than {max_ttl:?} ahead (latest accepted now: {latest})"
+    )]
+    TooFarAhead {
+        /// The write's expiration.
+        expiration: Expiration,
+        /// The maximum TTL.
+        max_ttl: Duration,
+        /// The latest expiration accepted at the refusing node's clock.
+        latest: Expiration,
+    },
+    /// The key's dictionary already holds the most subkeys allowed.
+    #[error("the key already holds {max} subkeys (the limit); this write would add one")]
+    TooManySubkeys {
         /// The limit.
         max: usize,
     },
@@ -136,8 +181,32 @@ impl Store {
                 max: self.limits.max_value_bytes,
             });
         }
+        let key_bytes = record.key.len() + record.subkey.as_ref().map_or(0, Vec::len);
+        if key_bytes > self.limits.max_key_bytes {
+            return Err(Refusal::KeyTooLarge {
+                size: key_bytes,
+                max: self.limits.max_key_bytes,
+            });
+        }
+        let latest = now.saturating_add(self.limits.max_ttl + CLOCK_SKEW);
+        if record.expiration > latest {
+            return Err(Refusal::TooFarAhead {
+                expiration: record.expiration,
+                max_ttl: self.limits.max_ttl,
+                latest,
+            });
+        }
         let slot = self.slots.get(&record.key);
         StoredValue::check(slot.map(|s| &s.value), record, now)?;
+        if let (Some(StoredValue::Dictionary(d)), Some(sk)) =
+            (slot.map(|s| &s.value), &record.subkey)
+        {
+            if !d.contains_key(sk) && d.len() >= self.limits.max_subkeys {
+                return Err(Refusal::TooManySubkeys {
+                    max: self.limits.max_subkeys,
+                });
+            }
+        }
 
         // Entries this write removes, and whose they are.
         let mut removed_total = 0usize;
@@ -356,9 +425,61 @@ mod tests {
     fn limits(max_records: usize, max_per_publisher: usize) -> StoreLimits {
         StoreLimits {
             max_value_bytes: 16,
+            max_key_bytes: 64,
+            max_ttl: Duration::from_secs(3600),
+            max_subkeys: 100,
             max_records,
             max_per_publisher,
         }
+    }
+
+    #[test]
+    fn huge_keys_far_future_expirations_and_subkey_floods_are_refused() {
+        let mut s = Store::new(StoreLimits {
+            max_key_bytes: 8,
+            max_subkeys: 3,
+            ..limits(100, 100)
+        });
+        let p = PeerId::random();
+        let soon = at(2_000_000);
+        // Key and subkey count together.
+        let err = s
+            .put(&Record::with_subkey("kkkk", "sssss", "v", soon), p, NOW)
+            .unwrap_err();
+        assert_eq!(err, Refusal::KeyTooLarge { size: 9, max: 8 });
+        s.put(&Record::with_subkey("kkkk", "ssss", "v", soon), p, NOW)
+            .unwrap();
+        // An hour (plus the clock skew) is the longest a record may live.
+        let limit = NOW.saturating_add(Duration::from_secs(3600) + CLOCK_SKEW);
+        let err = s
+            .put(
+                &Record::new("far", "v", limit.saturating_add(Duration::from_millis(1))),
+                p,
+                NOW,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, Refusal::TooFarAhead { latest, .. } if latest == limit),
+            "{err}"
+        );
+        assert!(err.to_string().contains("ahead"), "{err}");
+        let err = s
+            .put(&Record::new("far", "v", at(u64::MAX)), p, NOW)
+            .unwrap_err();
+        assert!(matches!(err, Refusal::TooFarAhead { .. }), "{err}");
+        s.put(&Record::new("far", "v", limit), p, NOW).unwrap();
+        // Three subkeys a key: a fourth is refused, rewriting one is not.
+        for sk in ["a", "b", "c"] {
+            s.put(&Record::with_subkey("d", sk, "v", soon), p, NOW)
+                .unwrap();
+        }
+        let err = s
+            .put(&Record::with_subkey("d", "z", "v", soon), p, NOW)
+            .unwrap_err();
+        assert_eq!(err, Refusal::TooManySubkeys { max: 3 });
+        s.put(&Record::with_subkey("d", "a", "w", at(2_100_000)), p, NOW)
+            .unwrap();
+        assert_eq!(s.get(b"d", NOW).unwrap().len(), 3);
     }
 
     #[test]

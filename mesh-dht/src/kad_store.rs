@@ -1,5 +1,6 @@
 //! The record store kad owns: mesh's bounded [`Store`] with dictionaries and
-//! merge rules, kad's provider records, and optional persistence.
+//! merge rules, and optional persistence. Provider records are refused: mesh
+//! never uses them, and an unbounded side store anyone can fill is a target.
 //!
 //! kad reads it directly for inbound `GET_VALUE` (the value is the key's
 //! [`pb::StoredValue`]); writes never go through kad's `put`, because record
@@ -9,7 +10,7 @@
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
-use libp2p::kad::store::{self, MemoryStore, MemoryStoreConfig, RecordStore};
+use libp2p::kad::store::{self, RecordStore};
 use libp2p::kad::{ProviderRecord, Record as KadRecord, RecordKey};
 use libp2p::PeerId;
 use mesh_core::{Expiration, Record, Refusal, Store, StoreLimits, StoredValue};
@@ -21,16 +22,11 @@ use crate::DhtError;
 
 pub(crate) struct KadStore {
     records: Store,
-    providers: MemoryStore,
     persist: Option<Persist>,
 }
 
 impl KadStore {
-    pub(crate) fn new(
-        local: PeerId,
-        limits: StoreLimits,
-        persist: Option<Persist>,
-    ) -> Result<Self, DhtError> {
+    pub(crate) fn new(limits: StoreLimits, persist: Option<Persist>) -> Result<Self, DhtError> {
         let mut records = Store::new(limits);
         if let Some(p) = &persist {
             let now = Expiration::now();
@@ -47,20 +43,7 @@ impl KadStore {
                 "restored persisted records"
             );
         }
-        let providers = MemoryStore::with_config(
-            local,
-            MemoryStoreConfig {
-                max_records: 0,
-                max_value_bytes: 0,
-                max_providers_per_key: 20,
-                max_provided_keys: 1024,
-            },
-        );
-        Ok(Self {
-            records,
-            providers,
-            persist,
-        })
+        Ok(Self { records, persist })
     }
 
     pub(crate) fn store(&self) -> &Store {
@@ -106,7 +89,7 @@ impl KadStore {
 
 impl RecordStore for KadStore {
     type RecordsIter<'a> = std::iter::Empty<Cow<'a, KadRecord>>;
-    type ProvidedIter<'a> = <MemoryStore as RecordStore>::ProvidedIter<'a>;
+    type ProvidedIter<'a> = std::iter::Empty<Cow<'a, ProviderRecord>>;
 
     fn get(&self, k: &RecordKey) -> Option<Cow<'_, KadRecord>> {
         let now = Expiration::now();
@@ -139,19 +122,19 @@ impl RecordStore for KadStore {
         std::iter::empty()
     }
 
-    fn add_provider(&mut self, record: ProviderRecord) -> store::Result<()> {
-        self.providers.add_provider(record)
+    /// Refused: mesh keeps no provider records (the event loop drops
+    /// inbound `ADD_PROVIDER` before it gets here).
+    fn add_provider(&mut self, _: ProviderRecord) -> store::Result<()> {
+        Err(store::Error::MaxProvidedKeys)
     }
 
-    fn providers(&self, key: &RecordKey) -> Vec<ProviderRecord> {
-        self.providers.providers(key)
+    fn providers(&self, _: &RecordKey) -> Vec<ProviderRecord> {
+        Vec::new()
     }
 
     fn provided(&self) -> Self::ProvidedIter<'_> {
-        self.providers.provided()
+        std::iter::empty()
     }
 
-    fn remove_provider(&mut self, k: &RecordKey, p: &PeerId) {
-        self.providers.remove_provider(k, p)
-    }
+    fn remove_provider(&mut self, _: &RecordKey, _: &PeerId) {}
 }

@@ -18,6 +18,8 @@ pub(crate) struct NodeMetrics {
     pub(crate) refused_requests: Family<Labels, Counter>,
     /// Peers blocked for refused input (each block counts once).
     pub(crate) peers_blocked: Counter,
+    /// Peers dropped from the routing table because they could not be dialed.
+    pub(crate) dead_peers_removed: Counter,
     pub(crate) routing_table_peers: Gauge,
     pub(crate) stored_entries: Gauge,
     pub(crate) stored_keys: Gauge,
@@ -33,6 +35,7 @@ impl NodeMetrics {
             store_results: Family::default(),
             refused_requests: Family::default(),
             peers_blocked: Counter::default(),
+            dead_peers_removed: Counter::default(),
             routing_table_peers: Gauge::default(),
             stored_entries: Gauge::default(),
             stored_keys: Gauge::default(),
@@ -56,6 +59,11 @@ impl NodeMetrics {
             "peers_blocked",
             "Peers blocked for sending too much refused input",
             m.peers_blocked.clone(),
+        );
+        sub.register(
+            "dead_peers_removed",
+            "Peers dropped from the routing table after a request could not reach them",
+            m.dead_peers_removed.clone(),
         );
         sub.register(
             "routing_table_peers",

@@ -19,8 +19,10 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// The DHT key of a subnet's heartbeats (each subnet has its own DHT protocol).
-pub const HEARTBEAT_KEY: &[u8] = b"node";
+/// The DHT key of a subnet's heartbeats (each subnet has its own DHT
+/// protocol); every DHT node refuses records under it whose subkey names no
+/// owner ([`mesh_core::validator::framework_keys`]).
+pub use mesh_core::validator::HEARTBEAT_KEY;
 
 /// One node's latest heartbeat.
 #[derive(Debug, Clone, PartialEq)]

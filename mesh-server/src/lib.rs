@@ -93,3 +93,24 @@ pub use heartbeat::{alive_peers, spawn_heartbeats, Heartbeat, HeartbeatError};
 pub use rpc::{caller, connect, incoming, rpc_protocol, Caller, PeerIo, RpcError};
 pub use runtime::{ChainHooks, Runtime, RuntimeConfig, RuntimeError, Subnet, SubnetContext};
 pub use signature::{signed, SignResponsesLayer, SignatureAuthorizer, SignedChannel};
+
+use std::sync::Arc;
+
+/// The authorizers a node puts in front of its RPC, cheapest first: the
+/// rate limit ([`RateLimits::default`]), then `stake` when the subnet is
+/// staked (it checks the Noise-authenticated PeerId, so an unstaked caller
+/// is refused before its body is buffered or its signature checked, and
+/// never takes a place in the nonce cache), then the signature authorizer
+/// for the server `local`.
+pub fn standard_authorizers(
+    local: libp2p::PeerId,
+    stake: Option<StakeAuthorizer>,
+) -> Vec<Arc<dyn Authorizer>> {
+    let mut authorizers: Vec<Arc<dyn Authorizer>> =
+        vec![Arc::new(RateLimitAuthorizer::new(RateLimits::default()))];
+    if let Some(stake) = stake {
+        authorizers.push(Arc::new(stake));
+    }
+    authorizers.push(Arc::new(SignatureAuthorizer::new(local)));
+    authorizers
+}

@@ -481,3 +481,90 @@ async fn bodies_over_the_limit_are_refused() {
     client.shutdown().await;
     server.shutdown().await;
 }
+
+/// With the authorizers `mesh-server` uses (`standard_authorizers`: the
+/// stake authorizer in front of the signature authorizer), callers that are not staked are refused
+/// before their signatures are checked: however many fresh PeerIds call,
+/// none of their nonces is remembered, so they cannot fill the cache that
+/// staked callers need.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unstaked_callers_never_reach_the_nonce_cache() {
+    use mesh_dht::test_utils::FixedOracle;
+    use mesh_server::StakeAuthorizer;
+
+    let server_key = PeerKey::generate(KeyType::Ed25519).unwrap();
+    let staked_key = Arc::new(PeerKey::generate(KeyType::Ed25519).unwrap());
+    let oracle = FixedOracle::new([staked_key.peer_id()]);
+    let layer = AuthLayer::new(mesh_server::standard_authorizers(
+        server_key.peer_id(),
+        Some(StakeAuthorizer::from_gate(oracle.gate())),
+    ));
+    let metrics = layer.metrics();
+    let server_id = server_key.peer_id();
+    let (server, addr) = server(server_key, layer, Responses::Signed).await;
+    let say = |dht: &Dht, key: Arc<PeerKey>, text: &str| {
+        let channel = connect(
+            dht.streams(),
+            server_id,
+            rpc_protocol(SUBNET),
+            Duration::from_secs(5),
+        );
+        let request = SayRequest {
+            text: text.into(),
+            delay_ms: 0,
+        };
+        async move {
+            EchoClient::new(signed(channel, key, server_id))
+                .say(request)
+                .await
+        }
+    };
+
+    let mut strangers = Vec::new();
+    for _ in 0..12 {
+        let key = Arc::new(PeerKey::generate(KeyType::Ed25519).unwrap());
+        let dht = node((*key).clone(), vec![addr.clone()], true).await;
+        for i in 0..3 {
+            let status = say(&dht, key.clone(), &format!("let me in {i}"))
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+            assert!(status.message().starts_with("stake: "), "{status:?}");
+        }
+        strangers.push(dht);
+    }
+    // The signature authorizer never ran for them: nothing it would have
+    // remembered or refused.
+    assert_eq!(metrics.refused("stake"), 36);
+    assert_eq!(metrics.refused("signature"), 0);
+    assert_eq!(metrics.allowed(), 0);
+
+    let staked = node((*staked_key).clone(), vec![addr], true).await;
+    for i in 0..2 {
+        let reply = say(&staked, staked_key.clone(), &format!("hello {i}"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(reply.caller, staked_key.peer_id().to_base58());
+    }
+    assert_eq!(metrics.allowed(), 2);
+    // An unsigned call from the staked peer is still refused by the
+    // signature authorizer behind the stake check.
+    let status = mesh_subnet_echo::proto::echo_client::EchoClient::new(connect(
+        staked.streams(),
+        server_id,
+        rpc_protocol(SUBNET),
+        Duration::from_secs(5),
+    ))
+    .say(SayRequest {
+        text: "unsigned".into(),
+        delay_ms: 0,
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert_eq!(metrics.refused("signature"), 1);
+    for n in strangers.iter().chain([&staked, &server]) {
+        n.shutdown().await;
+    }
+}

@@ -319,3 +319,58 @@ async fn restart_with_the_same_identity_keeps_peer_id_and_records() {
     );
     b.shutdown().await;
 }
+
+/// A node that died leaves the others' routing tables as soon as a request
+/// to it cannot be dialed, so later lookups stop waiting on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_peer_leaves_the_routing_table_after_a_failed_dial() {
+    let nodes = network(6, Net::Tcp).await;
+    let (dead, writer) = (&nodes[5], &nodes[0]);
+    let victim = dead.peer_id();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !writer.routing_table().await.unwrap().contains(&victim) {
+        assert!(std::time::Instant::now() < deadline, "victim never known");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    dead.shutdown().await;
+
+    // With 6 nodes and 5 replicas the victim is among the closest of almost
+    // every key: the first stores name it unreachable, then it is gone.
+    let mut removed_after = None;
+    for i in 0..20 {
+        let report = writer
+            .store(
+                format!("k{i}").into_bytes(),
+                None,
+                b"v".to_vec(),
+                in_secs(60),
+            )
+            .await
+            .unwrap();
+        assert!(report.accepted >= 4, "{report:?}");
+        if !writer.routing_table().await.unwrap().contains(&victim) {
+            removed_after = Some(i);
+            break;
+        }
+    }
+    assert!(
+        removed_after.is_some(),
+        "the dead peer stayed in the routing table"
+    );
+    for i in 0..5 {
+        let report = writer
+            .store(
+                format!("after{i}").into_bytes(),
+                None,
+                b"v".to_vec(),
+                in_secs(60),
+            )
+            .await
+            .unwrap();
+        assert!(
+            report.unreachable.iter().all(|(p, _)| *p != victim),
+            "the dead peer was asked again: {report:?}"
+        );
+    }
+    shutdown(&nodes[..5]).await;
+}

@@ -25,12 +25,9 @@ use mesh_chain::{
 use mesh_core::consensus::{ConsensusChain, Submission};
 use mesh_core::{KeyType, NodeClass, PeerId, PeerKey};
 use mesh_dht::{DhtConfig, Multiaddr, RefusalKind, StakeGate};
-use mesh_server::auth::Authorizer;
 use mesh_server::heartbeat::alive_peers;
-use mesh_server::signature::{SignatureAuthorizer, SignedChannel};
-use mesh_server::{
-    ChainHooks, RateLimitAuthorizer, RateLimits, Runtime, RuntimeConfig, StakeAuthorizer,
-};
+use mesh_server::signature::SignedChannel;
+use mesh_server::{ChainHooks, Runtime, RuntimeConfig, StakeAuthorizer};
 use mesh_subnet_echo::proto::echo_client::EchoClient;
 use mesh_subnet_echo::proto::{CountRequest, SayRequest};
 use mesh_subnet_echo::{EchoInfo, EchoSubnet, ALIVE_SCORE};
@@ -58,8 +55,9 @@ struct Subnet {
 }
 
 impl Subnet {
-    /// A node's config: stake gate on the DHT, rate limit and stake in front
-    /// of RPC, consensus signed by `hotkey`.
+    /// A node's config: stake gate on the DHT, rate limit, stake and
+    /// signature in front of RPC (as `mesh-server` orders them), consensus
+    /// signed by `hotkey`.
     fn config(&self, key: PeerKey, initial: Vec<Multiaddr>, hotkey: &str) -> RuntimeConfig {
         let local = key.peer_id();
         let gate = StakeGate::new(self.oracle.oracle(), self.subnet_id, NodeClass::Registered);
@@ -71,15 +69,14 @@ impl Subnet {
         dht.bootstrap_timeout = Duration::from_secs(10);
         dht.request_timeout = Duration::from_secs(5);
         dht.stake_gate = Some(gate);
-        let authorizers: Vec<Arc<dyn Authorizer>> = vec![
-            Arc::new(RateLimitAuthorizer::new(RateLimits::default())),
-            Arc::new(SignatureAuthorizer::new(local)),
-            Arc::new(StakeAuthorizer::new(
+        let authorizers = mesh_server::standard_authorizers(
+            local,
+            Some(StakeAuthorizer::new(
                 self.oracle.oracle(),
                 self.subnet_id,
                 NodeClass::Registered,
             )),
-        ];
+        );
         RuntimeConfig {
             dht,
             update_period: Duration::from_secs(1),

@@ -9,12 +9,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use mesh_cli::metrics::serve_metrics;
-use mesh_cli::{init_logs, stop_signal};
+use mesh_cli::{init_logs, secs, stop_signal};
 use mesh_core::{Expiration, KeyType, PeerKey, StoreLimits, StoredValue, SubnetId};
 use mesh_dht::{Dht, DhtConfig, Multiaddr};
 
@@ -103,6 +102,10 @@ struct RunArgs {
     /// Most entries stored; the earliest-expiring is evicted first.
     #[arg(long = "max_records", alias = "max-records", default_value_t = StoreLimits::default().max_records)]
     max_records: usize,
+    /// Longest a stored record may live, in seconds: later expirations are
+    /// refused, so nobody squats a key for good.
+    #[arg(long = "max_ttl", alias = "max-ttl", value_name = "SECONDS", default_value_t = StoreLimits::default().max_ttl.as_secs_f64())]
+    max_ttl: f64,
 }
 
 #[derive(Args, Debug)]
@@ -151,13 +154,6 @@ struct GetArgs {
     json: bool,
 }
 
-fn secs(s: f64, what: &str) -> Result<Duration> {
-    if !(s.is_finite() && s > 0.0) {
-        bail!("{what} must be a positive number of seconds, got {s}");
-    }
-    Ok(Duration::from_secs_f64(s))
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -197,6 +193,7 @@ async fn run(args: RunArgs) -> Result<()> {
     config.store_path = args.store_path.clone();
     config.limits.max_value_bytes = args.max_value_bytes;
     config.limits.max_records = args.max_records;
+    config.limits.max_ttl = secs(args.max_ttl, "--max_ttl")?;
 
     let registry = config.registry.clone();
     let dht = Dht::start(config).await.context("starting the DHT node")?;

@@ -25,7 +25,20 @@ mod signature;
 pub use composite::CompositeValidator;
 pub use predicate::PredicateValidator;
 pub use schema::{SchemaValidator, SubkeyRule};
+pub(crate) use signature::has_owner_marker;
 pub use signature::{owner_in_field, owner_marker, SignatureValidator};
+
+/// The DHT key under which every node of a subnet publishes its heartbeat,
+/// one owner-marked subkey per node. The framework reserves it.
+pub const HEARTBEAT_KEY: &[u8] = b"node";
+
+/// The rules of the keys the framework reserves, applied by every DHT node
+/// whatever its subnet adds: [`HEARTBEAT_KEY`] holds owner-marked subkeys
+/// only, so nobody writes a heartbeat in another node's name or a regular
+/// value over everyone's.
+pub fn framework_keys() -> SchemaValidator {
+    SchemaValidator::new().with_rule(HEARTBEAT_KEY, SubkeyRule::RequireOwner)
+}
 
 /// Whether a record is being stored or was read back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -128,6 +128,17 @@ impl SchemaValidator {
         self
     }
 
+    /// Registers a subkey rule for `key` alone, whatever its values are
+    /// (they need not be JSON).
+    pub fn with_rule(mut self, key: impl Into<Vec<u8>>, rule: SubkeyRule) -> Self {
+        self.keys.entry(key.into()).or_default().push(KeySchema {
+            rule,
+            type_name: "any value",
+            check: Arc::new(|_: &[u8]| Ok(())),
+        });
+        self
+    }
+
     /// Refuses records of keys that have no schema.
     pub fn strict(mut self) -> Self {
         self.strict = true;

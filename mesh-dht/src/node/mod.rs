@@ -23,7 +23,6 @@ use libp2p::core::multiaddr::Protocol;
 use libp2p::core::transport::MemoryTransport;
 use libp2p::core::upgrade::Version;
 use libp2p::core::Transport;
-use libp2p::kad::store::RecordStore;
 use libp2p::kad::{self, KBucketKey, RecordKey};
 use libp2p::metrics::Recorder;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
@@ -97,6 +96,12 @@ pub enum RefusalKind {
     StoreFull,
     /// The publisher is not staked in the subnet.
     NotStaked,
+    /// The expiration is further ahead than the maximum TTL.
+    TooFarAhead,
+    /// A regular write over a dictionary of owners' subkeys.
+    Protected,
+    /// The key holds the most subkeys allowed.
+    TooManySubkeys,
     /// Anything else.
     Other,
 }
@@ -111,6 +116,9 @@ impl From<pb::Refusal> for RefusalKind {
             pb::Refusal::QuotaExceeded => Self::QuotaExceeded,
             pb::Refusal::StoreFull => Self::StoreFull,
             pb::Refusal::NotStaked => Self::NotStaked,
+            pb::Refusal::TooFarAhead => Self::TooFarAhead,
+            pb::Refusal::Protected => Self::Protected,
+            pb::Refusal::TooManySubkeys => Self::TooManySubkeys,
             pb::Refusal::Unspecified => Self::Other,
         }
     }
@@ -358,6 +366,11 @@ enum Parked {
     Message(Inbound),
 }
 
+/// How long a peer that could not be dialed stays out of lookups.
+const DEAD_PEER_MEMORY: Duration = Duration::from_secs(60);
+/// Most peers remembered as unreachable (the oldest are forgotten first).
+const MAX_UNREACHABLE: usize = 4096;
+
 struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
@@ -385,6 +398,9 @@ struct EventLoop {
     bans: Bans,
     /// Addresses of peers waiting for the oracle before entering the table.
     awaiting: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Peers a request could not dial, and when: left out of lookups for
+    /// [`DEAD_PEER_MEMORY`] even when other nodes still name them.
+    unreachable: HashMap<PeerId, std::time::Instant>,
 }
 
 impl EventLoop {
@@ -473,6 +489,7 @@ impl EventLoop {
                 ..
             } => tracing::error!(?addresses, "listener closed: {e}"),
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                self.unreachable.remove(&peer_id);
                 if let Some(s) = &mut self.startup {
                     if s.pending_initial.remove(&peer_id).is_some() {
                         s.connected = true;
@@ -566,17 +583,10 @@ impl EventLoop {
                 }
             }
             kad::Event::InboundRequest {
-                request:
-                    kad::InboundRequest::AddProvider {
-                        record: Some(record),
-                    },
-            } if record.addresses.len() <= 16 => {
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .kad
-                    .store_mut()
-                    .add_provider(record);
+                request: kad::InboundRequest::AddProvider { .. },
+            } => {
+                // mesh keeps no provider records: refused, never stored.
+                NodeMetrics::count(&self.metrics.refused_requests, "reason", "provider_record");
             }
             _ => {}
         }

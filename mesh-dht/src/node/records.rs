@@ -8,7 +8,12 @@ pub(super) fn refusal_code(r: &Refusal) -> (pb::Refusal, &'static str) {
     match r {
         Refusal::Merge(MergeRefusal::Expired { .. }) => (pb::Refusal::Expired, "expired"),
         Refusal::Merge(MergeRefusal::NotNewer { .. }) => (pb::Refusal::NotNewer, "not_newer"),
-        Refusal::TooLarge { .. } => (pb::Refusal::TooLarge, "too_large"),
+        Refusal::Merge(MergeRefusal::Protected) => (pb::Refusal::Protected, "protected"),
+        Refusal::TooLarge { .. } | Refusal::KeyTooLarge { .. } => {
+            (pb::Refusal::TooLarge, "too_large")
+        }
+        Refusal::TooFarAhead { .. } => (pb::Refusal::TooFarAhead, "too_far_ahead"),
+        Refusal::TooManySubkeys { .. } => (pb::Refusal::TooManySubkeys, "too_many_subkeys"),
         Refusal::Invalid(_) => (pb::Refusal::Invalid, "invalid"),
         Refusal::QuotaExceeded { .. } => (pb::Refusal::QuotaExceeded, "quota_exceeded"),
         Refusal::StoreFull { .. } => (pb::Refusal::StoreFull, "store_full"),
@@ -48,6 +53,19 @@ impl EventLoop {
                 error,
                 ..
             } => {
+                if matches!(error, request_response::OutboundFailure::DialFailure) {
+                    // Nothing answers at any of its addresses: a dead peer
+                    // leaves the routing table now, and lookups skip it for
+                    // a while even when others still name it, so they stop
+                    // waiting on it (kad alone keeps it until a bucket
+                    // overflows). It comes back when it connects again.
+                    self.mark_unreachable(peer);
+                    if self.swarm.behaviour_mut().kad.remove_peer(&peer).is_some() {
+                        self.routing = None;
+                        self.metrics.dead_peers_removed.inc();
+                        tracing::debug!(%peer, "unreachable: removed from the routing table");
+                    }
+                }
                 if let Some((id, _)) = self.requests.remove(&request_id) {
                     if let Some(l) = self.lookups.get_mut(&id) {
                         l.peers.set(&peer, PeerState::Failed);
@@ -62,6 +80,18 @@ impl EventLoop {
             }
             Event::ResponseSent { .. } => {}
         }
+    }
+
+    fn mark_unreachable(&mut self, peer: PeerId) {
+        let now = std::time::Instant::now();
+        if self.unreachable.len() >= MAX_UNREACHABLE {
+            self.unreachable
+                .retain(|_, at| now.duration_since(*at) < DEAD_PEER_MEMORY);
+            if self.unreachable.len() >= MAX_UNREACHABLE {
+                self.unreachable.clear();
+            }
+        }
+        self.unreachable.insert(peer, now);
     }
 
     pub(super) fn rate_limited(&mut self, peer: PeerId) -> bool {
@@ -364,6 +394,14 @@ impl EventLoop {
             // never asked or stored to. An unknown one is asked about now
             // (decide starts the check) and joins later lookups once admitted.
             if pid != self.local && self.admission.decide(pid) != Decision::Admit {
+                continue;
+            }
+            // A dial to it failed a moment ago: skip it.
+            if self
+                .unreachable
+                .get(&pid)
+                .is_some_and(|at| at.elapsed() < DEAD_PEER_MEMORY)
+            {
                 continue;
             }
             let addrs = p

@@ -40,9 +40,10 @@ impl Dht {
             .as_deref()
             .map(Persist::open)
             .transpose()?;
-        let store = KadStore::new(local, config.limits, persist)?;
+        let store = KadStore::new(config.limits, persist)?;
         let mut validator = config.validator;
         validator.add(SignatureValidator::new(Arc::new(config.key.clone())));
+        validator.add(mesh_core::validator::framework_keys());
         let validator = Arc::new(validator);
 
         let kad_protocol = StreamProtocol::try_from_owned(config.subnet_id.protocol("kad/1.0.0"))
@@ -210,6 +211,7 @@ impl Dht {
             ),
             bans: Bans::new(config.bans.clone()),
             awaiting: HashMap::new(),
+            unreachable: HashMap::new(),
             startup: Some(Startup {
                 listeners,
                 pending_initial,

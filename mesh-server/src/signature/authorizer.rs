@@ -57,17 +57,24 @@ pub(super) fn skew_reason(now_ms: u64, timestamp_ms: u64, max_skew: Duration) ->
 #[derive(Default)]
 pub(super) struct Seen {
     set: HashSet<u128>,
-    order: VecDeque<(Instant, u128)>,
+    order: VecDeque<(Instant, u128, PeerId)>,
+    per_signer: HashMap<PeerId, usize>,
 }
 
 impl Seen {
     fn evict(&mut self, now: Instant) {
-        while let Some(&(until, id)) = self.order.front() {
+        while let Some(&(until, id, signer)) = self.order.front() {
             if until > now {
                 break;
             }
             self.order.pop_front();
             self.set.remove(&id);
+            if let Some(n) = self.per_signer.get_mut(&signer) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_signer.remove(&signer);
+                }
+            }
         }
     }
 }
@@ -92,6 +99,7 @@ pub struct SignatureAuthorizer {
     local: PeerId,
     max_skew: Duration,
     max_nonces: usize,
+    max_nonces_per_signer: usize,
     seen: Mutex<Seen>,
     keys: KeyCache,
 }
@@ -103,6 +111,7 @@ impl SignatureAuthorizer {
             local,
             max_skew: DEFAULT_MAX_SKEW,
             max_nonces: DEFAULT_MAX_NONCES,
+            max_nonces_per_signer: DEFAULT_MAX_NONCES_PER_SIGNER,
             seen: Mutex::default(),
             keys: KeyCache::default(),
         }
@@ -117,6 +126,14 @@ impl SignatureAuthorizer {
     /// Remember at most this many nonces (default 1,000,000).
     pub fn with_max_nonces(mut self, max_nonces: usize) -> Self {
         self.max_nonces = max_nonces.max(1);
+        self
+    }
+
+    /// Remember at most this many nonces of one signer (default 20,000):
+    /// past it the signer's calls are refused until its old nonces expire,
+    /// and nobody else's are.
+    pub fn with_max_nonces_per_signer(mut self, max: usize) -> Self {
+        self.max_nonces_per_signer = max.max(1);
         self
     }
 
@@ -211,10 +228,21 @@ impl SignatureAuthorizer {
                 ),
             ));
         }
+        let own = seen.per_signer.get(&signer).copied().unwrap_or(0);
+        if own >= self.max_nonces_per_signer {
+            return Err(Refusal::new(
+                Code::ResourceExhausted,
+                format!(
+                    "{signer} made {own} requests within {} s already (its quota of nonces), try again later",
+                    (self.max_skew * 2).as_secs()
+                ),
+            ));
+        }
         if !seen.set.insert(id) {
             return Err(replayed());
         }
-        seen.order.push_back((now + self.max_skew * 2, id));
+        *seen.per_signer.entry(signer).or_default() += 1;
+        seen.order.push_back((now + self.max_skew * 2, id, signer));
         Ok(())
     }
 }

@@ -14,6 +14,10 @@ pub const NONCE_LEN: usize = 16;
 pub const DEFAULT_MAX_SKEW: Duration = Duration::from_secs(60);
 /// Nonces remembered at most by default (each for twice the skew window).
 pub const DEFAULT_MAX_NONCES: usize = 1_000_000;
+/// Nonces one signer may have remembered at once by default: a signer that
+/// calls faster than that over the remembering window is refused, so no one
+/// peer fills the shared cache (the rate limit cuts it far earlier).
+pub const DEFAULT_MAX_NONCES_PER_SIGNER: usize = 20_000;
 
 pub(super) const VERSION: u8 = 1;
 pub(super) const MAX_KEY_LEN: usize = 1024;

@@ -286,6 +286,43 @@ mod tests {
     }
 
     #[test]
+    fn one_signer_cannot_fill_the_nonce_cache() {
+        let (greedy, other) = (signer(KeyType::Ed25519), signer(KeyType::Ed25519));
+        let server = PeerId::random();
+        let auth = SignatureAuthorizer::new(server)
+            .with_max_nonces(10)
+            .with_max_nonces_per_signer(3);
+        let t0 = Instant::now();
+        let now = unix_ms();
+        let sign = |who: &EnvelopeSigner, nonce: u8| {
+            Envelope::sign_request(who, "/mesh.echo.Echo/Say", server, now, [nonce; 16], b"b")
+        };
+        for n in 0..3 {
+            auth.check(&call(greedy.peer_id(), &sign(&greedy, n), b"b"), now, t0)
+                .unwrap();
+        }
+        let refused = auth
+            .check(&call(greedy.peer_id(), &sign(&greedy, 3), b"b"), now, t0)
+            .unwrap_err();
+        assert_eq!(refused.code, Code::ResourceExhausted, "{refused:?}");
+        assert!(refused.reason.contains("quota of nonces"), "{refused:?}");
+        assert_eq!(auth.remembered_nonces(), 3);
+        // Everyone else is still served, and the greedy signer again once
+        // its nonces expire.
+        for n in 0..3 {
+            auth.check(&call(other.peer_id(), &sign(&other, n), b"b"), now, t0)
+                .unwrap();
+        }
+        auth.check(
+            &call(greedy.peer_id(), &sign(&greedy, 3), b"b"),
+            now,
+            t0 + Duration::from_secs(121),
+        )
+        .unwrap();
+        assert_eq!(auth.remembered_nonces(), 1);
+    }
+
+    #[test]
     fn the_authorizer_refuses_other_callers_targets_and_stale_clocks() {
         let client = signer(KeyType::Ed25519);
         let server = PeerId::random();

@@ -6,16 +6,12 @@ use std::time::Duration;
 
 use mesh_core::{NodeClass, PeerKey, StakeGate, StakeOracle, SubnetId};
 use mesh_dht::{DhtConfig, Multiaddr};
-use mesh_server::auth::Authorizer;
-use mesh_server::{
-    RateLimitAuthorizer, RateLimits, Runtime, RuntimeConfig, RuntimeError, SignatureAuthorizer,
-    StakeAuthorizer,
-};
+use mesh_server::{Runtime, RuntimeConfig, RuntimeError, StakeAuthorizer};
 
 use crate::InferenceSubnet;
 
 /// Starts `subnet` on a node of `subnet_id` with `key`, on 127.0.0.1: the
-/// stake gate on its DHT and the rate-limit, signature and stake
+/// stake gate on its DHT and the rate-limit, stake and signature
 /// authorizers in front of its RPC (as `mesh-server` orders them), over
 /// `oracle`; heartbeats every 500 ms; joined through `initial_peers`.
 pub async fn staked_server(
@@ -32,11 +28,8 @@ pub async fn staked_server(
     dht.initial_peers = initial_peers;
     dht.bootstrap_timeout = Duration::from_secs(10);
     dht.stake_gate = Some(gate.clone());
-    let authorizers: Vec<Arc<dyn Authorizer>> = vec![
-        Arc::new(RateLimitAuthorizer::new(RateLimits::default())),
-        Arc::new(SignatureAuthorizer::new(key.peer_id())),
-        Arc::new(StakeAuthorizer::from_gate(gate)),
-    ];
+    let authorizers =
+        mesh_server::standard_authorizers(key.peer_id(), Some(StakeAuthorizer::from_gate(gate)));
     let config = RuntimeConfig {
         dht,
         update_period: Duration::from_millis(500),

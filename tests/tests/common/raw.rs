@@ -169,11 +169,61 @@ impl RawPeer {
             std::iter::once(peer),
             kad::Quorum::One,
         );
+        self.finish_query(id, "kad put").await;
+    }
+
+    /// Announces this peer as a provider of `key` through kad's
+    /// ADD_PROVIDER (to `peer` and whoever it names as closer).
+    pub async fn kad_add_provider(&mut self, peer: PeerId, addr: Multiaddr, key: &[u8]) {
+        self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .start_providing(kad::RecordKey::new(&key))
+            .expect("the local provider store has room");
+        self.finish_query(id, "kad ADD_PROVIDER").await;
+    }
+
+    /// Providers of `key` that `peer` (and the peers it names) report,
+    /// this peer left out.
+    pub async fn kad_get_providers(&mut self, peer: PeerId, addr: Multiaddr, key: &[u8]) -> usize {
+        self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+        let local = *self.swarm.local_peer_id();
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .get_providers(kad::RecordKey::new(&key));
+        let mut found = std::collections::HashSet::new();
         let deadline = tokio::time::sleep(Duration::from_secs(10));
         tokio::pin!(deadline);
         loop {
             tokio::select! {
-                _ = &mut deadline => panic!("kad put did not finish"),
+                _ = &mut deadline => panic!("kad GET_PROVIDERS did not finish"),
+                ev = self.swarm.select_next_some() => {
+                    if let SwarmEvent::Behaviour(RawBehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id: qid, result, step, .. })) = ev {
+                        if qid != id {
+                            continue;
+                        }
+                        if let kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders { providers, .. })) = result {
+                            found.extend(providers.into_iter().filter(|p| *p != local));
+                        }
+                        if step.last {
+                            return found.len();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn finish_query(&mut self, id: kad::QueryId, what: &str) {
+        let deadline = tokio::time::sleep(Duration::from_secs(10));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => panic!("{what} did not finish"),
                 ev = self.swarm.select_next_some() => {
                     if let SwarmEvent::Behaviour(RawBehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id: qid, step, .. })) = ev {
                         if qid == id && step.last {
