@@ -179,7 +179,8 @@ pub fn engine_request(req: proto::GenerateRequest) -> Result<GenerateRequest, St
 fn status_of(e: mesh_inference::Error) -> Status {
     match e {
         mesh_inference::Error::Busy => Status::resource_exhausted(format!("server busy: {e}")),
-        e @ mesh_inference::Error::PromptTooLong { .. } => Status::out_of_range(e.to_string()),
+        e @ (mesh_inference::Error::PromptTooLong { .. }
+        | mesh_inference::Error::PromptTooLarge { .. }) => Status::out_of_range(e.to_string()),
         e => Status::invalid_argument(e.to_string()),
     }
 }
@@ -195,7 +196,12 @@ impl proto::inference_server::Inference for InferenceService {
     ) -> Result<Response<Self::GenerateStream>, Status> {
         let caller = mesh_server::caller(&request);
         let req = engine_request(request.into_inner())?;
-        let mut generation = self.engine.generate(req).map_err(status_of)?;
+        // Tokenizing is CPU work: off the async worker threads.
+        let engine = self.engine.clone();
+        let mut generation = tokio::task::spawn_blocking(move || engine.generate(req))
+            .await
+            .map_err(|e| Status::internal(format!("engine: {e}")))?
+            .map_err(status_of)?;
         tracing::debug!(?caller, "generation started");
         // Dropping this stream (the caller went away) drops `generation`,
         // which cancels the sequence in the engine.

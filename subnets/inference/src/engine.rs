@@ -403,6 +403,17 @@ impl Engine {
     /// Submits a request; tokens arrive on the returned stream. Fails at
     /// once when the prompt is empty or too long, or the queue is full.
     pub fn generate(&self, req: GenerateRequest) -> Result<Generation, Error> {
+        // Tokenizing costs CPU in proportion to the text: a prompt whose
+        // text alone is more than the context could hold is refused first.
+        let bytes = match &req.prompt {
+            Prompt::Text(t) => t.len(),
+            Prompt::Chat(m) => m.iter().map(|m| m.content.len() + m.role.len()).sum(),
+            Prompt::Tokens(_) => 0,
+        };
+        let max = self.max_context * self.tokenizer.max_token_bytes();
+        if bytes > max {
+            return Err(Error::PromptTooLarge { bytes, max });
+        }
         let tokens = self.encode_prompt(&req.prompt);
         if tokens.is_empty() {
             return Err(Error::InvalidRequest("empty prompt".into()));

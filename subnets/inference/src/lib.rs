@@ -90,6 +90,15 @@ pub enum Error {
         /// The context length.
         context: usize,
     },
+    /// The prompt's text is longer than any prompt that fits the context
+    /// could be; refused before it is tokenized.
+    #[error("prompt of {bytes} bytes cannot fit the context (at most {max} bytes)")]
+    PromptTooLarge {
+        /// Bytes of prompt text.
+        bytes: usize,
+        /// The most bytes a prompt that fits could have.
+        max: usize,
+    },
     /// The queue is full; try later or elsewhere.
     #[error("engine busy: queue full")]
     Busy,

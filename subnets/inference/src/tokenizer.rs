@@ -193,6 +193,19 @@ impl Tokenizer {
         self.tokens.len()
     }
 
+    /// The most bytes of text one token stands for (each token string
+    /// holds one char per byte, control tokens their literal text): a
+    /// prompt of more than `n` times this many bytes has more than `n`
+    /// tokens, whatever it says.
+    pub fn max_token_bytes(&self) -> usize {
+        self.tokens
+            .iter()
+            .map(|t| t.chars().count())
+            .max()
+            .unwrap_or(1)
+            .max(1)
+    }
+
     /// The id of a token string, if in the vocabulary.
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.ids.get(token).copied()

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use common::{engine, golden, model_path};
 use mesh_inference::{
-    BackendKind, Engine, EngineConfig, Error, Event, FinishReason, GenerateRequest, Prompt,
-    SamplingParams,
+    BackendKind, ChatMessage, Engine, EngineConfig, Error, Event, FinishReason, GenerateRequest,
+    Prompt, SamplingParams,
 };
 
 fn req(ids: &[u32], params: SamplingParams) -> GenerateRequest {
@@ -198,6 +198,38 @@ fn invalid_requests_are_refused() {
     assert!(matches!(
         e.generate(req(&long, SamplingParams::default())),
         Err(Error::PromptTooLong { tokens: 5000, .. })
+    ));
+    // Text longer than any prompt that fits: refused before tokenizing (the
+    // error names bytes, not tokens), as text and as chat.
+    // (8192 tokens is the model's whole context; the engine's is at most that.)
+    let huge = "word ".repeat(e.tokenizer().max_token_bytes() * 8192 / 5 + 1);
+    let text = GenerateRequest {
+        prompt: Prompt::Text(huge.clone()),
+        params: SamplingParams::default(),
+    };
+    match e.generate(text) {
+        Err(Error::PromptTooLarge { bytes, max: m }) => assert!(bytes > m, "{bytes} {m}"),
+        other => panic!("{:?}", other.err()),
+    }
+    let chat = GenerateRequest {
+        prompt: Prompt::Chat(vec![ChatMessage {
+            role: "user".into(),
+            content: huge,
+        }]),
+        params: SamplingParams::default(),
+    };
+    assert!(matches!(
+        e.generate(chat),
+        Err(Error::PromptTooLarge { .. })
+    ));
+    // A prompt that is long but could fit is tokenized and judged by tokens.
+    let words = GenerateRequest {
+        prompt: Prompt::Text("word ".repeat(2100)),
+        params: SamplingParams::default(),
+    };
+    assert!(matches!(
+        e.generate(words),
+        Err(Error::PromptTooLong { .. })
     ));
 }
 
