@@ -503,6 +503,16 @@ impl EventLoop {
                 error,
                 ..
             } => {
+                // Every address failed at the transport, or someone else
+                // answered: the peer is gone (a dial refused by our own
+                // connection limits says nothing about it).
+                if matches!(
+                    error,
+                    libp2p::swarm::DialError::Transport(_)
+                        | libp2p::swarm::DialError::WrongPeerId { .. }
+                ) {
+                    self.peer_unreachable(peer);
+                }
                 if let Some(s) = &mut self.startup {
                     if let Some(addr) = s.pending_initial.remove(&peer) {
                         tracing::warn!(%addr, "initial peer did not answer: {error}");
@@ -512,6 +522,27 @@ impl EventLoop {
                 self.check_ready();
             }
             _ => {}
+        }
+    }
+
+    /// A dial to `peer` failed: it leaves the routing table now, and
+    /// lookups skip it for [`DEAD_PEER_MEMORY`] even when other nodes still
+    /// name it, so they stop waiting on it (kad alone keeps a dead peer
+    /// until its bucket overflows). It comes back when it connects again.
+    fn peer_unreachable(&mut self, peer: PeerId) {
+        let now = std::time::Instant::now();
+        if self.unreachable.len() >= MAX_UNREACHABLE {
+            self.unreachable
+                .retain(|_, at| now.duration_since(*at) < DEAD_PEER_MEMORY);
+            if self.unreachable.len() >= MAX_UNREACHABLE {
+                self.unreachable.clear();
+            }
+        }
+        self.unreachable.insert(peer, now);
+        if self.swarm.behaviour_mut().kad.remove_peer(&peer).is_some() {
+            self.routing = None;
+            self.metrics.dead_peers_removed.inc();
+            tracing::debug!(%peer, "unreachable: removed from the routing table");
         }
     }
 

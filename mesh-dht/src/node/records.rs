@@ -53,19 +53,6 @@ impl EventLoop {
                 error,
                 ..
             } => {
-                if matches!(error, request_response::OutboundFailure::DialFailure) {
-                    // Nothing answers at any of its addresses: a dead peer
-                    // leaves the routing table now, and lookups skip it for
-                    // a while even when others still name it, so they stop
-                    // waiting on it (kad alone keeps it until a bucket
-                    // overflows). It comes back when it connects again.
-                    self.mark_unreachable(peer);
-                    if self.swarm.behaviour_mut().kad.remove_peer(&peer).is_some() {
-                        self.routing = None;
-                        self.metrics.dead_peers_removed.inc();
-                        tracing::debug!(%peer, "unreachable: removed from the routing table");
-                    }
-                }
                 if let Some((id, _)) = self.requests.remove(&request_id) {
                     if let Some(l) = self.lookups.get_mut(&id) {
                         l.peers.set(&peer, PeerState::Failed);
@@ -80,18 +67,6 @@ impl EventLoop {
             }
             Event::ResponseSent { .. } => {}
         }
-    }
-
-    fn mark_unreachable(&mut self, peer: PeerId) {
-        let now = std::time::Instant::now();
-        if self.unreachable.len() >= MAX_UNREACHABLE {
-            self.unreachable
-                .retain(|_, at| now.duration_since(*at) < DEAD_PEER_MEMORY);
-            if self.unreachable.len() >= MAX_UNREACHABLE {
-                self.unreachable.clear();
-            }
-        }
-        self.unreachable.insert(peer, now);
     }
 
     pub(super) fn rate_limited(&mut self, peer: PeerId) -> bool {
