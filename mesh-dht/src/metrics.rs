@@ -62,7 +62,7 @@ impl NodeMetrics {
         );
         sub.register(
             "dead_peers_removed",
-            "Peers dropped from the routing table after a request could not reach them",
+            "Peers dropped from the routing table after a dial to them failed",
             m.dead_peers_removed.clone(),
         );
         sub.register(

@@ -398,7 +398,7 @@ struct EventLoop {
     bans: Bans,
     /// Addresses of peers waiting for the oracle before entering the table.
     awaiting: HashMap<PeerId, Vec<Multiaddr>>,
-    /// Peers a request could not dial, and when: left out of lookups for
+    /// Peers a dial could not reach, and when: left out of lookups for
     /// [`DEAD_PEER_MEMORY`] even when other nodes still name them.
     unreachable: HashMap<PeerId, std::time::Instant>,
 }

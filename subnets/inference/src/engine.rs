@@ -259,6 +259,9 @@ pub struct Engine {
     tokenizer: Arc<Tokenizer>,
     info: EngineInfo,
     max_context: usize,
+    /// Longer prompt text cannot fit `max_context` tokens (computed once:
+    /// it scans the vocabulary).
+    max_prompt_bytes: usize,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -351,6 +354,7 @@ impl Engine {
             seconds = load.seconds,
             "model loaded"
         );
+        let max_prompt_bytes = max_context * tokenizer.max_token_bytes();
         Ok(Self {
             tx: Some(tx),
             shared,
@@ -364,6 +368,7 @@ impl Engine {
                 max_batch,
             },
             max_context,
+            max_prompt_bytes,
             thread: Some(thread),
         })
     }
@@ -410,9 +415,11 @@ impl Engine {
             Prompt::Chat(m) => m.iter().map(|m| m.content.len() + m.role.len()).sum(),
             Prompt::Tokens(_) => 0,
         };
-        let max = self.max_context * self.tokenizer.max_token_bytes();
-        if bytes > max {
-            return Err(Error::PromptTooLarge { bytes, max });
+        if bytes > self.max_prompt_bytes {
+            return Err(Error::PromptTooLarge {
+                bytes,
+                max: self.max_prompt_bytes,
+            });
         }
         let tokens = self.encode_prompt(&req.prompt);
         if tokens.is_empty() {
