@@ -196,38 +196,43 @@ impl RawPeer {
             .kad
             .get_providers(kad::RecordKey::new(&key));
         let mut found = std::collections::HashSet::new();
-        let deadline = tokio::time::sleep(Duration::from_secs(10));
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                _ = &mut deadline => panic!("kad GET_PROVIDERS did not finish"),
-                ev = self.swarm.select_next_some() => {
-                    if let SwarmEvent::Behaviour(RawBehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id: qid, result, step, .. })) = ev {
-                        if qid != id {
-                            continue;
-                        }
-                        if let kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders { providers, .. })) = result {
-                            found.extend(providers.into_iter().filter(|p| *p != local));
-                        }
-                        if step.last {
-                            return found.len();
-                        }
-                    }
-                }
+        self.drive_query(id, "kad GET_PROVIDERS", |result| {
+            if let kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
+                providers,
+                ..
+            })) = result
+            {
+                found.extend(providers.into_iter().filter(|p| *p != local));
             }
-        }
+        })
+        .await;
+        found.len()
     }
 
     async fn finish_query(&mut self, id: kad::QueryId, what: &str) {
+        self.drive_query(id, what, |_| {}).await;
+    }
+
+    /// Runs the swarm until query `id` reports its last step, handing each
+    /// of its results to `on_result`; panics after 10 s.
+    async fn drive_query(
+        &mut self,
+        id: kad::QueryId,
+        what: &str,
+        mut on_result: impl FnMut(kad::QueryResult),
+    ) {
         let deadline = tokio::time::sleep(Duration::from_secs(10));
         tokio::pin!(deadline);
         loop {
             tokio::select! {
                 _ = &mut deadline => panic!("{what} did not finish"),
                 ev = self.swarm.select_next_some() => {
-                    if let SwarmEvent::Behaviour(RawBehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id: qid, step, .. })) = ev {
-                        if qid == id && step.last {
-                            return;
+                    if let SwarmEvent::Behaviour(RawBehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id: qid, result, step, .. })) = ev {
+                        if qid == id {
+                            on_result(result);
+                            if step.last {
+                                return;
+                            }
                         }
                     }
                 }
