@@ -4,7 +4,8 @@
 //! SmolLM2 (one also embeds with MiniLM), and the gateway joined as a
 //! registered client. Texts must equal the engine's own greedy output,
 //! vectors the model's own, and every error case must raise the exception
-//! type the SDK maps its HTTP status to.
+//! type the SDK maps its HTTP status to. Eight users stream at once; the
+//! read API (`/v1/nodes`, `/v1/dht/{key}`) and CORS are checked over HTTP.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -325,7 +326,8 @@ async fn the_openai_client_chats_streams_completes_embeds_and_gets_typed_errors(
         per_second: 0.1,
         burst: 30.0,
     });
-    let gateway = Gateway::start(config, dht.clone(), Arc::new(gateway_key))
+    let gateway_key = Arc::new(gateway_key);
+    let gateway = Gateway::start(config, dht.clone(), gateway_key.clone())
         .await
         .unwrap();
 
@@ -460,6 +462,63 @@ async fn the_openai_client_chats_streams_completes_embeds_and_gets_typed_errors(
         "{metrics}"
     );
     assert!(metrics.contains("mesh_gateway_errors_total{code=\"model_not_found\"} 1"));
+
+    // The read API for front-ends: the live servers with their heartbeat
+    // info, and a key's merged value with its subkeys.
+    let nodes = json_body(&http(gateway.addr(), "GET", "/v1/nodes", CROWD_KEY).await);
+    let mut listed: Vec<&str> = nodes["data"]
+        .as_array()
+        .expect("a list of nodes")
+        .iter()
+        .map(|n| {
+            assert_eq!(n["model"], model.as_str(), "{n}");
+            assert!(n["expires_in_s"].as_f64().unwrap() > 0.0, "{n}");
+            n["peer_id"].as_str().unwrap()
+        })
+        .collect();
+    listed.sort();
+    let mut servers_ids: Vec<String> = server_keys
+        .iter()
+        .map(|k| k.peer_id().to_base58())
+        .collect();
+    servers_ids.sort();
+    assert_eq!(listed, servers_ids);
+    let heartbeats = json_body(&http(gateway.addr(), "GET", "/v1/dht/node", CROWD_KEY).await);
+    assert_eq!(heartbeats["kind"], "dictionary", "{heartbeats}");
+    assert_eq!(
+        heartbeats["subkeys"].as_object().unwrap().len(),
+        2,
+        "{heartbeats}"
+    );
+    let missing = http(gateway.addr(), "GET", "/v1/dht/no-such-key", CROWD_KEY).await;
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    let unkeyed = http(
+        gateway.addr(),
+        "GET",
+        "/v1/nodes",
+        "not-a-key-of-this-gateway",
+    )
+    .await;
+    assert!(unkeyed.starts_with("HTTP/1.1 401"), "{unkeyed}");
+
+    // CORS is off unless asked for: no allow-origin header here; a gateway
+    // started with an origin answers preflights and names it on answers.
+    assert!(
+        !allows_page_origin(&http(gateway.addr(), "GET", "/health", KEY).await),
+        "CORS is off by default"
+    );
+    let mut cors_config = GatewayConfig::new("127.0.0.1:0".parse().unwrap());
+    cors_config.cors_origin = Some(axum::http::HeaderValue::from_static("http://page.test"));
+    let cors_gateway = Gateway::start(cors_config, dht.clone(), gateway_key.clone())
+        .await
+        .unwrap();
+    let preflight = http(cors_gateway.addr(), "OPTIONS", "/v1/chat/completions", KEY).await;
+    assert!(preflight.starts_with("HTTP/1.1 204"), "{preflight}");
+    assert!(allows_page_origin(&preflight), "{preflight}");
+    let health = http(cors_gateway.addr(), "GET", "/health", KEY).await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(allows_page_origin(&health), "{health}");
+    cors_gateway.shutdown().await;
 
     // A client that goes away mid-stream cancels its generation on the
     // server: 2,000 tokens would take most of a minute; the slot is free at once.
@@ -643,17 +702,35 @@ async fn the_openai_client_chats_streams_completes_embeds_and_gets_typed_errors(
 
 /// A plain HTTP/1.1 GET; the whole response as text.
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    http(addr, "GET", path, KEY).await
+}
+
+/// One HTTP/1.1 request without a body; the whole answer, head and body.
+async fn http(addr: std::net::SocketAddr, method: &str, path: &str, key: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
     sock.write_all(
         format!(
-            "GET {path} HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {KEY}\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: gateway\r\nOrigin: http://page.test\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
         )
         .as_bytes(),
     )
     .await
     .unwrap();
-    let mut body = String::new();
-    sock.read_to_string(&mut body).await.unwrap();
-    body
+    let mut answer = String::new();
+    sock.read_to_string(&mut answer).await.unwrap();
+    answer
+}
+
+/// Whether an answer from [`http`] allows the test's page origin.
+fn allows_page_origin(answer: &str) -> bool {
+    answer
+        .to_ascii_lowercase()
+        .contains("access-control-allow-origin: http://page.test")
+}
+
+/// The JSON body of an answer from [`http`].
+fn json_body(answer: &str) -> Value {
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"))
 }
