@@ -395,6 +395,76 @@ impl Store {
         }
     }
 
+    /// Every key held, in no particular order.
+    pub fn keys(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.slots.keys().map(Vec::as_slice)
+    }
+
+    /// What `key` holds at `now` as (subkey, expiration) pairs: the digest a
+    /// replica sends so that its peers can say what they lack.
+    pub fn digest(&self, key: &[u8], now: Expiration) -> Vec<(Option<Vec<u8>>, Expiration)> {
+        match self.slots.get(key).map(|s| &s.value) {
+            None => Vec::new(),
+            Some(StoredValue::Regular(item)) if item.expiration > now => {
+                vec![(None, item.expiration)]
+            }
+            Some(StoredValue::Regular(_)) => Vec::new(),
+            Some(StoredValue::Dictionary(d)) => d
+                .iter()
+                .filter(|(_, item)| item.expiration > now)
+                .map(|(sk, item)| (Some(sk.clone()), item.expiration))
+                .collect(),
+        }
+    }
+
+    /// Whether an entry of `key` (at `subkey`) expiring at `expiration`
+    /// would be newer here than what is held: the merge rules would take it.
+    pub fn wants(
+        &self,
+        key: &[u8],
+        subkey: Option<&[u8]>,
+        expiration: Expiration,
+        now: Expiration,
+    ) -> bool {
+        let probe = Record {
+            key: key.to_vec(),
+            subkey: subkey.map(<[u8]>::to_vec),
+            value: Vec::new(),
+            expiration,
+        };
+        StoredValue::check(self.slots.get(key).map(|s| &s.value), &probe, now).is_ok()
+    }
+
+    /// One entry of `key` (the regular value for `subkey == None`) with its
+    /// publisher, if held and live at `now`.
+    pub fn entry(
+        &self,
+        key: &[u8],
+        subkey: Option<&[u8]>,
+        now: Expiration,
+    ) -> Option<(Record, PeerId)> {
+        let slot = self.slots.get(key)?;
+        let item = match (&slot.value, subkey) {
+            (StoredValue::Regular(item), None) => item,
+            (StoredValue::Dictionary(d), Some(sk)) => d.get(sk)?,
+            _ => return None,
+        };
+        if item.expiration <= now {
+            return None;
+        }
+        let subkey = subkey.map(<[u8]>::to_vec);
+        let publisher = *slot.publishers.get(&subkey)?;
+        Some((
+            Record {
+                key: key.to_vec(),
+                subkey,
+                value: item.value.clone(),
+                expiration: item.expiration,
+            },
+            publisher,
+        ))
+    }
+
     /// Drops every entry expired at `now`; returns the keys that changed.
     pub fn remove_expired(&mut self, now: Expiration) -> Vec<Vec<u8>> {
         let mut touched = Vec::new();
@@ -480,6 +550,44 @@ mod tests {
         s.put(&Record::with_subkey("d", "a", "w", at(2_100_000)), p, NOW)
             .unwrap();
         assert_eq!(s.get(b"d", NOW).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn digests_name_live_entries_and_wants_follows_the_merge_rules() {
+        let mut s = Store::new(limits(100, 100));
+        let (p, q) = (PeerId::random(), PeerId::random());
+        s.put(&Record::new("r", "v", at(2_000_000)), p, NOW)
+            .unwrap();
+        s.put(&Record::with_subkey("d", "a", "v", at(2_000_000)), p, NOW)
+            .unwrap();
+        s.put(&Record::with_subkey("d", "b", "v", at(1_500_000)), q, NOW)
+            .unwrap();
+        assert_eq!(s.digest(b"r", NOW), vec![(None, at(2_000_000))]);
+        assert_eq!(
+            s.digest(b"d", NOW),
+            vec![
+                (Some(b"a".to_vec()), at(2_000_000)),
+                (Some(b"b".to_vec()), at(1_500_000))
+            ]
+        );
+        // Expired entries are in no digest.
+        assert_eq!(s.digest(b"d", at(1_600_000)).len(), 1);
+        assert!(s.digest(b"missing", NOW).is_empty());
+        // Wanted: only what is missing or newer than what is held.
+        assert!(s.wants(b"missing", None, at(2_000_000), NOW));
+        assert!(!s.wants(b"r", None, at(2_000_000), NOW));
+        assert!(s.wants(b"r", None, at(2_000_001), NOW));
+        assert!(!s.wants(b"d", Some(b"b"), at(1_500_000), NOW));
+        assert!(s.wants(b"d", Some(b"c"), at(1_100_000), NOW));
+        assert!(!s.wants(b"d", Some(b"c"), at(900_000), NOW), "expired");
+        // Entries come back with their publishers.
+        let (r, who) = s.entry(b"d", Some(b"b"), NOW).unwrap();
+        assert_eq!((r.value.as_slice(), who), (&b"v"[..], q));
+        assert!(s.entry(b"d", None, NOW).is_none());
+        assert!(s.entry(b"d", Some(b"b"), at(1_600_000)).is_none());
+        let mut keys: Vec<_> = s.keys().collect();
+        keys.sort();
+        assert_eq!(keys, vec![&b"d"[..], &b"r"[..]]);
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub struct DhtConfig {
     pub refresh_period: Duration,
     /// How many of the closest peers hold each key.
     pub replicas: usize,
+    /// Most keys the repair visits in one refresh period: every period a
+    /// node offers what it holds to the `replicas` closest live peers that
+    /// lack it (in key order, resuming where it stopped).
+    pub repair_keys_per_period: usize,
     /// Timeout of one request to one peer.
     pub request_timeout: Duration,
     /// How long to wait for the initial peers and the join lookup.
@@ -82,6 +86,7 @@ impl DhtConfig {
             client_mode: false,
             refresh_period: Duration::from_secs(30),
             replicas: 5,
+            repair_keys_per_period: 20_000,
             request_timeout: Duration::from_secs(10),
             bootstrap_timeout: Duration::from_secs(15),
             limits: StoreLimits::default(),

@@ -20,6 +20,10 @@ pub(crate) struct NodeMetrics {
     pub(crate) peers_blocked: Counter,
     /// Peers dropped from the routing table because they could not be dialed.
     pub(crate) dead_peers_removed: Counter,
+    /// Bytes of repair requests sent, by kind (`digest`, `records`).
+    pub(crate) repair_bytes: Family<Labels, Counter>,
+    /// Entries the repair sent to replicas that lacked them.
+    pub(crate) repair_entries_sent: Counter,
     pub(crate) routing_table_peers: Gauge,
     pub(crate) stored_entries: Gauge,
     pub(crate) stored_keys: Gauge,
@@ -36,6 +40,8 @@ impl NodeMetrics {
             refused_requests: Family::default(),
             peers_blocked: Counter::default(),
             dead_peers_removed: Counter::default(),
+            repair_bytes: Family::default(),
+            repair_entries_sent: Counter::default(),
             routing_table_peers: Gauge::default(),
             stored_entries: Gauge::default(),
             stored_keys: Gauge::default(),
@@ -64,6 +70,16 @@ impl NodeMetrics {
             "dead_peers_removed",
             "Peers dropped from the routing table after a dial to them failed",
             m.dead_peers_removed.clone(),
+        );
+        sub.register(
+            "repair_bytes",
+            "Bytes of repair requests sent, by kind (digest, records)",
+            m.repair_bytes.clone(),
+        );
+        sub.register(
+            "repair_entries_sent",
+            "Entries the repair sent to replicas that lacked them",
+            m.repair_entries_sent.clone(),
         );
         sub.register(
             "routing_table_peers",

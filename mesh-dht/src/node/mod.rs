@@ -8,11 +8,12 @@
 mod lookups;
 mod messages;
 mod records;
+mod repair;
 mod start;
 mod startup;
 
 use lookups::{merge_valid, strip};
-use records::refusal_code;
+use records::{refusal_code, MAX_RECORDS_PER_REQUEST};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -146,6 +147,10 @@ pub struct DhtStats {
     pub stored_keys: usize,
     /// Entries (values and subkeys) in the local store.
     pub stored_entries: usize,
+    /// Bytes of repair requests (digests and records) sent so far.
+    pub repair_bytes_sent: u64,
+    /// Entries sent to other replicas by the repair so far.
+    pub repair_entries_sent: u64,
 }
 
 pub(crate) enum Command {
@@ -156,6 +161,10 @@ pub(crate) enum Command {
     Get {
         key: Vec<u8>,
         latest: bool,
+        reply: oneshot::Sender<Option<StoredValue>>,
+    },
+    Local {
+        key: Vec<u8>,
         reply: oneshot::Sender<Option<StoredValue>>,
     },
     Stats(oneshot::Sender<DhtStats>),
@@ -276,6 +285,12 @@ impl Dht {
         self.ask(|reply| Command::Get { key, latest, reply }).await
     }
 
+    /// What this node itself holds under `key` (no lookup; validators'
+    /// additions stripped): to see where a record lives.
+    pub async fn local(&self, key: Vec<u8>) -> Result<Option<StoredValue>, DhtError> {
+        self.ask(|reply| Command::Local { key, reply }).await
+    }
+
     /// A snapshot of the node's routing table and store sizes.
     pub async fn stats(&self) -> Result<DhtStats, DhtError> {
         self.ask(Command::Stats).await
@@ -347,6 +362,7 @@ impl Lookup {
         let kind = match &self.op {
             Op::Store(r) => pb::request::Kind::Store(pb::StoreRequest {
                 records: vec![r.clone().into()],
+                publishers: Vec::new(),
             }),
             Op::Find { .. } => pb::request::Kind::Find(pb::FindRequest {
                 key: self.key.clone(),
@@ -381,6 +397,9 @@ struct EventLoop {
     validator: Arc<CompositeValidator>,
     replicas: usize,
     refresh_period: Duration,
+    max_message_bytes: usize,
+    repair_keys_per_period: usize,
+    repair: repair::Repair,
     rate_limit: Option<RateLimit>,
     buckets: HashMap<PeerId, TokenBucket>,
     pubsub: PubsubState,
@@ -498,6 +517,14 @@ impl EventLoop {
                 }
                 self.check_ready();
             }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                // What the repair knew it held may be gone with it.
+                self.repair.forget(&peer_id);
+            }
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),
                 error,
@@ -539,6 +566,7 @@ impl EventLoop {
             }
         }
         self.unreachable.insert(peer, now);
+        self.repair.forget(&peer);
         if self.swarm.behaviour_mut().kad.remove_peer(&peer).is_some() {
             self.routing = None;
             self.metrics.dead_peers_removed.inc();
@@ -688,6 +716,13 @@ impl EventLoop {
                 }
                 self.start_lookup(key, Op::Find { latest }, Reply::Find(reply));
             }
+            Command::Local { key, reply } => {
+                let store = self.swarm.behaviour_mut().kad.store_mut();
+                let value = store
+                    .get(&key, Expiration::now())
+                    .map(|v| strip(&self.validator, &key, v));
+                let _ = reply.send(value);
+            }
             Command::Stats(reply) => {
                 let _ = reply.send(self.stats());
             }
@@ -733,11 +768,22 @@ impl EventLoop {
     fn stats(&mut self) -> DhtStats {
         let store = self.swarm.behaviour_mut().kad.store_mut();
         let (stored_keys, stored_entries) = (store.store().key_count(), store.store().len());
+        let repair_bytes_sent = ["digest", "records"]
+            .iter()
+            .map(|k| {
+                self.metrics
+                    .repair_bytes
+                    .get_or_create(&vec![("kind", k.to_string())])
+                    .get()
+            })
+            .sum();
         DhtStats {
             routing_table_size: self.routing_table().len(),
             connected_peers: self.swarm.connected_peers().count(),
             stored_keys,
             stored_entries,
+            repair_bytes_sent,
+            repair_entries_sent: self.metrics.repair_entries_sent.get(),
         }
     }
 
@@ -772,6 +818,7 @@ impl EventLoop {
             .set(stats.routing_table_size as i64);
         self.metrics.stored_entries.set(stats.stored_entries as i64);
         self.metrics.stored_keys.set(stats.stored_keys as i64);
+        self.repair_pass();
         tracing::info!(
             routing_table = stats.routing_table_size,
             connected = stats.connected_peers,

@@ -2,7 +2,7 @@
 use super::*;
 
 /// Most records one store request may carry.
-const MAX_RECORDS_PER_REQUEST: usize = 64;
+pub(super) const MAX_RECORDS_PER_REQUEST: usize = 64;
 
 pub(super) fn refusal_code(r: &Refusal) -> (pb::Refusal, &'static str) {
     match r {
@@ -53,6 +53,14 @@ impl EventLoop {
                 error,
                 ..
             } => {
+                if let Some(sent) = self.repair.syncs.remove(&request_id) {
+                    tracing::debug!(%peer, "repair digest not delivered: {error}");
+                    return self.on_sync_failed(sent);
+                }
+                if self.repair.stores.remove(&request_id) {
+                    tracing::debug!(%peer, "repair records not delivered: {error}");
+                    return;
+                }
                 if let Some((id, _)) = self.requests.remove(&request_id) {
                     if let Some(l) = self.lookups.get_mut(&id) {
                         l.peers.set(&peer, PeerState::Failed);
@@ -147,6 +155,10 @@ impl EventLoop {
                     closer: self.closer_peers(&f.key, &peer),
                 })
             }
+            Some(pb::request::Kind::Sync(sync)) => {
+                NodeMetrics::count(&self.metrics.inbound_requests, "kind", "sync");
+                self.sync_response(peer, sync)
+            }
             None => {
                 NodeMetrics::count(&self.metrics.refused_requests, "reason", "malformed");
                 self.misbehaved(peer);
@@ -168,26 +180,48 @@ impl EventLoop {
                 format!("a store carries 1 to {MAX_RECORDS_PER_REQUEST} records"),
             );
         }
+        // A replica repairing names the publisher of each record; it is
+        // believed for publishers the admission policy admits (quota stays
+        // theirs), otherwise the record counts as the sender's own.
+        if !s.publishers.is_empty() && s.publishers.len() != s.records.len() {
+            self.misbehaved(peer);
+            return Self::error_response(
+                pb::error_response::Code::Malformed,
+                "a store names a publisher for every record or for none",
+            );
+        }
+        let publishers: Vec<PeerId> = (0..s.records.len())
+            .map(|i| {
+                s.publishers
+                    .get(i)
+                    .and_then(|p| PeerId::from_bytes(p).ok())
+                    .filter(|p| *p == peer || self.admission.decide(*p) == Decision::Admit)
+                    .unwrap_or(peer)
+            })
+            .collect();
         let key = s.records[0].key.clone();
         let results = s
             .records
             .into_iter()
-            .map(|r| match self.accept(&Record::from(r), peer) {
-                Ok(()) => pb::StoreResult {
-                    accepted: true,
-                    ..Default::default()
+            .zip(publishers)
+            .map(
+                |(r, publisher)| match self.accept(&Record::from(r), publisher) {
+                    Ok(()) => pb::StoreResult {
+                        accepted: true,
+                        ..Default::default()
+                    },
+                    Err(e) => {
+                        if matches!(e, Refusal::Invalid(_)) {
+                            self.misbehaved(peer);
+                        }
+                        pb::StoreResult {
+                            accepted: false,
+                            refusal: refusal_code(&e).0 as i32,
+                            reason: e.to_string(),
+                        }
+                    }
                 },
-                Err(e) => {
-                    if matches!(e, Refusal::Invalid(_)) {
-                        self.misbehaved(peer);
-                    }
-                    pb::StoreResult {
-                        accepted: false,
-                        refusal: refusal_code(&e).0 as i32,
-                        reason: e.to_string(),
-                    }
-                }
-            })
+            )
             .collect();
         pb::response::Kind::Store(pb::StoreResponse {
             results,
@@ -312,6 +346,16 @@ impl EventLoop {
         peer: PeerId,
         response: pb::Response,
     ) {
+        if let Some(sent) = self.repair.syncs.remove(&request_id) {
+            match response.kind {
+                Some(pb::response::Kind::Sync(s)) => self.on_sync_answer(sent, s.wanted),
+                other => tracing::debug!(%peer, ?other, "repair digest not taken"),
+            }
+            return;
+        }
+        if self.repair.stores.remove(&request_id) {
+            return;
+        }
         let Some((id, _)) = self.requests.remove(&request_id) else {
             return;
         };
