@@ -10,8 +10,10 @@
 //! mesh-bench pubsub --peers 32 --messages 2000 --json
 //! mesh-bench infer --model smollm2 --prompt-tokens 64 --new-tokens 64 --concurrency 8 --json
 //! mesh-bench gateway --concurrency 8 --requests 32 --json
+//! mesh-bench churn --peers 32 --keys 200 --waves 3 --json
 //! ```
 
+mod churn;
 mod gateway;
 
 use std::collections::HashSet;
@@ -71,6 +73,11 @@ enum Command {
     /// in-process servers: requests/s, time to first token, tokens/s, and
     /// the gateway's overhead.
     Gateway(gateway::GatewayArgs),
+    /// N DHT nodes in this process hold K records; W waves each kill a
+    /// quarter of the starting nodes: time until every record is back on
+    /// `replicas` live nodes, repair traffic, reads during the churn, and
+    /// recall after the last wave.
+    Churn(churn::ChurnArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -886,5 +893,6 @@ fn main() -> Result<()> {
         Command::Pubsub(args) => rt.block_on(bench_pubsub(args)),
         Command::Infer(args) => bench_infer(args),
         Command::Gateway(args) => rt.block_on(gateway::bench_gateway(args)),
+        Command::Churn(args) => rt.block_on(churn::bench_churn(args)),
     }
 }

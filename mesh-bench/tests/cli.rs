@@ -71,6 +71,12 @@ fn bad_arguments_are_refused_with_a_reason() {
         (&["dht", "--peers", "1"][..], "--peers must be at least 2"),
         (&["dht", "--keys", "0"][..], "must be positive"),
         (&["dht", "--idle-timeout=-1"][..], "--idle-timeout must be"),
+        (&["churn", "--peers", "4"][..], "--peers must be at least 8"),
+        (&["churn", "--waves", "4"][..], "--waves is at most 3"),
+        (
+            &["churn", "--refresh-period", "0"][..],
+            "--refresh-period must be",
+        ),
         (
             &["dht", "--transport", "carrier-pigeon"][..],
             "invalid value",
@@ -82,4 +88,31 @@ fn bad_arguments_are_refused_with_a_reason() {
         assert!(err.contains(says), "{args:?}: {err}");
         assert!(out.stdout.is_empty(), "{args:?} printed a result");
     }
+}
+
+#[test]
+fn churn_bench_loses_no_record_and_prints_the_stable_fields() {
+    let v = run_json(&[
+        "churn", "--peers", "12", "--keys", "30", "--waves", "3", "--json",
+    ]);
+    for f in [
+        "system",
+        "peers",
+        "keys",
+        "waves",
+        "recall_after_waves",
+        "repair_s",
+        "repair_bytes",
+        "get_p50_ms",
+        "rss_mb",
+    ] {
+        assert!(v.get(f).is_some(), "field {f} missing in {v}");
+    }
+    assert_eq!(v["bench"], "churn");
+    assert_eq!(v["killed_per_wave"], 3);
+    // Three quarters of the nodes died and every record is still read back.
+    assert_eq!(v["recall_after_waves"], 1.0, "{v}");
+    assert_eq!(v["keys_lost"], 0, "{v}");
+    assert_eq!(v["repaired_every_wave"], true, "{v}");
+    assert!(v["repair_bytes"].as_u64().unwrap() > 0, "{v}");
 }
