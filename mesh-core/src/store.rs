@@ -106,6 +106,9 @@ pub enum Refusal {
         /// The quota.
         max: usize,
     },
+    /// The record could not be saved to the node's disk (it was not kept).
+    #[error("the record could not be saved: {0}")]
+    NotSaved(String),
     /// The store is full of entries that all expire later than this one.
     #[error("store is full ({max} entries) and every held entry expires later than this one")]
     StoreFull {
@@ -393,6 +396,18 @@ impl Store {
                 })
                 .collect(),
         }
+    }
+
+    /// Drops everything `key` holds.
+    pub fn remove_key(&mut self, key: &[u8]) {
+        for (record, _) in self.key_entries(key) {
+            self.remove_entry(&(record.expiration, record.key, record.subkey));
+        }
+    }
+
+    /// Number of entries `key` holds (expired ones included).
+    pub fn entry_count(&self, key: &[u8]) -> usize {
+        self.slots.get(key).map_or(0, |s| s.value.len())
     }
 
     /// Every key held, in no particular order.

@@ -13,11 +13,13 @@ use std::time::{Duration, Instant};
 use libp2p::kad::store::{self, RecordStore};
 use libp2p::kad::{ProviderRecord, Record as KadRecord, RecordKey};
 use libp2p::PeerId;
-use mesh_core::{Expiration, Record, Refusal, Store, StoreLimits, StoredValue};
+use mesh_core::{
+    CompositeValidator, Expiration, Kind, Record, Refusal, Store, StoreLimits, StoredValue,
+};
 use mesh_proto::dht as pb;
 use prost::Message;
 
-use crate::persist::Persist;
+use crate::persist::{Change, Persist};
 use crate::DhtError;
 
 pub(crate) struct KadStore {
@@ -26,20 +28,47 @@ pub(crate) struct KadStore {
 }
 
 impl KadStore {
-    pub(crate) fn new(limits: StoreLimits, persist: Option<Persist>) -> Result<Self, DhtError> {
+    /// A store with these limits; with `persist`, what the file holds is
+    /// loaded, every record checked by `validator` again (a file is input
+    /// like any other: edited, or written under other rules).
+    pub(crate) fn new(
+        limits: StoreLimits,
+        persist: Option<Persist>,
+        validator: &CompositeValidator,
+    ) -> Result<Self, DhtError> {
         let mut records = Store::new(limits);
         if let Some(p) = &persist {
             let now = Expiration::now();
-            let (mut loaded, mut dropped) = (0usize, 0usize);
+            let (mut loaded, mut dropped, mut invalid) = (0usize, 0usize, 0usize);
+            let mut drop_keys = Vec::new();
             for (record, publisher) in p.load()? {
+                if let Err(e) = validator.validate(&record, Kind::Put) {
+                    tracing::warn!(key = %String::from_utf8_lossy(&record.key), "persisted record refused by the validators: {e}");
+                    invalid += 1;
+                    drop_keys.push(record.key);
+                    continue;
+                }
                 match records.put(&record, publisher, now) {
                     Ok(_) => loaded += 1,
                     Err(_) => dropped += 1,
                 }
             }
+            if invalid > 0 {
+                // The file keeps only what the store holds.
+                drop_keys.dedup();
+                let changes: Vec<Change> = drop_keys
+                    .into_iter()
+                    .map(|k| {
+                        let entries = records.key_entries(&k);
+                        Change::Key(k, entries)
+                    })
+                    .collect();
+                p.write(&changes)?;
+            }
             tracing::info!(
                 loaded,
                 dropped_expired = dropped,
+                dropped_invalid = invalid,
                 "restored persisted records"
             );
         }
@@ -50,16 +79,51 @@ impl KadStore {
         &self.records
     }
 
-    /// Applies a validated record; persists what changed.
+    /// Applies a validated record and persists what changed. A record that
+    /// cannot be saved is not kept: the key goes back to what it held and
+    /// the write is refused ([`Refusal::NotSaved`]).
     pub(crate) fn put(
         &mut self,
         record: &Record,
         publisher: PeerId,
         now: Expiration,
     ) -> Result<(), Refusal> {
-        let mut touched = self.records.put(record, publisher, now)?;
-        touched.push(record.key.clone());
-        self.persist(touched);
+        let Some(persist) = &self.persist else {
+            self.records.put(record, publisher, now)?;
+            return Ok(());
+        };
+        let before = self.records.key_entries(&record.key);
+        let touched = self.records.put(record, publisher, now)?;
+        // A subkey written into a dictionary that lost nothing else is one
+        // row; anything else rewrites the key.
+        let replaced_subkey = before
+            .iter()
+            .any(|(r, _)| r.subkey.is_some() && r.subkey == record.subkey);
+        let one_row = record.subkey.is_some()
+            && before.iter().all(|(r, _)| r.subkey.is_some())
+            && self.records.entry_count(&record.key)
+                == before.len() + usize::from(!replaced_subkey);
+        let mut changes = Vec::with_capacity(touched.len() + 1);
+        if one_row {
+            changes.push(Change::Entry(record.clone(), publisher));
+        } else {
+            changes.push(Change::Key(
+                record.key.clone(),
+                self.records.key_entries(&record.key),
+            ));
+        }
+        for k in touched {
+            let entries = self.records.key_entries(&k);
+            changes.push(Change::Key(k, entries));
+        }
+        if let Err(e) = persist.write(&changes) {
+            tracing::error!("{e}; the write is refused");
+            self.records.remove_key(&record.key);
+            for (r, p) in before {
+                let _ = self.records.put(&r, p, now);
+            }
+            return Err(Refusal::NotSaved(e.to_string()));
+        }
         Ok(())
     }
 
@@ -69,20 +133,16 @@ impl KadStore {
 
     pub(crate) fn remove_expired(&mut self, now: Expiration) {
         let touched = self.records.remove_expired(now);
-        self.persist(touched);
-    }
-
-    fn persist(&self, keys: Vec<Vec<u8>>) {
         let Some(p) = &self.persist else { return };
-        let rows: Vec<_> = keys
+        let changes: Vec<Change> = touched
             .into_iter()
             .map(|k| {
                 let entries = self.records.key_entries(&k);
-                (k, entries)
+                Change::Key(k, entries)
             })
             .collect();
-        if let Err(e) = p.write(&rows) {
-            tracing::error!("{e}");
+        if let Err(e) = p.write(&changes) {
+            tracing::error!("removing expired records from the file: {e}");
         }
     }
 }

@@ -17,6 +17,7 @@ fn store_req(r: Record) -> pb::Request {
     pb::Request {
         kind: Some(pb::request::Kind::Store(pb::StoreRequest {
             records: vec![r.into()],
+            ..Default::default()
         })),
     }
 }
@@ -165,6 +166,7 @@ async fn garbage_and_oversized_messages_are_refused_while_the_node_keeps_serving
             records: (0..65)
                 .map(|i| Record::new(format!("k{i}"), "v", in_secs(60)).into())
                 .collect(),
+            ..Default::default()
         })),
     };
     let resp = raw.request(target.peer_id(), addr.clone(), many).await;
@@ -590,4 +592,96 @@ async fn wipes_squatters_huge_keys_and_provider_records_are_refused() {
         n.shutdown().await;
     }
     shutdown(&servers).await;
+}
+
+/// The repair's messages are input like any other: digests are bounded and
+/// answered by the merge rules, repair stores are checked record by record
+/// and cannot overwrite anything newer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_digests_and_stores_are_checked_like_any_other_input() {
+    let nodes = network(3, Net::Tcp).await;
+    let target = &nodes[0];
+    let addr = addr_of(target, Net::Tcp).await;
+    let mut raw = RawPeer::new(mesh_dht::test_utils::TEST_SUBNET);
+    let exp = in_secs(600);
+    let r = nodes[1]
+        .store(b"held".to_vec(), None, b"honest".to_vec(), exp)
+        .await
+        .unwrap();
+    assert_eq!(r.accepted, 3, "{r:?}");
+    let malformed = |r: &pb::Response| matches!(r.kind, Some(pb::response::Kind::Error(ref e)) if e.code == pb::error_response::Code::Malformed as i32);
+
+    let sync = |keys: Vec<pb::KeyDigest>| pb::Request {
+        kind: Some(pb::request::Kind::Sync(pb::SyncRequest { keys })),
+    };
+    let digest = |key: &[u8], ms: u64| pb::KeyDigest {
+        key: key.to_vec(),
+        entries: vec![pb::EntryDigest {
+            subkey: None,
+            expiration_ms: ms,
+        }],
+    };
+    let ms = exp.as_millis();
+    let resp = raw
+        .request(
+            target.peer_id(),
+            addr.clone(),
+            sync(vec![
+                digest(b"held", ms),
+                digest(b"held", ms + 1000),
+                digest(b"missing", ms),
+            ]),
+        )
+        .await;
+    match resp.kind {
+        Some(pb::response::Kind::Sync(s)) => assert_eq!(s.wanted, vec![1, 2]),
+        other => panic!("{other:?}"),
+    }
+    // A digest over the entry limit is refused.
+    let flood = (0..5000)
+        .map(|i| digest(format!("k{i}").as_bytes(), ms))
+        .collect();
+    let resp = raw
+        .request(target.peer_id(), addr.clone(), sync(flood))
+        .await;
+    assert!(malformed(&resp), "{resp:?}");
+
+    // Publishers named for some records only: refused whole.
+    let two = pb::Request {
+        kind: Some(pb::request::Kind::Store(pb::StoreRequest {
+            records: vec![
+                Record::new("r1", "v", exp).into(),
+                Record::new("r2", "v", exp).into(),
+            ],
+            publishers: vec![nodes[1].peer_id().to_bytes()],
+        })),
+    };
+    let resp = raw.request(target.peer_id(), addr.clone(), two).await;
+    assert!(malformed(&resp), "{resp:?}");
+
+    // A "repair" of an older copy, and of a record no validator accepts
+    // (the heartbeat key without an owner-marked subkey), changes nothing.
+    let repair = |r: Record| pb::Request {
+        kind: Some(pb::request::Kind::Store(pb::StoreRequest {
+            records: vec![r.into()],
+            publishers: vec![nodes[1].peer_id().to_bytes()],
+        })),
+    };
+    let older = Record::new("held", "forged", in_secs(300));
+    let res = store_result(
+        raw.request(target.peer_id(), addr.clone(), repair(older))
+            .await,
+    );
+    assert_eq!(res.refusal, pb::Refusal::NotNewer as i32, "{}", res.reason);
+    let wipe = Record::new(mesh_core::validator::HEARTBEAT_KEY, "wiped", in_secs(300));
+    let res = store_result(
+        raw.request(target.peer_id(), addr.clone(), repair(wipe))
+            .await,
+    );
+    assert!(!res.accepted, "{}", res.reason);
+    match target.local(b"held".to_vec()).await.unwrap() {
+        Some(StoredValue::Regular(item)) => assert_eq!(item.value, b"honest"),
+        other => panic!("{other:?}"),
+    }
+    shutdown(&nodes).await;
 }

@@ -374,3 +374,79 @@ async fn a_dead_peer_leaves_the_routing_table_after_a_failed_dial() {
     }
     shutdown(&nodes[..5]).await;
 }
+
+/// A store file is input like any other: on restart its records pass the
+/// node's validators again (here a rule added since they were written), and
+/// a file that is not a database is moved aside instead of stopping the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_validates_its_file_and_survives_a_corrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_path = dir.path().join("store.redb");
+    let (key, _) = mesh_core::PeerKey::load_or_generate(
+        &dir.path().join("node.key"),
+        mesh_core::KeyType::Ed25519,
+    )
+    .unwrap();
+    let start = |forbid: bool| {
+        let mut c = config(Net::Tcp, vec![]);
+        c.key = key.clone();
+        c.store_path = Some(store_path.clone());
+        if forbid {
+            c.validator
+                .add(mesh_core::validator::PredicateValidator::new(
+                    "no-forbidden",
+                    |r, _| !r.key.starts_with(b"forbidden"),
+                ));
+        }
+        Dht::start(c)
+    };
+    let a = start(false).await.unwrap();
+    for (k, sk) in [
+        ("kept", None),
+        ("forbidden", None),
+        ("dict", Some("x")),
+        ("dict", Some("y")),
+    ] {
+        a.store(
+            k.as_bytes().to_vec(),
+            sk.map(|s: &str| s.as_bytes().to_vec()),
+            b"v".to_vec(),
+            in_secs(600),
+        )
+        .await
+        .unwrap();
+    }
+    a.shutdown().await;
+    drop(a);
+
+    let b = start(true).await.unwrap();
+    assert!(b.local(b"kept".to_vec()).await.unwrap().is_some());
+    assert!(
+        matches!(b.local(b"dict".to_vec()).await.unwrap(), Some(StoredValue::Dictionary(d)) if d.len() == 2)
+    );
+    assert_eq!(b.local(b"forbidden".to_vec()).await.unwrap(), None);
+    b.shutdown().await;
+    drop(b);
+
+    std::fs::write(
+        &store_path,
+        b"this is not a redb file at all, not even close",
+    )
+    .unwrap();
+    let c = start(false)
+        .await
+        .expect("a corrupted store file does not stop the node");
+    assert_eq!(c.stats().await.unwrap().stored_entries, 0);
+    let moved = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("store.redb.corrupt-")
+        })
+        .count();
+    assert_eq!(moved, 1, "the corrupted file is kept aside");
+    c.shutdown().await;
+}

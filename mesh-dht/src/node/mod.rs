@@ -103,6 +103,8 @@ pub enum RefusalKind {
     Protected,
     /// The key holds the most subkeys allowed.
     TooManySubkeys,
+    /// The replica could not save it to its disk.
+    NotSaved,
     /// Anything else.
     Other,
 }
@@ -120,6 +122,7 @@ impl From<pb::Refusal> for RefusalKind {
             pb::Refusal::TooFarAhead => Self::TooFarAhead,
             pb::Refusal::Protected => Self::Protected,
             pb::Refusal::TooManySubkeys => Self::TooManySubkeys,
+            pb::Refusal::NotSaved => Self::NotSaved,
             pb::Refusal::Unspecified => Self::Other,
         }
     }

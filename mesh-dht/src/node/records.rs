@@ -17,6 +17,7 @@ pub(super) fn refusal_code(r: &Refusal) -> (pb::Refusal, &'static str) {
         Refusal::Invalid(_) => (pb::Refusal::Invalid, "invalid"),
         Refusal::QuotaExceeded { .. } => (pb::Refusal::QuotaExceeded, "quota_exceeded"),
         Refusal::StoreFull { .. } => (pb::Refusal::StoreFull, "store_full"),
+        Refusal::NotSaved(_) => (pb::Refusal::NotSaved, "not_saved"),
         _ => (pb::Refusal::Unspecified, "other"),
     }
 }

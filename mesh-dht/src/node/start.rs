@@ -40,11 +40,11 @@ impl Dht {
             .as_deref()
             .map(Persist::open)
             .transpose()?;
-        let store = KadStore::new(config.limits, persist)?;
         let mut validator = config.validator;
         validator.add(SignatureValidator::new(Arc::new(config.key.clone())));
         validator.add(mesh_core::validator::framework_keys());
         let validator = Arc::new(validator);
+        let store = KadStore::new(config.limits, persist, &validator)?;
 
         let kad_protocol = StreamProtocol::try_from_owned(config.subnet_id.protocol("kad/1.0.0"))
             .map_err(|e| DhtError::Transport(e.to_string()))?;
