@@ -6,9 +6,12 @@
 //! place where the rules live:
 //!
 //! - a write whose expiration is already past is refused;
-//! - a value is replaced only by a strictly later expiration;
+//! - a value is replaced only by a strictly later expiration, or by one
+//!   expiring at the same time whose value is greater (bytewise): two
+//!   writes that tie never leave replicas disagreeing by arrival order;
 //! - a subkey write over a regular value converts it into a dictionary only
-//!   if it is newer than the regular value;
+//!   if it is newer than the regular value, or if the subkey carries an
+//!   owner marker (a squatter's regular value never blocks owners);
 //! - a regular write over a dictionary must be newer than every subkey, and
 //!   is refused outright when a subkey carries an owner marker (`[owner:…]`):
 //!   owners' entries (heartbeats, scores) can be replaced only by their
@@ -171,7 +174,7 @@ pub enum MergeRefusal {
         now: Expiration,
     },
     /// Something at least as new is already stored.
-    #[error("a value expiring at {stored} is stored; a write must expire strictly later than that, this one expires at {expiration}")]
+    #[error("a value expiring at {stored} is stored; a write must expire strictly later than that (or at the same time with a greater value), this one expires at {expiration}")]
     NotNewer {
         /// The write's expiration.
         expiration: Expiration,
@@ -234,21 +237,28 @@ impl StoredValue {
                 now,
             });
         }
-        let stored = match (current, &record.subkey) {
+        // What the write must beat: an expiration, and for a write over the
+        // same entry its value (ties go to the greater value).
+        let (stored, tie) = match (current, &record.subkey) {
             (None, _) => return Ok(()),
             (Some(StoredValue::Dictionary(d)), None) if d.keys().any(|sk| has_owner_marker(sk)) => {
                 return Err(MergeRefusal::Protected)
             }
             // A regular write must be newer than the regular value or than
             // every subkey of a dictionary.
-            (Some(cur), None) => cur.expiration(),
-            (Some(StoredValue::Regular(item)), Some(_)) => item.expiration,
+            (Some(StoredValue::Regular(item)), None) => (item.expiration, Some(&item.value)),
+            (Some(cur), None) => (cur.expiration(), None),
+            // An owner's subkey is never blocked by someone's regular value
+            // (which could not replace it either way round).
+            (Some(StoredValue::Regular(_)), Some(sk)) if has_owner_marker(sk) => return Ok(()),
+            (Some(StoredValue::Regular(item)), Some(_)) => (item.expiration, None),
             (Some(StoredValue::Dictionary(d)), Some(sk)) => match d.get(sk) {
-                Some(item) => item.expiration,
+                Some(item) => (item.expiration, Some(&item.value)),
                 None => return Ok(()),
             },
         };
-        if record.expiration > stored {
+        let wins_tie = record.expiration == stored && tie.is_some_and(|v| record.value > *v);
+        if record.expiration > stored || wins_tie {
             Ok(())
         } else {
             Err(MergeRefusal::NotNewer {
@@ -434,19 +444,23 @@ mod tests {
     #[test]
     fn strictly_newer_wins_and_equal_or_older_is_refused() {
         let mut cur = None;
-        put(&mut cur, Record::new("k", "v1", at(2_000_000))).unwrap();
-        let eq = put(&mut cur, Record::new("k", "v2", at(2_000_000))).unwrap_err();
-        assert_eq!(
-            eq,
-            MergeRefusal::NotNewer {
-                expiration: at(2_000_000),
-                stored: at(2_000_000)
-            }
-        );
+        put(&mut cur, Record::new("k", "v2", at(2_000_000))).unwrap();
+        for same in ["v1", "v2"] {
+            let eq = put(&mut cur, Record::new("k", same, at(2_000_000))).unwrap_err();
+            assert_eq!(
+                eq,
+                MergeRefusal::NotNewer {
+                    expiration: at(2_000_000),
+                    stored: at(2_000_000)
+                }
+            );
+        }
+        // A tie goes to the greater value, whichever arrived first.
+        put(&mut cur, Record::new("k", "v5", at(2_000_000))).unwrap();
         put(&mut cur, Record::new("k", "old", at(1_500_000))).unwrap_err();
         assert_eq!(
             cur.as_ref().unwrap(),
-            &StoredValue::from_record(&Record::new("k", "v1", at(2_000_000)))
+            &StoredValue::from_record(&Record::new("k", "v5", at(2_000_000)))
         );
         put(&mut cur, Record::new("k", "v3", at(2_000_001))).unwrap();
         match cur.unwrap() {
