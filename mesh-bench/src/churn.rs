@@ -43,6 +43,11 @@ pub(crate) struct ChurnArgs {
     #[arg(long, value_enum, default_value_t = Transport::Tcp)]
     transport: Transport,
     /// Give up on a wave's repair after this many seconds.
+    ///
+    /// A wave that kills `replicas` or more nodes at once can take every
+    /// copy of a record (each with probability C(killed, replicas) /
+    /// C(alive, replicas)): those are counted in `keys_lost`, and the repair
+    /// time is that of the records that still have a copy.
     #[arg(long = "repair-timeout", default_value_t = 60.0)]
     repair_timeout: f64,
     /// Print one JSON line instead of a table.
@@ -128,6 +133,7 @@ pub(crate) async fn bench_churn(args: ChurnArgs) -> Result<()> {
     }
     let period = Duration::from_secs_f64(args.refresh_period);
 
+    let t0 = Instant::now();
     let mut nodes: Vec<(Dht, Multiaddr)> = vec![start(&args, vec![]).await?];
     while nodes.len() < args.peers {
         let initial = {
@@ -139,8 +145,17 @@ pub(crate) async fn bench_churn(args: ChurnArgs) -> Result<()> {
             peers
         };
         nodes.push(start(&args, initial).await?);
+        if nodes.len() % 16 == 0 {
+            eprintln!(
+                "[mesh-bench] {} of {} nodes up after {:.1} s",
+                nodes.len(),
+                args.peers,
+                t0.elapsed().as_secs_f64()
+            );
+        }
     }
     let mut live: Vec<Dht> = nodes.into_iter().map(|(d, _)| d).collect();
+    eprintln!("[mesh-bench] {} nodes up", live.len());
     // A refresh round fills the routing tables.
     tokio::time::sleep(period).await;
 
@@ -161,18 +176,28 @@ pub(crate) async fn bench_churn(args: ChurnArgs) -> Result<()> {
     if stored < keys.len() {
         bail!("only {stored} of {} records were stored", keys.len());
     }
+    eprintln!("[mesh-bench] {stored} records stored");
     // Start from a placed network: every record on `replicas` nodes.
     let placed = Instant::now();
-    while copies(&live, &keys, &value)
-        .await?
-        .iter()
-        .any(|c| *c < args.replicas)
-    {
+    loop {
+        let c = copies(&live, &keys, &value).await?;
+        let short = c.iter().filter(|n| **n < args.replicas).count();
+        if short == 0 {
+            break;
+        }
         if placed.elapsed().as_secs_f64() > args.repair_timeout {
-            bail!("the records never reached {} replicas", args.replicas);
+            bail!(
+                "{short} records never reached {} replicas (copies: {c:?})",
+                args.replicas
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    eprintln!(
+        "[mesh-bench] every record on {} nodes after {:.2} s",
+        args.replicas,
+        placed.elapsed().as_secs_f64()
+    );
 
     let quarter = args.peers / 4;
     let mut repair_s: Vec<f64> = Vec::new();
@@ -198,8 +223,10 @@ pub(crate) async fn bench_churn(args: ChurnArgs) -> Result<()> {
         let want = args.replicas.min(live.len());
         let took = loop {
             let c = copies(&live, &keys, &value).await?;
+            // A record with no live copy is gone for good (every node that
+            // held it died in this wave); the others must be repaired.
             lost = lost.max(c.iter().filter(|n| **n == 0).count());
-            if c.iter().all(|n| *n >= want) {
+            if c.iter().all(|n| *n == 0 || *n >= want) {
                 break Some(kill.elapsed().as_secs_f64());
             }
             if kill.elapsed().as_secs_f64() > args.repair_timeout {
@@ -215,10 +242,15 @@ pub(crate) async fn bench_churn(args: ChurnArgs) -> Result<()> {
                 args.repair_timeout
             ),
         }
+        let mut routing = 0usize;
+        for n in &live {
+            routing += n.stats().await?.routing_table_size;
+        }
         eprintln!(
-            "[mesh-bench] wave {wave}: {} live, repaired in {:?} s",
+            "[mesh-bench] wave {wave}: {} live, repaired in {:?} s, routing table {:.1} peers on average",
             live.len(),
-            took.map(|s| round(s, 3))
+            took.map(|s| round(s, 3)),
+            routing as f64 / live.len() as f64
         );
         // The next wave comes three periods after this one (or once
         // repaired, if later).

@@ -27,7 +27,10 @@ pub struct DhtConfig {
     pub initial_peers: Vec<Multiaddr>,
     /// A client stores and reads but serves nothing and enters no routing table.
     pub client_mode: bool,
-    /// How often to refresh the routing table, drop expired records and log stats.
+    /// How often to drop expired records, repair replicas (re-store what
+    /// the closest live peers lack), re-check stake and log stats; the
+    /// routing table's far buckets are refreshed at the same pace, but at
+    /// most once every 10 s.
     pub refresh_period: Duration,
     /// How many of the closest peers hold each key.
     pub replicas: usize,

@@ -385,6 +385,11 @@ enum Parked {
     Message(Inbound),
 }
 
+/// The routing table's far buckets are refreshed (kad's bootstrap) at most
+/// this often, however short the refresh period: with a period of a second
+/// (for a fast repair) every node's bootstrap each second floods kad.
+const MIN_BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(10);
+
 /// How long a peer that could not be dialed stays out of lookups.
 const DEAD_PEER_MEMORY: Duration = Duration::from_secs(60);
 /// Most peers remembered as unreachable (the oldest are forgotten first).
@@ -423,6 +428,8 @@ struct EventLoop {
     /// Peers a dial could not reach, and when: left out of lookups for
     /// [`DEAD_PEER_MEMORY`] even when other nodes still name them.
     unreachable: HashMap<PeerId, std::time::Instant>,
+    /// When kad's bootstrap last ran.
+    last_bootstrap: Option<Instant>,
 }
 
 impl EventLoop {
@@ -813,7 +820,13 @@ impl EventLoop {
             self.admission.retain(|peer| swarm.is_connected(peer));
         }
         let stats = self.stats();
-        if stats.routing_table_size > 0 {
+        let interval = self.refresh_period.max(MIN_BOOTSTRAP_INTERVAL);
+        if stats.routing_table_size > 0
+            && self
+                .last_bootstrap
+                .is_none_or(|at| at.elapsed() >= interval)
+        {
+            self.last_bootstrap = Some(Instant::now());
             let _ = self.swarm.behaviour_mut().kad.bootstrap();
         }
         self.metrics

@@ -215,6 +215,7 @@ impl Dht {
             bans: Bans::new(config.bans.clone()),
             awaiting: HashMap::new(),
             unreachable: HashMap::new(),
+            last_bootstrap: None,
             startup: Some(Startup {
                 listeners,
                 pending_initial,
