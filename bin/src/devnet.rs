@@ -207,6 +207,18 @@ async fn setup(
     let mut config = DhtConfig::new(boot_key);
     config.subnet_id = subnet_id;
     config.listen = vec![format!("/ip4/127.0.0.1/tcp/{}", port(args.base_port, 0)?).parse()?];
+    // The bootnode admits staked peers only, like the nodes: an unstaked
+    // client may read through it but not store (answers cached 2 s: the
+    // nodes register right after it starts).
+    let oracle = mesh_core::stake::CachedStakeOracle::new(
+        mesh_chain::ChainStakeOracle::new(client.clone()),
+        Duration::from_secs(2),
+    );
+    config.stake_gate = Some(mesh_core::StakeGate::new(
+        std::sync::Arc::new(oracle),
+        subnet_id,
+        mesh_core::NodeClass::Registered,
+    ));
     let boot = Dht::start(config).await.context("starting the bootnode")?;
     let boot_addr: Multiaddr = boot
         .listen_addrs()

@@ -19,6 +19,7 @@ use mesh_subnet_echo::proto::SayRequest;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_mesh-server");
 const MESH: &str = env!("CARGO_BIN_EXE_mesh");
+const MESH_DHT: &str = env!("CARGO_BIN_EXE_mesh-dht");
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -436,6 +437,42 @@ fn devnet_runs_a_subnet_to_consensus_and_stops_on_ctrl_c() {
         .find(|l| l.starts_with("first consensus landed"))
         .expect("the consensus line");
     assert!(landed.contains("scores for 3 node(s)"), "{landed}");
+    // An unstaked client that stores through the bootnode is refused by
+    // every replica, the bootnode included (it runs the stake gate too).
+    let boot = out
+        .iter()
+        .find_map(|l| l.strip_prefix("bootnode: "))
+        .expect("the bootnode line")
+        .to_string();
+    let subnet = out
+        .iter()
+        .find_map(|l| l.strip_prefix("subnet ")?.split(' ').next())
+        .expect("the subnet line")
+        .to_string();
+    let boot_id = boot.rsplit('/').next().unwrap().to_string();
+    let stored = run(
+        MESH_DHT,
+        &[
+            "store",
+            "--subnet_id",
+            &subnet,
+            "--initial_peers",
+            &boot,
+            "squat",
+            "here",
+        ],
+    );
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&stored.stdout),
+        String::from_utf8_lossy(&stored.stderr)
+    );
+    assert!(!stored.status.success(), "{said}");
+    assert!(said.contains("stored on 0 replicas"), "{said}");
+    assert!(
+        said.contains(&format!("refused by {boot_id}")) && said.contains("not staked"),
+        "the bootnode refuses an unstaked writer: {said}"
+    );
     devnet.stop(libc::SIGINT, Duration::from_secs(60));
     for i in 1..=3 {
         let log = std::fs::read_to_string(dir.path().join(format!("logs/node-{i}.log"))).unwrap();

@@ -113,6 +113,7 @@ fn record_messages() {
                     peer_id: mesh_core::PeerId::random().to_bytes(),
                     addrs: vec![b"\x04\x7f\x00\x00\x01\x06\x00\x01".to_vec()],
                 }],
+                more: true,
             })),
         }
         .encode_to_vec(),

@@ -216,6 +216,17 @@ impl StoredValue {
         matches!(self, StoredValue::Dictionary(d) if d.is_empty())
     }
 
+    /// Every entry with its subkey (`None` for a regular value), subkeys in
+    /// byte order.
+    pub fn entries(&self) -> Box<dyn Iterator<Item = (Option<&[u8]>, &Item)> + '_> {
+        match self {
+            StoredValue::Regular(item) => Box::new(std::iter::once((None, item))),
+            StoredValue::Dictionary(d) => {
+                Box::new(d.iter().map(|(sk, item)| (Some(sk.as_slice()), item)))
+            }
+        }
+    }
+
     /// Number of entries: 1 for a regular value, the subkey count for a dictionary.
     pub fn len(&self) -> usize {
         match self {

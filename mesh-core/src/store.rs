@@ -4,10 +4,19 @@
 //! limits of a record store: a maximum value size, a maximum size of key and
 //! subkey, a maximum expiration (no record may squat a key for longer than
 //! `max_ttl`), a maximum number of subkeys per key, a maximum number of
-//! entries (a regular value or one subkey counts as one entry) with the
-//! earliest-expiring entry evicted first, and a per-publisher quota. Expired
-//! entries are dropped. It does not run validators: the DHT validates a
-//! record before it offers it here.
+//! entries (a regular value or one subkey counts as one entry) and of bytes,
+//! and per-publisher quotas of entries and bytes. Expired entries are
+//! dropped.
+//!
+//! Eviction is fair between publishers: when the store is full, room is
+//! made by evicting the earliest-expiring entry of the publisher that holds
+//! the most bytes, so one publisher can only push out its own entries or
+//! those of publishers holding more than it does, never a smaller one's.
+//! A write is refused (`StoreFull`) when its own publisher holds the most
+//! and this record would be its earliest-expiring entry.
+//!
+//! It does not run validators: the DHT validates a record before it offers
+//! it here.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -37,11 +46,26 @@ pub struct StoreLimits {
     pub max_records: usize,
     /// Most entries one publisher may hold in this store.
     pub max_per_publisher: usize,
+    /// Most bytes held, each entry charged its key, subkey and value plus
+    /// [`ENTRY_OVERHEAD`].
+    pub max_bytes: usize,
+    /// Most bytes one publisher may hold in this store (charged the same).
+    pub max_bytes_per_publisher: usize,
+}
+
+/// Bytes charged for each entry beyond its key, subkey and value: what the
+/// store's indexes cost, so that many tiny entries are not free.
+pub const ENTRY_OVERHEAD: usize = 128;
+
+/// The bytes an entry is charged against [`StoreLimits::max_bytes`].
+pub fn charged_bytes(key: &[u8], subkey: Option<&[u8]>, value_len: usize) -> usize {
+    key.len() + subkey.map_or(0, <[u8]>::len) + value_len + ENTRY_OVERHEAD
 }
 
 impl Default for StoreLimits {
     /// Values of 64 KiB, keys and subkeys of 1 KiB together, a day's TTL,
-    /// 1,024 subkeys a key, 100,000 entries, 10,000 a publisher.
+    /// 1,024 subkeys a key, 100,000 entries and 1 GiB, of which 10,000
+    /// entries and 128 MiB a publisher.
     fn default() -> Self {
         Self {
             max_value_bytes: 64 * 1024,
@@ -50,6 +74,8 @@ impl Default for StoreLimits {
             max_subkeys: 1024,
             max_records: 100_000,
             max_per_publisher: 10_000,
+            max_bytes: 1 << 30,
+            max_bytes_per_publisher: 128 << 20,
         }
     }
 }
@@ -106,11 +132,22 @@ pub enum Refusal {
         /// The quota.
         max: usize,
     },
+    /// This write would take the publisher past its quota of bytes here.
+    #[error("publisher {publisher} would hold {bytes} bytes here, over its quota of {max} bytes")]
+    BytesQuotaExceeded {
+        /// The publisher.
+        publisher: PeerId,
+        /// What it would hold with this write.
+        bytes: usize,
+        /// The quota.
+        max: usize,
+    },
     /// The record could not be saved to the node's disk (it was not kept).
     #[error("the record could not be saved: {0}")]
     NotSaved(String),
-    /// The store is full of entries that all expire later than this one.
-    #[error("store is full ({max} entries) and every held entry expires later than this one")]
+    /// The store is full, this record's publisher holds the most, and all
+    /// its other entries expire later than this one.
+    #[error("store is full ({max} entries at most), this publisher holds the most bytes here and its other entries expire later than this one")]
     StoreFull {
         /// The capacity.
         max: usize,
@@ -127,13 +164,22 @@ struct Slot {
     publishers: HashMap<Option<Vec<u8>>, PeerId>,
 }
 
+/// What one publisher holds.
+#[derive(Debug, Default)]
+struct Holding {
+    bytes: usize,
+    /// Its entries, earliest-expiring first.
+    entries: BTreeSet<EntryRef>,
+}
+
 /// A bounded record store. See the module docs.
 #[derive(Debug, Default)]
 pub struct Store {
     limits: StoreLimits,
     slots: HashMap<Vec<u8>, Slot>,
     by_expiration: BTreeSet<EntryRef>,
-    per_publisher: HashMap<PeerId, usize>,
+    per_publisher: HashMap<PeerId, Holding>,
+    bytes: usize,
 }
 
 impl Store {
@@ -168,7 +214,27 @@ impl Store {
 
     /// Entries held for `publisher`.
     pub fn publisher_count(&self, publisher: &PeerId) -> usize {
-        self.per_publisher.get(publisher).copied().unwrap_or(0)
+        self.per_publisher
+            .get(publisher)
+            .map_or(0, |h| h.entries.len())
+    }
+
+    /// Bytes held for `publisher` ([`charged_bytes`] of its entries).
+    pub fn publisher_bytes(&self, publisher: &PeerId) -> usize {
+        self.per_publisher.get(publisher).map_or(0, |h| h.bytes)
+    }
+
+    /// Bytes held ([`charged_bytes`] of every entry).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether `writer`, counted as holding `writer_bytes`, holds at least
+    /// as many bytes as every other publisher (eviction then starts with it).
+    fn is_largest(&self, writer: &PeerId, writer_bytes: usize) -> bool {
+        self.per_publisher
+            .iter()
+            .all(|(p, h)| p == writer || h.bytes <= writer_bytes)
     }
 
     /// Checks a record against the limits and merge rules without storing it.
@@ -214,24 +280,30 @@ impl Store {
         // Entries this write removes, and whose they are.
         let mut removed_total = 0usize;
         let mut removed_own = 0usize;
+        let mut removed_bytes = 0usize;
+        let mut removed_own_bytes = 0usize;
+        let mut gone: Vec<EntryRef> = Vec::new();
         if let Some(slot) = slot {
-            let gone: Vec<Option<Vec<u8>>> = match (&slot.value, &record.subkey) {
-                (StoredValue::Dictionary(d), Some(sk)) => {
-                    if d.contains_key(sk) {
-                        vec![Some(sk.clone())]
-                    } else {
-                        vec![]
-                    }
+            for (sk, item) in slot.value.entries() {
+                let replaced = match (&slot.value, &record.subkey) {
+                    (StoredValue::Dictionary(_), Some(new)) => sk == Some(new.as_slice()),
+                    // A regular write replaces everything; a subkey write
+                    // converts (and so replaces) a regular value.
+                    _ => true,
+                };
+                if !replaced {
+                    continue;
                 }
-                // A regular write replaces everything; a subkey write
-                // converts (and so replaces) a regular value.
-                _ => slot.publishers.keys().cloned().collect(),
-            };
-            removed_total = gone.len();
-            removed_own = gone
-                .iter()
-                .filter(|e| slot.publishers.get(*e) == Some(publisher))
-                .count();
+                let size = charged_bytes(&record.key, sk, item.value.len());
+                removed_total += 1;
+                removed_bytes += size;
+                let owner = slot.publishers.get(&sk.map(<[u8]>::to_vec));
+                if owner == Some(publisher) {
+                    removed_own += 1;
+                    removed_own_bytes += size;
+                    gone.push((item.expiration, record.key.clone(), sk.map(<[u8]>::to_vec)));
+                }
+            }
         }
         if self.publisher_count(publisher) + 1 - removed_own > self.limits.max_per_publisher {
             return Err(Refusal::QuotaExceeded {
@@ -239,10 +311,26 @@ impl Store {
                 max: self.limits.max_per_publisher,
             });
         }
-        if self.len() + 1 - removed_total > self.limits.max_records {
-            // Room is made by evicting the earliest-expiring entry; if that
-            // would be this record itself, refuse it.
-            let earliest = self.by_expiration.first().map(|e| e.0);
+        let size = charged_bytes(&record.key, record.subkey.as_deref(), record.value.len());
+        let own_bytes = self.publisher_bytes(publisher) + size - removed_own_bytes;
+        if own_bytes > self.limits.max_bytes_per_publisher {
+            return Err(Refusal::BytesQuotaExceeded {
+                publisher: *publisher,
+                bytes: own_bytes,
+                max: self.limits.max_bytes_per_publisher,
+            });
+        }
+        let full = self.len() + 1 - removed_total > self.limits.max_records
+            || self.bytes + size - removed_bytes > self.limits.max_bytes;
+        if full && self.is_largest(publisher, own_bytes) {
+            // Room would be made from this publisher's own entries: its
+            // earliest-expiring one goes, and if that is this record, the
+            // record is refused.
+            let earliest = self
+                .per_publisher
+                .get(publisher)
+                .and_then(|h| h.entries.iter().find(|e| !gone.contains(e)))
+                .map(|e| e.0);
             if earliest.is_none_or(|e| e >= record.expiration) {
                 return Err(Refusal::StoreFull {
                     max: self.limits.max_records,
@@ -281,6 +369,7 @@ impl Store {
                     &record.key,
                     record.subkey.clone(),
                     old.expiration,
+                    old.value.len(),
                     &mut publishers,
                 );
             }
@@ -290,15 +379,20 @@ impl Store {
                         &record.key,
                         old_rec.subkey,
                         old_rec.expiration,
+                        old_rec.value.len(),
                         &mut publishers,
                     );
                 }
             }
         }
         publishers.insert(record.subkey.clone(), publisher);
-        *self.per_publisher.entry(publisher).or_default() += 1;
-        self.by_expiration
-            .insert((record.expiration, record.key.clone(), record.subkey.clone()));
+        let entry: EntryRef = (record.expiration, record.key.clone(), record.subkey.clone());
+        let size = charged_bytes(&record.key, record.subkey.as_deref(), record.value.len());
+        let holding = self.per_publisher.entry(publisher).or_default();
+        holding.bytes += size;
+        holding.entries.insert(entry.clone());
+        self.bytes += size;
+        self.by_expiration.insert(entry.clone());
         self.slots.insert(
             record.key.clone(),
             Slot {
@@ -307,17 +401,35 @@ impl Store {
             },
         );
 
+        // Make room, fairly: the earliest-expiring entry of whoever holds
+        // the most bytes (never the entry just written).
         let mut touched = Vec::new();
-        while self.len() > self.limits.max_records {
-            let Some(first) = self.by_expiration.first().cloned() else {
+        while self.len() > self.limits.max_records || self.bytes > self.limits.max_bytes {
+            let Some(victim) = self.eviction_victim(&publisher, &entry) else {
                 break;
             };
-            self.remove_entry(&first);
-            if first.1 != record.key {
-                touched.push(first.1);
+            self.remove_entry(&victim);
+            if victim.1 != record.key {
+                touched.push(victim.1);
             }
         }
         Ok(touched)
+    }
+
+    /// The entry to evict next: the earliest-expiring of the publisher
+    /// holding the most bytes (on a tie `writer`, then the one whose entry
+    /// expires first), `keep` excepted.
+    fn eviction_victim(&self, writer: &PeerId, keep: &EntryRef) -> Option<EntryRef> {
+        let mut holders: Vec<(&PeerId, &Holding)> = self.per_publisher.iter().collect();
+        holders.sort_unstable_by(|a, b| {
+            b.1.bytes
+                .cmp(&a.1.bytes)
+                .then_with(|| (b.0 == writer).cmp(&(a.0 == writer)))
+                .then_with(|| a.1.entries.first().cmp(&b.1.entries.first()))
+        });
+        holders
+            .into_iter()
+            .find_map(|(_, h)| h.entries.iter().find(|e| *e != keep).cloned())
     }
 
     fn unindex(
@@ -325,19 +437,23 @@ impl Store {
         key: &[u8],
         subkey: Option<Vec<u8>>,
         expiration: Expiration,
+        value_len: usize,
         publishers: &mut HashMap<Option<Vec<u8>>, PeerId>,
     ) {
-        if let Some(p) = publishers.remove(&subkey) {
-            self.dec_publisher(&p);
+        let size = charged_bytes(key, subkey.as_deref(), value_len);
+        let entry = (expiration, key.to_vec(), subkey);
+        if let Some(p) = publishers.remove(&entry.2) {
+            self.dec_publisher(&p, &entry, size);
         }
-        self.by_expiration
-            .remove(&(expiration, key.to_vec(), subkey));
+        self.by_expiration.remove(&entry);
     }
 
-    fn dec_publisher(&mut self, p: &PeerId) {
-        if let Some(n) = self.per_publisher.get_mut(p) {
-            *n -= 1;
-            if *n == 0 {
+    fn dec_publisher(&mut self, p: &PeerId, entry: &EntryRef, size: usize) {
+        self.bytes = self.bytes.saturating_sub(size);
+        if let Some(h) = self.per_publisher.get_mut(p) {
+            h.entries.remove(entry);
+            h.bytes = h.bytes.saturating_sub(size);
+            if h.entries.is_empty() {
                 self.per_publisher.remove(p);
             }
         }
@@ -350,18 +466,20 @@ impl Store {
             return;
         };
         let publisher = slot.publishers.remove(subkey);
-        let empty = match (&mut slot.value, subkey) {
+        let (empty, value_len) = match (&mut slot.value, subkey) {
             (StoredValue::Dictionary(d), Some(sk)) => {
-                d.remove(sk);
-                d.is_empty()
+                let len = d.remove(sk).map_or(0, |i| i.value.len());
+                (d.is_empty(), len)
             }
-            _ => true,
+            (StoredValue::Regular(i), _) => (true, i.value.len()),
+            _ => (true, 0),
         };
         if empty {
             self.slots.remove(key);
         }
         if let Some(p) = publisher {
-            self.dec_publisher(&p);
+            let size = charged_bytes(key, subkey.as_deref(), value_len);
+            self.dec_publisher(&p, entry, size);
         }
     }
 
@@ -515,6 +633,8 @@ mod tests {
             max_subkeys: 100,
             max_records,
             max_per_publisher,
+            max_bytes: usize::MAX,
+            max_bytes_per_publisher: usize::MAX,
         }
     }
 
@@ -737,5 +857,99 @@ mod tests {
         e.sort();
         assert_eq!(e, vec![(b"a".to_vec(), p), (b"b".to_vec(), q)]);
         assert_eq!(s.entries().count(), 2);
+    }
+
+    #[test]
+    fn a_publisher_cannot_push_out_those_holding_less() {
+        let mut s = Store::new(limits(4, 10));
+        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+        s.put(&Record::new("a1", "v", at(2_000_000)), a, NOW)
+            .unwrap();
+        s.put(&Record::new("a2", "v", at(2_100_000)), a, NOW)
+            .unwrap();
+        s.put(&Record::new("b1", "v", at(1_500_000)), b, NOW)
+            .unwrap();
+        s.put(&Record::new("b2", "v", at(1_600_000)), b, NOW)
+            .unwrap();
+        // Full. A writes more: its own earliest goes, not B's (which
+        // expire earlier, and went first under earliest-expiring eviction).
+        let touched = s
+            .put(&Record::new("a3", "v", at(3_000_000)), a, NOW)
+            .unwrap();
+        assert_eq!(touched, vec![b"a1".to_vec()]);
+        assert_eq!((s.publisher_count(&a), s.publisher_count(&b)), (2, 2));
+        // B writes more: now it would hold the most, so its own earliest goes.
+        let touched = s
+            .put(&Record::new("b3", "v", at(1_700_000)), b, NOW)
+            .unwrap();
+        assert_eq!(touched, vec![b"b1".to_vec()]);
+        // A newcomer gets in even with the earliest expiration of all, at
+        // the expense of a larger holder.
+        s.put(&Record::new("c1", "v", at(1_100_000)), c, NOW)
+            .unwrap();
+        assert_eq!(s.publisher_count(&c), 1);
+        assert_eq!(s.len(), 4);
+        // A and B held as much; B's entry expired first.
+        assert_eq!((s.publisher_count(&a), s.publisher_count(&b)), (2, 1));
+        // The largest holder writing what would be its earliest entry is refused.
+        let err = s
+            .put(&Record::new("a0", "v", at(1_050_000)), a, NOW)
+            .unwrap_err();
+        assert_eq!(err, Refusal::StoreFull { max: 4 });
+        assert_eq!(s.len(), 4);
+    }
+
+    #[test]
+    fn bytes_are_bounded_per_publisher_and_in_total() {
+        let one = charged_bytes(b"k1", None, 10);
+        let mut s = Store::new(StoreLimits {
+            max_bytes: 4 * one,
+            max_bytes_per_publisher: 3 * one,
+            ..limits(100, 100)
+        });
+        let (a, b) = (PeerId::random(), PeerId::random());
+        for i in 1..=3 {
+            s.put(
+                &Record::new(format!("k{i}"), [0u8; 10], at(2_000_000 + i)),
+                a,
+                NOW,
+            )
+            .unwrap();
+        }
+        assert_eq!(s.publisher_bytes(&a), 3 * one);
+        let err = s
+            .put(&Record::new("k4", [0u8; 10], at(2_000_000)), a, NOW)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            Refusal::BytesQuotaExceeded {
+                publisher: a,
+                bytes: 4 * one,
+                max: 3 * one
+            }
+        );
+        assert!(err.to_string().contains("quota"), "{err}");
+        // Replacing one's own entry with one as large fits.
+        s.put(&Record::new("k3", [1u8; 10], at(2_500_000)), a, NOW)
+            .unwrap();
+        assert_eq!(s.publisher_bytes(&a), 3 * one);
+        // B fills the rest; past the total, A (holding the most) pays.
+        s.put(&Record::new("j1", [0u8; 10], at(1_200_000)), b, NOW)
+            .unwrap();
+        assert_eq!(s.bytes(), 4 * one);
+        let touched = s
+            .put(&Record::new("j2", [0u8; 10], at(1_300_000)), b, NOW)
+            .unwrap();
+        assert_eq!(touched, vec![b"k1".to_vec()], "A held the most bytes");
+        assert_eq!(s.bytes(), 4 * one);
+        assert_eq!(
+            (s.publisher_bytes(&a), s.publisher_bytes(&b)),
+            (2 * one, 2 * one)
+        );
+        // Expiry and removal give the bytes back.
+        s.remove_expired(at(1_350_000));
+        assert_eq!(s.publisher_bytes(&b), 0);
+        s.remove_key(b"k3");
+        assert_eq!(s.bytes(), one);
     }
 }

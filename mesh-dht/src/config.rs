@@ -8,6 +8,7 @@ use libp2p::Multiaddr;
 use prometheus_client::registry::Registry;
 
 use crate::admission::BanPolicy;
+use crate::guard::InboundLimits;
 use crate::pubsub::PubsubConfig;
 use mesh_core::{CompositeValidator, PeerKey, RateLimit, StakeGate, StoreLimits, SubnetId};
 
@@ -57,6 +58,9 @@ pub struct DhtConfig {
     pub idle_connection_timeout: Duration,
     /// Most established connections in total.
     pub max_connections: u32,
+    /// Limits on connections others open: in total, in their handshake,
+    /// per IP address, for peers not known staked, and a memory ceiling.
+    pub inbound: InboundLimits,
     /// Admit only staked peers (`None`: everyone): only peers the gate
     /// admits enter the routing table, may store records here and have their
     /// pubsub messages delivered and forwarded. Reads stay open. A peer's
@@ -99,6 +103,7 @@ impl DhtConfig {
             validator: CompositeValidator::new(),
             idle_connection_timeout: Duration::from_secs(60),
             max_connections: 1024,
+            inbound: InboundLimits::default(),
             stake_gate: None,
             pubsub: PubsubConfig::default(),
             bans: Some(BanPolicy::default()),

@@ -69,6 +69,7 @@
 mod admission;
 mod codec;
 mod config;
+mod guard;
 mod kad_store;
 mod lookup;
 mod metrics;
@@ -80,6 +81,7 @@ pub mod test_utils;
 
 pub use admission::BanPolicy;
 pub use config::DhtConfig;
+pub use guard::{InboundLimits, MemoryLimit};
 pub use libp2p::{Multiaddr, PeerId};
 pub use mesh_core::{RateLimit, StakeGate};
 pub use node::{Dht, DhtStats, RefusalKind, RemoteRefusal, StoreReport};

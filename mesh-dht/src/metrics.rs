@@ -16,6 +16,8 @@ pub(crate) struct NodeMetrics {
     pub(crate) store_results: Family<Labels, Counter>,
     /// Inbound requests refused before handling, by reason.
     pub(crate) refused_requests: Family<Labels, Counter>,
+    /// Inbound connections refused, by reason.
+    pub(crate) connections_denied: Family<Labels, Counter>,
     /// Peers blocked for refused input (each block counts once).
     pub(crate) peers_blocked: Counter,
     /// Peers dropped from the routing table because they could not be dialed.
@@ -38,6 +40,7 @@ impl NodeMetrics {
             inbound_requests: Family::default(),
             store_results: Family::default(),
             refused_requests: Family::default(),
+            connections_denied: Family::default(),
             peers_blocked: Counter::default(),
             dead_peers_removed: Counter::default(),
             repair_bytes: Family::default(),
@@ -60,6 +63,11 @@ impl NodeMetrics {
             "refused_requests",
             "Inbound requests refused before handling, by reason",
             m.refused_requests.clone(),
+        );
+        sub.register(
+            "connections_denied",
+            "Inbound connections refused (handshakes per IP, unadmitted budget, memory, connection limits), by reason",
+            m.connections_denied.clone(),
         );
         sub.register(
             "peers_blocked",

@@ -144,17 +144,39 @@ impl AuthMetrics {
 /// Largest request body buffered for an authorizer that reads it: 4 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
+/// How long a body an authorizer reads may take to arrive: 10 s.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most calls in the authorizers and handlers at once: 256.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
+
+/// Marks a response the [`AuthLayer`] made itself (a refusal): the
+/// [`crate::SignResponsesLayer`] leaves it unsigned, so a caller that is
+/// refused costs the server no signature.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthRefusal;
+
 /// Runs authorizers, in order, before the wrapped service.
 ///
 /// The request body is buffered (at most [`AuthLayer::with_max_body_bytes`],
 /// 4 MiB by default) only when the first authorizer that
 /// [needs it](Authorizer::needs_body) is reached; a larger body is refused
-/// with `Code::ResourceExhausted`, named after that authorizer.
+/// with `Code::ResourceExhausted`, and a body that does not arrive within
+/// [`AuthLayer::with_body_timeout`] (10 s) with `Code::DeadlineExceeded`,
+/// both named after that authorizer. At most
+/// [`AuthLayer::with_max_in_flight`] calls (256) are in the authorizers and
+/// handlers at once; past that a call is refused at once with
+/// `Code::ResourceExhausted` (`"in_flight: …"`), so slow callers cannot
+/// queue up work without bound. Refusals are marked [`AuthRefusal`] and
+/// go out unsigned.
 #[derive(Clone)]
 pub struct AuthLayer {
     authorizers: Arc<Vec<Arc<dyn Authorizer>>>,
     metrics: Arc<AuthMetrics>,
     max_body_bytes: usize,
+    body_timeout: Duration,
+    max_in_flight: usize,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl AuthLayer {
@@ -164,12 +186,31 @@ impl AuthLayer {
             authorizers: Arc::new(authorizers),
             metrics: Arc::default(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_IN_FLIGHT)),
         }
     }
 
     /// Buffer request bodies of at most this many bytes (default 4 MiB).
     pub fn with_max_body_bytes(mut self, max_body_bytes: usize) -> Self {
         self.max_body_bytes = max_body_bytes;
+        self
+    }
+
+    /// Refuse a call whose body (read for an authorizer) takes longer than
+    /// this to arrive (default 10 s).
+    pub fn with_body_timeout(mut self, body_timeout: Duration) -> Self {
+        self.body_timeout = body_timeout;
+        self
+    }
+
+    /// Most calls in the authorizers and handlers at once (default 256):
+    /// until a handler returns its response; a streamed response's body
+    /// is not counted.
+    pub fn with_max_in_flight(mut self, max_in_flight: usize) -> Self {
+        self.max_in_flight = max_in_flight;
+        self.in_flight = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
         self
     }
 
@@ -197,8 +238,19 @@ pub struct AuthService<S> {
     layer: AuthLayer,
 }
 
-async fn buffer(body: Body, max: usize) -> Result<Bytes, Refusal> {
-    match Limited::new(body, max).collect().await {
+async fn buffer(body: Body, max: usize, timeout: Duration) -> Result<Bytes, Refusal> {
+    let collected = tokio::time::timeout(timeout, Limited::new(body, max).collect())
+        .await
+        .map_err(|_| {
+            Refusal::new(
+                Code::DeadlineExceeded,
+                format!(
+                    "the request body did not arrive within {:.1} s",
+                    timeout.as_secs_f64()
+                ),
+            )
+        })?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(Refusal::new(
             Code::ResourceExhausted,
@@ -231,6 +283,28 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
         Box::pin(async move {
+            let refuse = |name: &'static str,
+                          caller: Option<PeerId>,
+                          path: &str,
+                          refusal: Refusal| {
+                tracing::info!(?caller, %path, authorizer = name, reason = %refusal.reason, "call refused");
+                layer.metrics.refuse(name);
+                let status = Status::new(refusal.code, format!("{name}: {}", refusal.reason));
+                let mut response = status.into_http::<RB>();
+                response.extensions_mut().insert(AuthRefusal);
+                response
+            };
+            let Ok(_permit) = layer.in_flight.clone().try_acquire_owned() else {
+                let caller = request.extensions().get::<Caller>().map(|c| c.peer_id);
+                let refusal = Refusal::new(
+                    Code::ResourceExhausted,
+                    format!(
+                        "the server is busy: {} calls in flight",
+                        layer.max_in_flight
+                    ),
+                );
+                return Ok(refuse("in_flight", caller, request.uri().path(), refusal));
+            };
             let (mut parts, mut body) = request.into_parts();
             // The headers are lent to the authorizers, and given back.
             let mut call = CallInfo {
@@ -242,7 +316,8 @@ where
             for authorizer in layer.authorizers.iter() {
                 let mut verdict = Ok(());
                 if authorizer.needs_body() && call.body.is_none() {
-                    match buffer(std::mem::take(&mut body), layer.max_body_bytes).await {
+                    let taken = std::mem::take(&mut body);
+                    match buffer(taken, layer.max_body_bytes, layer.body_timeout).await {
                         Ok(bytes) => {
                             body = Body::new(Full::new(bytes.clone()));
                             call.body = Some(bytes);
@@ -254,12 +329,7 @@ where
                     verdict = authorizer.authorize(&call).await;
                 }
                 if let Err(refusal) = verdict {
-                    let name = authorizer.name();
-                    tracing::info!(caller = ?call.caller, path = %call.path, authorizer = name,
-                        reason = %refusal.reason, "call refused");
-                    layer.metrics.refuse(name);
-                    let status = Status::new(refusal.code, format!("{name}: {}", refusal.reason));
-                    return Ok(status.into_http());
+                    return Ok(refuse(authorizer.name(), call.caller, &call.path, refusal));
                 }
             }
             layer.metrics.allowed.inc();

@@ -65,7 +65,12 @@ pub async fn publish<T: Serialize>(
         .await?)
 }
 
-/// Every live heartbeat whose info parses as `T` (others are skipped and logged).
+/// Every live heartbeat whose info parses as `T` (others are skipped and
+/// logged) and whose owner this node admits ([`Dht::is_admitted`]: with a
+/// stake gate, staked owners only). A staked node may store heartbeats for
+/// keys it made up (each is validly signed by its made-up owner); they do
+/// not count, so discovery, routing by load and consensus scoring see
+/// staked nodes only.
 pub async fn alive_peers<T: DeserializeOwned>(
     dht: &Dht,
 ) -> Result<Vec<Heartbeat<T>>, HeartbeatError> {
@@ -94,8 +99,18 @@ pub async fn alive_peers<T: DeserializeOwned>(
             }
         }
     }
-    alive.sort_by_key(|h| h.peer_id);
-    Ok(alive)
+    let verdicts =
+        futures::future::join_all(alive.iter().map(|h| dht.is_admitted(h.peer_id))).await;
+    let mut admitted = Vec::with_capacity(alive.len());
+    for (h, ok) in alive.into_iter().zip(verdicts) {
+        if ok? {
+            admitted.push(h);
+        } else {
+            tracing::debug!(peer = %h.peer_id, "heartbeat of an owner not staked here skipped");
+        }
+    }
+    admitted.sort_by_key(|h| h.peer_id);
+    Ok(admitted)
 }
 
 /// Publish `info()` every `update_period` until `cancel`; failures are logged

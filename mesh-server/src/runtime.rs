@@ -64,6 +64,10 @@ impl SubnetContext {
     }
 }
 
+/// Calls at once on one inbound RPC stream (one HTTP/2 connection); the
+/// [`AuthLayer`]'s in-flight limit bounds them across all streams.
+pub const RPC_STREAMS_PER_CONNECTION: u32 = 64;
+
 /// A boxed future of a subnet hook.
 pub type HookFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -195,7 +199,12 @@ impl Runtime {
         let signing_key = key.clone();
         let stop = cancel.clone();
         let mut tasks = vec![tokio::spawn(async move {
+            // Each libp2p stream is one HTTP/2 connection: a few calls at
+            // once on it, and pings that drop it when the caller is gone.
             let served = tonic::transport::Server::builder()
+                .max_concurrent_streams(Some(RPC_STREAMS_PER_CONNECTION))
+                .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                .http2_keepalive_timeout(Some(Duration::from_secs(10)))
                 .layer(SignResponsesLayer::new(signing_key))
                 .layer(layer)
                 .add_routes(routes)

@@ -59,15 +59,22 @@ need_pip() {
 }
 
 # The gateway's tests: a venv for the openai and selenium packages, and
-# headless Chromium with its WebDriver for the chat page.
+# headless Chromium with its WebDriver for the chat page; as root, also ip
+# and nft for the lossy-network test.
 need_test_tools() {
     local missing=()
     python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)
     command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+    # The lossy-network test: namespaces (ip) and packet loss (nft). Without
+    # root it skips itself, so only root installs them.
+    if _can_install; then
+        command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+        command -v nft >/dev/null 2>&1 || missing+=(nftables)
+    fi
     [ "${#missing[@]}" -eq 0 ] && return
     if _can_install; then
-        echo "installing ${missing[*]} for the gateway's tests" >&2
+        echo "installing ${missing[*]} for the gateway's and the network tests" >&2
         _apt_install "${missing[@]}" || die "could not install them: run apt-get install -y ${missing[*]}"
     else
         die "the gateway's tests need ${missing[*]}: run sudo apt-get install -y ${missing[*]}"

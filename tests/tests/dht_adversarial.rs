@@ -26,6 +26,7 @@ fn find_req(key: &[u8]) -> pb::Request {
     pb::Request {
         kind: Some(pb::request::Kind::Find(pb::FindRequest {
             key: key.to_vec(),
+            after: None,
         })),
     }
 }

@@ -450,3 +450,51 @@ async fn a_restarted_node_validates_its_file_and_survives_a_corrupted_one() {
     assert_eq!(moved, 1, "the corrupted file is kept aside");
     c.shutdown().await;
 }
+
+/// A dictionary larger than one message (40 subkeys of 60 KiB, 2.4 MB,
+/// against 1 MiB messages) is read page by page: every subkey comes back,
+/// through the replicas and through a client that holds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dictionary_larger_than_a_message_is_read_in_pages() {
+    let nodes = network(4, Net::Tcp).await;
+    let key = b"big-dictionary".to_vec();
+    let value = |i: usize| vec![b'a' + (i % 26) as u8; 60 * 1024];
+    for i in 0..40 {
+        let report = nodes[i % 4]
+            .store(
+                key.clone(),
+                Some(format!("sub-{i:02}").into_bytes()),
+                value(i),
+                in_secs(600),
+            )
+            .await
+            .unwrap();
+        assert!(report.accepted >= 3, "{report:?}");
+    }
+    let client = {
+        let c = config(Net::Tcp, vec![common::addr_of(&nodes[0], Net::Tcp).await]);
+        let mut c = c;
+        c.client_mode = true;
+        Dht::start(c).await.unwrap()
+    };
+    for reader in [&nodes[3], &client] {
+        for latest in [true, false] {
+            let got = reader.get(key.clone(), latest).await.unwrap();
+            let Some(StoredValue::Dictionary(d)) = got else {
+                panic!("expected a dictionary, got {got:?}");
+            };
+            assert_eq!(
+                d.len(),
+                40,
+                "latest={latest}: {:?}",
+                d.keys().collect::<Vec<_>>()
+            );
+            for (i, (subkey, item)) in d.iter().enumerate() {
+                assert_eq!(subkey, &format!("sub-{i:02}").into_bytes());
+                assert_eq!(item.value, value(i));
+            }
+        }
+    }
+    client.shutdown().await;
+    shutdown(&nodes).await;
+}

@@ -14,7 +14,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use mesh_cli::metrics::serve_metrics;
 use mesh_cli::{init_logs, secs, stop_signal};
-use mesh_core::{Expiration, KeyType, PeerKey, StoreLimits, StoredValue, SubnetId};
+use mesh_core::{
+    Expiration, KeyType, NodeClass, PeerKey, StakeGate, StoreLimits, StoredValue, SubnetId,
+};
 use mesh_dht::{Dht, DhtConfig, Multiaddr};
 
 /// A mesh DHT node. Without a subcommand it runs a bootnode/DHT server until
@@ -99,9 +101,35 @@ struct RunArgs {
     /// Largest value stored, in bytes.
     #[arg(long = "max_value_bytes", alias = "max-value-bytes", default_value_t = StoreLimits::default().max_value_bytes)]
     max_value_bytes: usize,
-    /// Most entries stored; the earliest-expiring is evicted first.
+    /// Most entries stored; when full, the earliest-expiring entry of the
+    /// publisher holding the most is evicted.
     #[arg(long = "max_records", alias = "max-records", default_value_t = StoreLimits::default().max_records)]
     max_records: usize,
+    /// Most bytes stored (keys, subkeys and values, plus 128 bytes an entry).
+    #[arg(long = "max_store_bytes", alias = "max-store-bytes", default_value_t = StoreLimits::default().max_bytes)]
+    max_store_bytes: usize,
+    /// The chain node's JSON-RPC URL: with it only peers staked in
+    /// --subnet_id (at --min_class or above) enter the routing table and
+    /// store here; reads stay open. Without it every peer is admitted.
+    #[arg(
+        long = "rpc_url",
+        alias = "rpc-url",
+        env = "MESH_RPC_URL",
+        value_name = "URL"
+    )]
+    rpc_url: Option<String>,
+    /// With --rpc_url: seconds a stake answer (yes or no) is trusted before
+    /// the chain is asked again.
+    #[arg(
+        long = "stake_cache_ttl",
+        alias = "stake-cache-ttl",
+        default_value_t = 300.0
+    )]
+    stake_cache_ttl: f64,
+    /// With --rpc_url: the least class on chain a peer needs to enter the
+    /// routing table and store.
+    #[arg(long = "min_class", alias = "min-class", default_value = "registered")]
+    min_class: NodeClass,
     /// Longest a stored record may live, in seconds: later expirations are
     /// refused, so nobody squats a key for good.
     #[arg(long = "max_ttl", alias = "max-ttl", value_name = "SECONDS", default_value_t = StoreLimits::default().max_ttl.as_secs_f64())]
@@ -193,7 +221,31 @@ async fn run(args: RunArgs) -> Result<()> {
     config.store_path = args.store_path.clone();
     config.limits.max_value_bytes = args.max_value_bytes;
     config.limits.max_records = args.max_records;
+    config.limits.max_bytes = args.max_store_bytes;
     config.limits.max_ttl = secs(args.max_ttl, "--max_ttl")?;
+    // Follows finalized blocks to keep the stake cache honest; stops on drop.
+    let mut _watcher = None;
+    if let Some(url) = &args.rpc_url {
+        let client = mesh_chain::ChainClient::connect(url)
+            .await
+            .with_context(|| {
+                format!("cannot reach the chain at {url} (leave out --rpc_url to admit every peer)")
+            })?;
+        let watcher = mesh_chain::chain_stake_oracle(
+            client,
+            secs(args.stake_cache_ttl, "--stake_cache_ttl")?,
+        );
+        config.stake_gate = Some(StakeGate::new(
+            watcher.oracle(),
+            args.net.subnet_id,
+            args.min_class,
+        ));
+        tracing::info!(%url, subnet_id = %args.net.subnet_id, min_class = %args.min_class,
+            "stake gate on: only staked peers enter the routing table and store here");
+        _watcher = Some(watcher);
+    } else {
+        tracing::warn!("no --rpc_url: every peer is admitted (no stake gate)");
+    }
 
     let registry = config.registry.clone();
     let dht = Dht::start(config).await.context("starting the DHT node")?;

@@ -46,6 +46,7 @@ impl EventLoop {
                 report: StoreReport::default(),
                 found: None,
                 reply,
+                pages: HashMap::new(),
             },
         );
         self.advance(id);
@@ -56,7 +57,8 @@ impl EventLoop {
             let Some(l) = self.lookups.get_mut(&id) else {
                 return;
             };
-            if matches!(l.op, Op::Find { latest: false }) && l.found.is_some() {
+            if matches!(l.op, Op::Find { latest: false }) && l.found.is_some() && l.pages.is_empty()
+            {
                 return self.finish(id);
             }
             let next = l.peers.next();

@@ -30,8 +30,8 @@ use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, Respons
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    connection_limits, gossipsub, identify, noise, ping, tcp, yamux, Multiaddr, PeerId,
-    StreamProtocol, Swarm,
+    connection_limits, gossipsub, identify, memory_connection_limits, noise, ping, tcp, yamux,
+    Multiaddr, PeerId, StreamProtocol, Swarm,
 };
 use mesh_core::validator::SignatureValidator;
 use mesh_core::{
@@ -48,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::{Admission, Answer, Bans, Decision};
 use crate::codec::RecordCodec;
 use crate::config::DhtConfig;
+use crate::guard::{Guard, GuardEvent};
 use crate::kad_store::KadStore;
 use crate::lookup::{PeerSet, PeerState};
 use crate::metrics::NodeMetrics;
@@ -58,6 +59,10 @@ use crate::DhtError;
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     limits: connection_limits::Behaviour,
+    /// Refuses new connections while the process uses too much memory.
+    memory: Toggle<memory_connection_limits::Behaviour>,
+    /// Per-address handshakes and the budget of peers not known staked.
+    guard: Guard,
     kad: kad::Behaviour<KadStore>,
     records: request_response::Behaviour<RecordCodec>,
     identify: identify::Behaviour,
@@ -171,6 +176,10 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Option<StoredValue>>,
     },
     Stats(oneshot::Sender<DhtStats>),
+    Admitted {
+        peer: PeerId,
+        reply: oneshot::Sender<bool>,
+    },
     RoutingTable(oneshot::Sender<Vec<PeerId>>),
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     Pubsub(PubsubCommand),
@@ -294,6 +303,15 @@ impl Dht {
         self.ask(|reply| Command::Local { key, reply }).await
     }
 
+    /// Whether this node's admission policy admits `peer`: with a stake
+    /// gate, whether it is staked (asking the oracle and waiting for its
+    /// answer when the peer is not known yet); without one, always. Readers
+    /// of records that anyone staked may write on others' behalf (the
+    /// heartbeats' owners) filter with it.
+    pub async fn is_admitted(&self, peer: PeerId) -> Result<bool, DhtError> {
+        self.ask(|reply| Command::Admitted { peer, reply }).await
+    }
+
     /// A snapshot of the node's routing table and store sizes.
     pub async fn stats(&self) -> Result<DhtStats, DhtError> {
         self.ask(Command::Stats).await
@@ -358,6 +376,9 @@ struct Lookup {
     report: StoreReport,
     found: Option<StoredValue>,
     reply: Reply,
+    /// Peers whose dictionary is being read page by page: the last subkey
+    /// asked after, and how many pages came so far.
+    pages: HashMap<PeerId, (Vec<u8>, u32)>,
 }
 
 impl Lookup {
@@ -369,6 +390,7 @@ impl Lookup {
             }),
             Op::Find { .. } => pb::request::Kind::Find(pb::FindRequest {
                 key: self.key.clone(),
+                after: None,
             }),
         };
         pb::Request { kind: Some(kind) }
@@ -383,6 +405,8 @@ enum Parked {
         channel: ResponseChannel<pb::Response>,
     },
     Message(Inbound),
+    /// A caller waiting for the verdict ([`Dht::is_admitted`]).
+    Verdict(oneshot::Sender<bool>),
 }
 
 /// The routing table's far buckets are refreshed (kad's bootstrap) at most
@@ -496,6 +520,47 @@ impl EventLoop {
                 self.on_pubsub_event(ev);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Limits(v)) => match v {},
+            SwarmEvent::Behaviour(BehaviourEvent::Memory(v)) => match v {},
+            SwarmEvent::Behaviour(BehaviourEvent::Guard(GuardEvent::Unknown(peer))) => {
+                // A peer whose stake is not known connected: ask now (the
+                // answer comes to on_answer), or pass on a known one.
+                match self.admission.decide(peer) {
+                    Decision::Admit => self.guard_verdict(peer, true),
+                    Decision::Refuse => self.guard_verdict(peer, false),
+                    Decision::Unknown => {}
+                }
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error: libp2p::swarm::ListenError::Denied { cause },
+                ..
+            } => {
+                let guard = cause.downcast_ref::<crate::guard::Denied>();
+                let reason = if let Some(d) = guard {
+                    d.reason()
+                } else if cause
+                    .downcast_ref::<memory_connection_limits::MemoryUsageLimitExceeded>()
+                    .is_some()
+                {
+                    "memory"
+                } else if cause
+                    .downcast_ref::<connection_limits::Exceeded>()
+                    .is_some()
+                {
+                    "connection_limits"
+                } else {
+                    "other"
+                };
+                NodeMetrics::count(&self.metrics.connections_denied, "reason", reason);
+                match guard {
+                    Some(d) => {
+                        tracing::debug!(%send_back_addr, reason, "inbound connection refused: {d}")
+                    }
+                    None => {
+                        tracing::debug!(%send_back_addr, reason, "inbound connection refused: {cause:?}")
+                    }
+                }
+            }
             SwarmEvent::NewListenAddr {
                 listener_id,
                 address,
@@ -661,11 +726,27 @@ impl EventLoop {
         }
     }
 
+    /// Tell the connection guard the gate's answer about `peer`; close the
+    /// connections of an unstaked peer past the unstaked budget.
+    fn guard_verdict(&mut self, peer: PeerId, admitted: bool) {
+        if self
+            .swarm
+            .behaviour_mut()
+            .guard
+            .set_admitted(peer, admitted)
+        {
+            NodeMetrics::count(&self.metrics.connections_denied, "reason", "unadmitted");
+            tracing::debug!(%peer, "unstaked, past the budget of unstaked connections: disconnected");
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
     /// The oracle answered about a peer: update the routing table and run
     /// the work that waited for it.
     fn on_answer(&mut self, answer: Answer) {
         let peer = answer.peer;
         let (admitted, parked) = self.admission.record(&answer);
+        self.guard_verdict(peer, admitted);
         if let Some(s) = &mut self.startup {
             s.awaiting_verdict = false;
         }
@@ -694,6 +775,9 @@ impl EventLoop {
                     channel,
                 } => self.on_store(peer, store, channel),
                 Parked::Message(m) => self.check_message(m),
+                Parked::Verdict(reply) => {
+                    let _ = reply.send(admitted);
+                }
             }
         }
         self.check_ready();
@@ -736,6 +820,22 @@ impl EventLoop {
             Command::Stats(reply) => {
                 let _ = reply.send(self.stats());
             }
+            Command::Admitted { peer, reply } => match self.admission.decide(peer) {
+                Decision::Admit => {
+                    let _ = reply.send(true);
+                }
+                Decision::Refuse => {
+                    let _ = reply.send(false);
+                }
+                Decision::Unknown => {
+                    if let Err(Parked::Verdict(reply)) =
+                        self.admission.park(peer, Parked::Verdict(reply))
+                    {
+                        // Too much waits on the oracle: not known staked.
+                        let _ = reply.send(false);
+                    }
+                }
+            },
             Command::RoutingTable(reply) => {
                 let _ = reply.send(self.routing_table());
             }
@@ -816,8 +916,12 @@ impl EventLoop {
             for peer in self.routing_table() {
                 self.admission.check(peer);
             }
-            let swarm = &self.swarm;
-            self.admission.retain(|peer| swarm.is_connected(peer));
+            let connected: HashSet<PeerId> = self.swarm.connected_peers().copied().collect();
+            self.admission.retain(|peer| connected.contains(peer));
+            self.swarm
+                .behaviour_mut()
+                .guard
+                .retain(|peer| connected.contains(peer));
         }
         let stats = self.stats();
         let interval = self.refresh_period.max(MIN_BOOTSTRAP_INTERVAL);

@@ -16,6 +16,7 @@ pub(super) fn refusal_code(r: &Refusal) -> (pb::Refusal, &'static str) {
         Refusal::TooManySubkeys { .. } => (pb::Refusal::TooManySubkeys, "too_many_subkeys"),
         Refusal::Invalid(_) => (pb::Refusal::Invalid, "invalid"),
         Refusal::QuotaExceeded { .. } => (pb::Refusal::QuotaExceeded, "quota_exceeded"),
+        Refusal::BytesQuotaExceeded { .. } => (pb::Refusal::QuotaExceeded, "bytes_quota_exceeded"),
         Refusal::StoreFull { .. } => (pb::Refusal::StoreFull, "store_full"),
         Refusal::NotSaved(_) => (pb::Refusal::NotSaved, "not_saved"),
         _ => (pb::Refusal::Unspecified, "other"),
@@ -64,6 +65,7 @@ impl EventLoop {
                 }
                 if let Some((id, _)) = self.requests.remove(&request_id) {
                     if let Some(l) = self.lookups.get_mut(&id) {
+                        l.pages.remove(&peer);
                         l.peers.set(&peer, PeerState::Failed);
                         l.report.unreachable.push((peer, error.to_string()));
                     }
@@ -149,11 +151,16 @@ impl EventLoop {
                     .behaviour_mut()
                     .kad
                     .store_mut()
-                    .get(&f.key, Expiration::now())
-                    .map(pb::StoredValue::from);
+                    .get(&f.key, Expiration::now());
+                let budget = find_page_budget(self.max_message_bytes);
+                let (value, more) = match value {
+                    Some(v) => find_page(v, f.after.as_deref(), budget),
+                    None => (None, false),
+                };
                 pb::response::Kind::Find(pb::FindResponse {
                     value,
                     closer: self.closer_peers(&f.key, &peer),
+                    more,
                 })
             }
             Some(pb::request::Kind::Sync(sync)) => {
@@ -268,7 +275,7 @@ impl EventLoop {
                         drop(store);
                         return self.respond(channel, kind);
                     }
-                    Err(Parked::Message(_)) => unreachable!("parked a store"),
+                    Err(_) => unreachable!("parked a store"),
                 }
             }
         };
@@ -381,13 +388,52 @@ impl EventLoop {
                 s.closer
             }
             Some(pb::response::Kind::Find(f)) if matches!(l.op, Op::Find { .. }) => {
-                if let Some(v) = f.value.and_then(|v| StoredValue::try_from(v).ok()) {
-                    merge_valid(&self.validator, &mut l.found, &l.key, v);
+                let previous = l.pages.remove(&peer);
+                let value = f.value.and_then(|v| StoredValue::try_from(v).ok());
+                // The last subkey of this page, if it is a dictionary page
+                // that moves forward (a peer that answers the same page
+                // again, or pages without end, is not followed).
+                let last = match &value {
+                    Some(StoredValue::Dictionary(d)) => d.keys().next_back().cloned(),
+                    _ => None,
+                };
+                let first_ok = match (&value, &previous) {
+                    (Some(StoredValue::Dictionary(d)), Some((after, _))) => {
+                        d.keys().next().is_some_and(|k| k > after)
+                    }
+                    (Some(StoredValue::Regular(_)), Some(_)) => false,
+                    _ => true,
+                };
+                if first_ok {
+                    if let Some(v) = value {
+                        merge_valid(&self.validator, &mut l.found, &l.key, v);
+                    }
                 }
-                l.peers.set(&peer, PeerState::Succeeded);
-                f.closer
+                let pages = previous.map_or(1, |(_, n)| n + 1);
+                match last {
+                    Some(after) if f.more && first_ok && pages < MAX_FIND_PAGES => {
+                        // Ask the same peer for the next page.
+                        let req = pb::Request {
+                            kind: Some(pb::request::Kind::Find(pb::FindRequest {
+                                key: l.key.clone(),
+                                after: Some(after.clone()),
+                            })),
+                        };
+                        l.pages.insert(peer, (after, pages));
+                        let rid = self.swarm.behaviour_mut().records.send_request(&peer, req);
+                        self.requests.insert(rid, (id, peer));
+                    }
+                    _ => l.peers.set(&peer, PeerState::Succeeded),
+                }
+                if pages > 1 {
+                    // Closer peers came with the first page.
+                    Vec::new()
+                } else {
+                    f.closer
+                }
             }
             Some(pb::response::Kind::Error(e)) => {
+                l.pages.remove(&peer);
                 l.peers.set(&peer, PeerState::Failed);
                 l.report
                     .unreachable
@@ -395,6 +441,7 @@ impl EventLoop {
                 Vec::new()
             }
             _ => {
+                l.pages.remove(&peer);
                 l.peers.set(&peer, PeerState::Failed);
                 l.report
                     .unreachable
@@ -433,4 +480,62 @@ impl EventLoop {
         }
         self.advance(id);
     }
+}
+
+/// Most pages read from one peer for one Find (a peer that answers `more`
+/// without end is not followed further).
+pub(super) const MAX_FIND_PAGES: u32 = 1024;
+
+/// Bytes of entries in one Find answer: the message size less room for the
+/// closer peers and framing.
+pub(super) fn find_page_budget(max_message_bytes: usize) -> usize {
+    max_message_bytes
+        .saturating_sub(16 * 1024)
+        .max(max_message_bytes / 2)
+}
+
+/// One page of what a key holds, for a Find: a regular value whole; a
+/// dictionary's subkeys after `after` (all of them without it), in byte
+/// order, as many as fit in `budget` bytes but at least one. Returns the
+/// page and whether subkeys follow it.
+pub(super) fn find_page(
+    value: StoredValue,
+    after: Option<&[u8]>,
+    budget: usize,
+) -> (Option<pb::StoredValue>, bool) {
+    use prost::Message as _;
+    let dict = match value {
+        StoredValue::Regular(_) if after.is_some() => return (None, false),
+        StoredValue::Regular(_) => return (Some(value.into()), false),
+        StoredValue::Dictionary(d) => d,
+    };
+    let mut items = Vec::new();
+    let mut bytes = 0;
+    let mut more = false;
+    let start = match after {
+        Some(a) => std::ops::Bound::Excluded(a.to_vec()),
+        None => std::ops::Bound::Unbounded,
+    };
+    for (subkey, item) in dict.range((start, std::ops::Bound::Unbounded)) {
+        let entry = pb::SubkeyItem {
+            subkey: subkey.clone(),
+            value: item.value.clone(),
+            expiration_ms: item.expiration.as_millis(),
+        };
+        // Field tag, length prefix and the entry.
+        let size = entry.encoded_len() + 8;
+        if !items.is_empty() && bytes + size > budget {
+            more = true;
+            break;
+        }
+        bytes += size;
+        items.push(entry);
+    }
+    if items.is_empty() {
+        return (None, false);
+    }
+    let page = pb::StoredValue {
+        kind: Some(pb::stored_value::Kind::Dictionary(pb::Dictionary { items })),
+    };
+    (Some(page), more)
 }

@@ -1,5 +1,6 @@
 //! Building the swarm and starting the node.
 use super::*;
+use crate::guard::MemoryLimit;
 
 fn split_p2p(addr: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
     let mut a = addr.clone();
@@ -92,9 +93,17 @@ impl Dht {
         let limits = connection_limits::Behaviour::new(
             connection_limits::ConnectionLimits::default()
                 .with_max_established(Some(config.max_connections))
+                .with_max_established_incoming(Some(config.inbound.max_established))
                 .with_max_established_per_peer(Some(4))
-                .with_max_pending_incoming(Some(256)),
+                .with_max_pending_incoming(Some(config.inbound.max_pending)),
         );
+        let memory = config.inbound.max_memory.map(|m| match m {
+            MemoryLimit::Bytes(b) => memory_connection_limits::Behaviour::with_max_bytes(b),
+            MemoryLimit::FractionOfSystem(f) => {
+                memory_connection_limits::Behaviour::with_max_percentage(f)
+            }
+        });
+        let guard = Guard::new(config.inbound.clone(), config.stake_gate.is_some());
         let shared_registry = config.registry.clone();
         // Held only while metrics register, never across an await.
         let registry = || shared_registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -113,6 +122,8 @@ impl Dht {
         let stream_control = streams.new_control();
         let behaviour = Behaviour {
             limits,
+            memory: memory.into(),
+            guard,
             kad,
             records,
             identify,

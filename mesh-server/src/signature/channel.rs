@@ -158,6 +158,20 @@ impl tower::Service<http::Request<Body>> for SignedChannel {
             };
             let (parts, inner) = response.into_parts();
             if parts.headers.contains_key(GRPC_STATUS) {
+                // A refusal of the server's authorizers comes unsigned (it
+                // costs the server no signature): pass its status on. A
+                // success must be signed.
+                let unsigned_refusal = matches!(
+                    Envelope::from_headers(&parts.headers),
+                    Err(EnvelopeError::Missing)
+                ) && tonic::Status::from_header_map(&parts.headers)
+                    .is_some_and(|s| s.code() != tonic::Code::Ok);
+                if unsigned_refusal {
+                    return Ok(http::Response::from_parts(
+                        parts,
+                        VerifiedBody { inner, check: None },
+                    ));
+                }
                 // Trailers-only: signed in the headers, over an empty body.
                 if let Err(refusal) = expected.check(&parts.headers, &body_hash(&[]), unix_ms()) {
                     let said = tonic::Status::from_header_map(&parts.headers)

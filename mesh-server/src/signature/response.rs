@@ -2,9 +2,12 @@
 
 use super::*;
 
-/// Signs every response of a server (module docs). Put it outside the
-/// [`crate::AuthLayer`] (`.layer(SignResponsesLayer::new(key)).layer(auth)`)
-/// so that refusals are signed too.
+/// Signs every response of a server (module docs) but the
+/// [`crate::AuthLayer`]'s own refusals (marked [`crate::auth::AuthRefusal`]):
+/// a caller that is refused before a handler runs costs the server no
+/// signature (with RSA keys, signing is the expensive part), and learns
+/// nothing a signature would protect. Put it outside the layer:
+/// `.layer(SignResponsesLayer::new(key)).layer(auth)`.
 #[derive(Clone, Debug)]
 pub struct SignResponsesLayer {
     signer: EnvelopeSigner,
@@ -97,7 +100,12 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let response = ready!(this.inner.poll(cx))?;
-        let Some((signer, binding)) = this.signing.take() else {
+        let refusal = response
+            .extensions()
+            .get::<crate::auth::AuthRefusal>()
+            .is_some();
+        let signing = this.signing.take().filter(|_| !refusal);
+        let Some((signer, binding)) = signing else {
             return Poll::Ready(Ok(response.map(|inner| SignedBody {
                 inner,
                 pending: None,

@@ -1,0 +1,196 @@
+//! Connection floods: one address holding hundreds of half-open sockets,
+//! a crowd of unstaked peers, a node past its memory ceiling. Each time the
+//! node keeps a place for honest (staked) peers, or refuses with a reason.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use libp2p::multiaddr::Protocol;
+use mesh_core::{Expiration, KeyType, PeerKey};
+use mesh_dht::test_utils::{config, FixedOracle, TEST_SUBNET};
+use mesh_dht::{Dht, DhtError, InboundLimits, MemoryLimit, Multiaddr};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+fn key() -> PeerKey {
+    PeerKey::generate(KeyType::Ed25519).unwrap()
+}
+
+async fn first_addr(dht: &Dht) -> Multiaddr {
+    mesh_dht::test_utils::addr(dht).await
+}
+
+fn socket_addr(addr: &Multiaddr) -> SocketAddr {
+    let mut ip = None;
+    let mut port = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::Ip4(i) => ip = Some(i),
+            Protocol::Tcp(p) => port = Some(p),
+            _ => {}
+        }
+    }
+    SocketAddr::from((ip.unwrap(), port.unwrap()))
+}
+
+/// The value of the node's `mesh_dht_connections_denied` counter for `reason`.
+fn denied(dht: &Dht, reason: &str) -> u64 {
+    let mut text = String::new();
+    let registry = dht.registry();
+    prometheus_client::encoding::text::encode(&mut text, &registry.lock().unwrap()).unwrap();
+    let prefix = format!("mesh_dht_connections_denied_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0)
+}
+
+/// Keeps `n` TCP connections from 127.0.0.2 open to `target`: half silent,
+/// half trickling a byte of garbage now and then (neither ever finishes a
+/// handshake). A socket the node closes is opened again at once.
+fn flood(target: SocketAddr, n: usize, stop: CancellationToken) {
+    for i in 0..n {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let trickle = i % 2 == 1;
+            while !stop.is_cancelled() {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+                let Ok(mut conn) = socket.connect(target).await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let mut buf = [0u8; 256];
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        r = conn.read(&mut buf) => if matches!(r, Ok(0) | Err(_)) { break },
+                        _ = tokio::time::sleep(Duration::from_millis(500)), if trickle => {
+                            if conn.write_all(&[0x13]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_flood_from_one_address_leaves_room_for_others() {
+    let target = Dht::start(config(TEST_SUBNET, key(), vec![]))
+        .await
+        .unwrap();
+    let addr = first_addr(&target).await;
+    let stop = CancellationToken::new();
+    // More half-open sockets than the node's total handshake budget (128).
+    flood(socket_addr(&addr), 300, stop.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        denied(&target, "handshakes_per_ip") > 0,
+        "the flood was not held back"
+    );
+
+    // A newcomer (from 127.0.0.1) joins through the flooded node and stores.
+    let newcomer = Dht::start(config(TEST_SUBNET, key(), vec![addr.clone()]))
+        .await
+        .expect("an honest peer joins during the flood");
+    let report = newcomer
+        .store(
+            b"k".to_vec(),
+            None,
+            b"v".to_vec(),
+            Expiration::in_(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    assert!(report.accepted >= 1, "{report:?}");
+    assert!(target.local(b"k".to_vec()).await.unwrap().is_some());
+    stop.cancel();
+    newcomer.shutdown().await;
+    target.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unstaked_peers_cannot_take_the_slots_of_staked_ones() {
+    let target_key = key();
+    let staked_key = key();
+    let oracle = FixedOracle::new([target_key.peer_id(), staked_key.peer_id()]);
+    let mut c = config(TEST_SUBNET, target_key, vec![]);
+    c.stake_gate = Some(oracle.gate());
+    c.inbound = InboundLimits {
+        max_unadmitted: 3,
+        ..InboundLimits::default()
+    };
+    let target = Dht::start(c).await.unwrap();
+    let addr = first_addr(&target).await;
+
+    // Six unstaked clients connect (to read, which stays open to them).
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        let mut c = config(TEST_SUBNET, key(), vec![addr.clone()]);
+        c.client_mode = true;
+        match Dht::start(c).await {
+            Ok(dht) => clients.push(dht),
+            Err(DhtError::NoInitialPeerAnswered { .. }) => {}
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    // Once the oracle's answers are in, at most three of them stay.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let connected = target.stats().await.unwrap().connected_peers;
+        if connected <= 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{connected} unstaked clients still connected, the budget is 3"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(denied(&target, "unadmitted") >= 3);
+
+    // A staked node still joins and stores.
+    let staked = Dht::start(config(TEST_SUBNET, staked_key, vec![addr.clone()]))
+        .await
+        .expect("a staked peer joins while unstaked ones fill their budget");
+    let report = staked
+        .store(
+            b"k".to_vec(),
+            None,
+            b"v".to_vec(),
+            Expiration::in_(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    assert!(report.accepted >= 1, "{report:?}");
+    assert!(target.local(b"k".to_vec()).await.unwrap().is_some());
+    for c in clients {
+        c.shutdown().await;
+    }
+    staked.shutdown().await;
+    target.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_past_its_memory_ceiling_accepts_no_connection() {
+    let mut c = config(TEST_SUBNET, key(), vec![]);
+    // Any process uses more than a mebibyte.
+    c.inbound.max_memory = Some(MemoryLimit::Bytes(1 << 20));
+    let target = Dht::start(c).await.unwrap();
+    let addr = first_addr(&target).await;
+    let mut c = config(TEST_SUBNET, key(), vec![addr]);
+    c.bootstrap_timeout = Duration::from_secs(3);
+    let err = Dht::start(c).await.err().expect("the join is refused");
+    assert!(
+        matches!(err, DhtError::NoInitialPeerAnswered { .. }),
+        "{err}"
+    );
+    assert!(denied(&target, "memory") >= 1);
+    target.shutdown().await;
+}
