@@ -214,7 +214,7 @@ fn tiny_gguf() -> Vec<u8> {
     f.extend_from_slice(&4u64.to_le_bytes());
     f.extend_from_slice(&0u32.to_le_bytes()); // F32
     f.extend_from_slice(&0u64.to_le_bytes()); // offset
-    while f.len() % 32 != 0 {
+    while !f.len().is_multiple_of(32) {
         f.push(0);
     }
     for x in [1.0f32, 2.0, 3.0, 4.0] {

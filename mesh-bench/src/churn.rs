@@ -152,7 +152,7 @@ pub(crate) async fn bench_churn(args: ChurnArgs) -> Result<()> {
             peers
         };
         nodes.push(start(&args, initial).await?);
-        if nodes.len() % 16 == 0 {
+        if nodes.len().is_multiple_of(16) {
             eprintln!(
                 "[mesh-bench] {} of {} nodes up after {:.1} s",
                 nodes.len(),

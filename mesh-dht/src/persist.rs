@@ -108,6 +108,9 @@ impl Persist {
 
     /// Creates the table; files of earlier versions (one row per key, table
     /// `records`) are converted to one row per entry.
+    // redb's error is large; it is turned into a DhtError at once, by the
+    // one caller (the same for write_inner).
+    #[allow(clippy::result_large_err)]
     fn migrate(&self) -> Result<(), redb::Error> {
         const OLD: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
         let tx = self.db.begin_write()?;
@@ -174,7 +177,9 @@ impl Persist {
         self.write_inner(changes).map_err(|e| err(&self.path, e))
     }
 
+    #[allow(clippy::result_large_err)]
     fn write_inner(&self, changes: &[Change]) -> Result<(), redb::Error> {
+        #[allow(clippy::result_large_err)]
         fn put(
             table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
             record: &Record,

@@ -186,7 +186,9 @@ async fn a_node_past_its_memory_ceiling_accepts_no_connection() {
     let addr = first_addr(&target).await;
     let mut c = config(TEST_SUBNET, key(), vec![addr]);
     c.bootstrap_timeout = Duration::from_secs(3);
-    let err = Dht::start(c).await.err().expect("the join is refused");
+    let Err(err) = Dht::start(c).await else {
+        panic!("the join is refused");
+    };
     assert!(
         matches!(err, DhtError::NoInitialPeerAnswered { .. }),
         "{err}"

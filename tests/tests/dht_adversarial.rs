@@ -306,6 +306,53 @@ async fn records_sent_through_kad_put_value_obey_the_same_rules() {
     node.shutdown().await;
 }
 
+/// kad's `PUT_VALUE` takes the record protocol's rate limit and its cap on
+/// entries per request: a flood of puts stores the burst and no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kad_put_value_flood_is_rate_limited_like_the_record_protocol() {
+    let mut c = config(Net::Tcp, vec![]);
+    c.rate_limit = Some(RateLimit {
+        per_second: 0.5,
+        burst: 3.0,
+    });
+    let node = Dht::start(c).await.unwrap();
+    let addr = addr_of(&node, Net::Tcp).await;
+    let mut raw = RawPeer::new(mesh_dht::test_utils::TEST_SUBNET);
+    let encode = |v: StoredValue| prost::Message::encode_to_vec(&pb::StoredValue::from(v));
+    for i in 0..12 {
+        let value = StoredValue::from_record(&Record::new("", format!("v{i}"), in_secs(300)));
+        raw.kad_put(
+            node.peer_id(),
+            addr.clone(),
+            format!("flood-{i}").as_bytes(),
+            encode(value),
+        )
+        .await;
+    }
+    // One dictionary of more entries than one request may carry.
+    let mut big = None;
+    for i in 0..(65 * 2) {
+        let r = Record::with_subkey("", format!("s{i:03}"), "v", in_secs(300));
+        StoredValue::apply(&mut big, &r, Expiration::now()).unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    raw.kad_put(
+        node.peer_id(),
+        addr.clone(),
+        b"too-many",
+        encode(big.unwrap()),
+    )
+    .await;
+    let stats = node.stats().await.unwrap();
+    assert!(
+        (3..=5).contains(&stats.stored_entries),
+        "a burst of 3 (and what refilled) out of 12 puts, got {}",
+        stats.stored_entries
+    );
+    assert_eq!(node.get(b"too-many".to_vec(), false).await.unwrap(), None);
+    node.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_keeps_sending_forgeries_is_blocked_and_others_are_served() {
     let mut c = config(Net::Tcp, vec![]);

@@ -23,8 +23,11 @@ fn tune(c: &mut DhtConfig) {
     c.request_timeout = Duration::from_secs(3);
 }
 
+/// Key, subkey (for a dictionary entry) and value of one written record.
+type Written = (Vec<u8>, Option<Vec<u8>>, Vec<u8>);
+
 /// The records the tests write: regular values and dictionaries.
-fn records() -> Vec<(Vec<u8>, Option<Vec<u8>>, Vec<u8>)> {
+fn records() -> Vec<Written> {
     let mut out = Vec::new();
     for i in 0..48 {
         out.push((

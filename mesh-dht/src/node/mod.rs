@@ -690,6 +690,11 @@ impl EventLoop {
                     NodeMetrics::count(&self.metrics.refused_requests, "reason", "blocked");
                     return;
                 }
+                if self.rate_limited(source) {
+                    NodeMetrics::count(&self.metrics.refused_requests, "reason", "rate_limited");
+                    tracing::debug!(%source, "kad PUT_VALUE over the rate limit refused");
+                    return;
+                }
                 if self.admission.decide(source) != Decision::Admit {
                     NodeMetrics::count(&self.metrics.refused_requests, "reason", "not_staked");
                     tracing::debug!(%source, "kad PUT_VALUE from a peer not known staked refused");
@@ -699,6 +704,16 @@ impl EventLoop {
                     .ok()
                     .and_then(|v: pb::StoredValue| StoredValue::try_from(v).ok());
                 match decoded {
+                    Some(value) if value.len() > MAX_RECORDS_PER_REQUEST => {
+                        // As many entries as one record-protocol store, no more.
+                        NodeMetrics::count(
+                            &self.metrics.refused_requests,
+                            "reason",
+                            "too_many_records",
+                        );
+                        tracing::debug!(%source, entries = value.len(), "kad PUT_VALUE with too many entries refused");
+                        self.misbehaved(source);
+                    }
                     Some(value) => {
                         for r in value.into_records(record.key.to_vec()) {
                             if let Err(e) = self.accept(&r, source) {
