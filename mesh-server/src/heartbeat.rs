@@ -74,11 +74,12 @@ pub async fn publish<T: Serialize>(
 pub async fn alive_peers<T: DeserializeOwned>(
     dht: &Dht,
 ) -> Result<Vec<Heartbeat<T>>, HeartbeatError> {
-    let now = Expiration::now();
     let Some(StoredValue::Dictionary(entries)) = dht.get(HEARTBEAT_KEY.to_vec(), true).await?
     else {
         return Ok(Vec::new());
     };
+    // After the read: what expired while it ran is not alive.
+    let now = Expiration::now();
     let mut alive = Vec::new();
     for (subkey, item) in entries {
         if item.expiration <= now {

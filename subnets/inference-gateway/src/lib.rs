@@ -387,7 +387,10 @@ impl Shared {
     async fn servers(&self) -> Result<Vec<Heartbeat<InferenceInfo>>, ApiError> {
         let mut cached = self.servers.lock().await;
         if let Some((at, servers)) = cached.as_ref() {
-            if at.elapsed() < SERVERS_FRESH_FOR {
+            // A cached heartbeat that expired since is asked for again (it
+            // may have been renewed, or its server may be gone).
+            let now = mesh_core::Expiration::now();
+            if at.elapsed() < SERVERS_FRESH_FOR && servers.iter().all(|h| h.expiration > now) {
                 return Ok(servers.clone());
             }
         }
@@ -551,11 +554,11 @@ async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
 async fn nodes(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let result = async {
         state.admit(&headers)?;
+        let servers = state.servers().await?;
         let now = mesh_core::Expiration::now();
-        let data: Vec<serde_json::Value> = state
-            .servers()
-            .await?
+        let data: Vec<serde_json::Value> = servers
             .into_iter()
+            .filter(|h| h.expiration > now)
             .map(|h| {
                 json!({
                     "peer_id": h.peer_id.to_base58(),
