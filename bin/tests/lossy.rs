@@ -9,72 +9,16 @@
 //! cannot be created the test says so and passes without running.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
+
+mod netns;
+use netns::{ok, sh, unavailable, Net};
 use std::time::{Duration, Instant};
 
 const MESH_DHT: &str = env!("CARGO_BIN_EXE_mesh-dht");
 const HOSTS: usize = 5;
 const KEYS: usize = 24;
 const LOSS_PERCENT: u32 = 15;
-
-fn sh(args: &[&str]) -> Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("{args:?}: {e}");
-        })
-}
-
-fn ok(args: &[&str]) {
-    let out = sh(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The namespaces of one run; deleted (with everything in them) on drop.
-struct Net {
-    names: Vec<String>,
-    daemons: Vec<Child>,
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for d in &mut self.daemons {
-            let _ = d.kill();
-            let _ = d.wait();
-        }
-        for n in &self.names {
-            let _ = sh(&["ip", "netns", "del", n]);
-        }
-    }
-}
-
-/// Why namespaces cannot be made here, if they cannot.
-fn unavailable() -> Option<String> {
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root".into());
-    }
-    for tool in ["ip", "nft"] {
-        match Command::new(tool).arg("-V").output() {
-            Ok(_) => {}
-            Err(e) => return Some(format!("`{tool}` is not installed ({e})")),
-        }
-    }
-    let probe = format!("mlprobe{}", std::process::id());
-    let out = sh(&["ip", "netns", "add", &probe]);
-    if !out.status.success() {
-        return Some(format!(
-            "`ip netns add` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    let _ = sh(&["ip", "netns", "del", &probe]);
-    None
-}
 
 fn host_ip(i: usize) -> String {
     format!("198.51.100.{}", 10 + i)
@@ -85,10 +29,8 @@ fn host_ip(i: usize) -> String {
 fn build(hosts: usize) -> Net {
     let tag = std::process::id() % 100_000;
     let bridge = format!("mlb{tag}");
-    let mut net = Net {
-        names: vec![bridge.clone()],
-        daemons: Vec::new(),
-    };
+    let mut net = Net::default();
+    net.names.push(bridge.clone());
     ok(&["ip", "netns", "add", &bridge]);
     ok(&["ip", "-n", &bridge, "link", "add", "br0", "type", "bridge"]);
     ok(&["ip", "-n", &bridge, "link", "set", "br0", "up"]);

@@ -10,6 +10,7 @@ use prometheus_client::registry::Registry;
 use crate::admission::BanPolicy;
 use crate::guard::InboundLimits;
 use crate::pubsub::PubsubConfig;
+use crate::reach::ReachConfig;
 use mesh_core::{CompositeValidator, PeerKey, RateLimit, StakeGate, StoreLimits, SubnetId};
 
 /// Everything a node needs to start. [`DhtConfig::new`] gives sane defaults.
@@ -70,6 +71,9 @@ pub struct DhtConfig {
     pub stake_gate: Option<StakeGate>,
     /// Limits of the node's pubsub.
     pub pubsub: PubsubConfig,
+    /// Behind NAT: AutoNAT probes, relay slots, serving as a relay, which
+    /// peer addresses to keep (see [`crate::reach`]).
+    pub reach: ReachConfig,
     /// When a peer that keeps sending invalid input (records the validators
     /// refuse, malformed requests, rejected pubsub messages) is blocked
     /// (`None`: never).
@@ -106,6 +110,7 @@ impl DhtConfig {
             inbound: InboundLimits::default(),
             stake_gate: None,
             pubsub: PubsubConfig::default(),
+            reach: ReachConfig::default(),
             bans: Some(BanPolicy::default()),
             registry: Arc::new(Mutex::new(Registry::default())),
         }

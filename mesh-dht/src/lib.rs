@@ -76,6 +76,7 @@ mod metrics;
 mod node;
 mod persist;
 pub mod pubsub;
+pub mod reach;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_utils;
 
@@ -89,6 +90,7 @@ pub use pubsub::{
     MessageId, MessageValidator, Pubsub, PubsubConfig, PubsubError, PubsubMessage, Subscription,
     Topic, Verdict,
 };
+pub use reach::{NatStatus, PeerConnection, ReachConfig, Reachability, RelayLimits};
 
 /// Errors of the DHT.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +129,14 @@ pub enum DhtError {
     /// Key handling failed.
     #[error(transparent)]
     Key(#[from] mesh_core::KeyError),
+    /// A peer could not be found or dialed.
+    #[error("cannot reach peer {peer}: {reason}")]
+    Unreachable {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
     /// The persistent store failed.
     #[error("persistent store: {0}")]
     Persistence(String),

@@ -29,6 +29,12 @@ pub(crate) struct NodeMetrics {
     pub(crate) routing_table_peers: Gauge,
     pub(crate) stored_entries: Gauge,
     pub(crate) stored_keys: Gauge,
+    /// 1 for the node's AutoNAT verdict (`public`, `private`, `unknown`), 0 for the others.
+    pub(crate) reachability: Family<Labels, Gauge>,
+    /// Relay slots this node holds.
+    pub(crate) relay_reservations: Gauge,
+    /// Hole punches (DCUtR) by result (`direct`, `failed`).
+    pub(crate) hole_punches: Family<Labels, Counter>,
 }
 
 impl NodeMetrics {
@@ -48,6 +54,9 @@ impl NodeMetrics {
             routing_table_peers: Gauge::default(),
             stored_entries: Gauge::default(),
             stored_keys: Gauge::default(),
+            reachability: Family::default(),
+            relay_reservations: Gauge::default(),
+            hole_punches: Family::default(),
         };
         sub.register(
             "inbound_requests",
@@ -103,6 +112,21 @@ impl NodeMetrics {
             "stored_keys",
             "Keys in the local store",
             m.stored_keys.clone(),
+        );
+        sub.register(
+            "reachability",
+            "1 for the node's AutoNAT verdict (public, private, unknown), 0 for the others",
+            m.reachability.clone(),
+        );
+        sub.register(
+            "relay_reservations",
+            "Relay slots this node holds (it is reachable through them)",
+            m.relay_reservations.clone(),
+        );
+        sub.register(
+            "hole_punches",
+            "Relayed connections upgraded to direct ones by hole punching, by result (direct, failed)",
+            m.hole_punches.clone(),
         );
         m
     }

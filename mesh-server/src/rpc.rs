@@ -123,6 +123,40 @@ pub fn incoming(
     }))
 }
 
+/// Like [`connect`], on a DHT node: before each stream is opened the peer is
+/// connected to with [`mesh_dht::Dht::connect`], which looks up a peer the
+/// node has no address of (one behind NAT is reached through its relay).
+pub fn connect_through(
+    dht: mesh_dht::Dht,
+    peer: PeerId,
+    protocol: StreamProtocol,
+    connect_timeout: Duration,
+) -> Channel {
+    let connector = tower::service_fn(move |_: Uri| {
+        let dht = dht.clone();
+        let protocol = protocol.clone();
+        async move {
+            dht.connect(peer)
+                .await
+                .map_err(|e| io::Error::new(io::ErrorKind::ConnectionRefused, e.to_string()))?;
+            let stream = dht
+                .streams()
+                .open_stream(peer, protocol)
+                .await
+                .map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::ConnectionRefused,
+                        format!("peer {peer}: {e}"),
+                    )
+                })?;
+            Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(PeerIo::new(stream, peer)))
+        }
+    });
+    Endpoint::from_static("http://mesh.peer")
+        .connect_timeout(connect_timeout)
+        .connect_with_connector_lazy(connector)
+}
+
 /// A channel to `peer`'s services on `protocol`. Lazy: the libp2p stream is
 /// opened (and the peer dialed, if need be) at the first call and again
 /// after it breaks; a call that cannot reach the peer within

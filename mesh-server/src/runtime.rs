@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{AuthLayer, AuthMetrics, Authorizer};
 use crate::consensus::{ConsensusLoop, ScoreFn};
 use crate::heartbeat::{alive_peers, spawn_heartbeats, Heartbeat};
-use crate::rpc::{connect, incoming, rpc_protocol, RpcError};
+use crate::rpc::{connect_through, incoming, rpc_protocol, RpcError};
 use crate::signature::{signed, SignResponsesLayer, SignedChannel};
 
 /// What the runtime gives a subnet.
@@ -54,8 +54,8 @@ impl SubnetContext {
     /// signs requests with the node's key and checks the answers are
     /// `peer`'s (see [`signed`]).
     pub fn client(&self, peer: PeerId) -> SignedChannel {
-        let channel = connect(
-            self.dht.streams(),
+        let channel = connect_through(
+            self.dht.clone(),
             peer,
             rpc_protocol(self.subnet_id),
             Duration::from_secs(10),

@@ -7,6 +7,7 @@
 
 mod lookups;
 mod messages;
+mod reach;
 mod records;
 mod repair;
 mod start;
@@ -30,8 +31,8 @@ use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, Respons
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    connection_limits, gossipsub, identify, memory_connection_limits, noise, ping, tcp, yamux,
-    Multiaddr, PeerId, StreamProtocol, Swarm,
+    autonat, connection_limits, dcutr, gossipsub, identify, memory_connection_limits, noise, ping,
+    relay, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
 };
 use mesh_core::validator::SignatureValidator;
 use mesh_core::{
@@ -71,6 +72,14 @@ struct Behaviour {
     pubsub: Toggle<gossipsub::Behaviour>,
     /// Raw streams for protocols built on top (the RPC of `mesh-server`).
     streams: libp2p_stream::Behaviour,
+    /// Relaying for nodes that cannot be dialed (when this node serves it).
+    relay: Toggle<relay::Behaviour>,
+    /// Slots on relays, and connections through them.
+    relay_client: relay::client::Behaviour,
+    /// Upgrading relayed connections to direct ones (hole punching).
+    dcutr: dcutr::Behaviour,
+    /// Whether others can dial this node (absent in client mode).
+    autonat: Toggle<autonat::Behaviour>,
 }
 
 /// Why one replica refused a store.
@@ -181,6 +190,14 @@ pub(crate) enum Command {
         reply: oneshot::Sender<bool>,
     },
     RoutingTable(oneshot::Sender<Vec<PeerId>>),
+    /// Every address the routing table holds, by peer.
+    RoutingAddrs(oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>),
+    Reachability(oneshot::Sender<crate::reach::Reachability>),
+    Connect {
+        peer: PeerId,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Connections(oneshot::Sender<Vec<crate::reach::PeerConnection>>),
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     Pubsub(PubsubCommand),
 }
@@ -315,6 +332,33 @@ impl Dht {
     /// A snapshot of the node's routing table and store sizes.
     pub async fn stats(&self) -> Result<DhtStats, DhtError> {
         self.ask(Command::Stats).await
+    }
+
+    /// Every address the routing table holds, by peer.
+    pub async fn routing_addresses(&self) -> Result<Vec<(PeerId, Vec<Multiaddr>)>, DhtError> {
+        self.ask(Command::RoutingAddrs).await
+    }
+
+    /// Whether other nodes can dial this one, the relay slots it holds and
+    /// the addresses others learn of it.
+    pub async fn reachability(&self) -> Result<crate::reach::Reachability, DhtError> {
+        self.ask(Command::Reachability).await
+    }
+
+    /// Makes sure this node has a connection to `peer`: at once when it has
+    /// one; otherwise it looks the peer up (its addresses, relay circuits
+    /// included, come from the nodes closest to it) and dials it. A node
+    /// behind NAT is reached through its relay, and the connection is then
+    /// upgraded to a direct one by hole punching where the NATs allow.
+    pub async fn connect(&self, peer: PeerId) -> Result<(), DhtError> {
+        self.ask(|reply| Command::Connect { peer, reply })
+            .await?
+            .map_err(|reason| DhtError::Unreachable { peer, reason })
+    }
+
+    /// The node's open connections, direct or through a relay.
+    pub async fn connections(&self) -> Result<Vec<crate::reach::PeerConnection>, DhtError> {
+        self.ask(Command::Connections).await
     }
 
     /// The peers in this node's routing table.
@@ -454,6 +498,12 @@ struct EventLoop {
     unreachable: HashMap<PeerId, std::time::Instant>,
     /// When kad's bootstrap last ran.
     last_bootstrap: Option<Instant>,
+    /// Reachability: NAT verdict, relay slots, connections.
+    reach: reach::ReachState,
+    /// Lookups of peers to connect to ([`Dht::connect`]).
+    connects: HashMap<kad::QueryId, PeerId>,
+    /// Callers waiting for a connection to a peer.
+    dialing: HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>>,
 }
 
 impl EventLoop {
@@ -497,18 +547,21 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Identify(ev)) => {
                 self.metrics.libp2p.record(&ev);
                 if let identify::Event::Received { peer_id, info, .. } = ev {
+                    // Only addresses worth dialing enter the routing table.
+                    let addrs = self.dialable(&peer_id, info.listen_addrs);
+                    self.note_protocols(peer_id, &info.protocols, &addrs);
                     if info.protocols.contains(&self.kad_protocol) {
                         match self.admission.decide(peer_id) {
                             Decision::Admit => {
-                                for addr in info.listen_addrs {
+                                for addr in addrs {
                                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                                 }
                             }
-                            Decision::Unknown => self
-                                .awaiting
-                                .entry(peer_id)
-                                .or_default()
-                                .extend(info.listen_addrs),
+                            Decision::Unknown => {
+                                let waiting = self.awaiting.entry(peer_id).or_default();
+                                waiting.clear();
+                                waiting.extend(addrs);
+                            }
                             Decision::Refuse => {}
                         }
                     }
@@ -518,6 +571,21 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Pubsub(ev)) => {
                 self.metrics.libp2p.record(&ev);
                 self.on_pubsub_event(ev);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(ev)) => self.on_autonat_event(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(ev)) => {
+                self.on_relay_client_event(ev)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(ev)) => {
+                self.metrics.libp2p.record(&ev);
+                self.on_relay_server_event(ev);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(ev)) => {
+                self.metrics.libp2p.record(&ev);
+                self.on_dcutr_event(ev);
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                tracing::debug!(%address, "external address confirmed");
             }
             SwarmEvent::Behaviour(BehaviourEvent::Limits(v)) => match v {},
             SwarmEvent::Behaviour(BehaviourEvent::Memory(v)) => match v {},
@@ -578,12 +646,28 @@ impl EventLoop {
                 self.listen_addrs.retain(|a| *a != full);
             }
             SwarmEvent::ListenerClosed {
+                listener_id,
                 addresses,
-                reason: Err(e),
+                reason,
+            } => {
+                if let Err(e) = reason {
+                    if addresses.iter().any(reach::is_relayed_addr) {
+                        tracing::info!(?addresses, "relay listener closed: {e}");
+                    } else {
+                        tracing::error!(?addresses, "listener closed: {e}");
+                    }
+                }
+                self.on_listener_closed(listener_id);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
                 ..
-            } => tracing::error!(?addresses, "listener closed: {e}"),
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+            } => {
+                self.on_connection_established(peer_id, connection_id, &endpoint);
                 self.unreachable.remove(&peer_id);
+                self.connected(peer_id, Ok(()));
                 if let Some(s) = &mut self.startup {
                     if s.pending_initial.remove(&peer_id).is_some() {
                         s.connected = true;
@@ -594,11 +678,15 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
             } => {
-                // What the repair knew it held may be gone with it.
-                self.repair.forget(&peer_id);
+                self.on_connection_closed(connection_id);
+                if num_established == 0 {
+                    // What the repair knew it held may be gone with it.
+                    self.repair.forget(&peer_id);
+                }
             }
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),
@@ -614,6 +702,9 @@ impl EventLoop {
                         | libp2p::swarm::DialError::WrongPeerId { .. }
                 ) {
                     self.peer_unreachable(peer);
+                }
+                if !self.connects.values().any(|p| *p == peer) {
+                    self.connected(peer, Err(error.to_string()));
                 }
                 if let Some(s) = &mut self.startup {
                     if let Some(addr) = s.pending_initial.remove(&peer) {
@@ -663,6 +754,24 @@ impl EventLoop {
                 if let Some(old) = old_peer {
                     self.addr_book.remove(&old);
                 }
+            }
+            kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetClosestPeers(result),
+                step,
+                ..
+            } if step.last && self.connects.contains_key(&id) => {
+                let peer = self.connects.remove(&id).expect("checked");
+                let found = match result {
+                    Ok(ok) => ok.peers,
+                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                };
+                let addrs = found
+                    .into_iter()
+                    .filter(|p| p.peer_id == peer)
+                    .flat_map(|p| p.addrs)
+                    .collect();
+                self.dial_found(peer, addrs);
             }
             kad::Event::OutboundQueryProgressed {
                 id,
@@ -854,6 +963,30 @@ impl EventLoop {
             Command::RoutingTable(reply) => {
                 let _ = reply.send(self.routing_table());
             }
+            Command::RoutingAddrs(reply) => {
+                let kad = &mut self.swarm.behaviour_mut().kad;
+                let table = kad
+                    .kbuckets()
+                    .flat_map(|b| {
+                        b.iter()
+                            .map(|e| {
+                                (
+                                    *e.node.key.preimage(),
+                                    e.node.value.iter().cloned().collect(),
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                let _ = reply.send(table);
+            }
+            Command::Reachability(reply) => {
+                let _ = reply.send(self.reachability());
+            }
+            Command::Connect { peer, reply } => self.connect(peer, reply),
+            Command::Connections(reply) => {
+                let _ = reply.send(self.connections());
+            }
             Command::Pubsub(cmd) => match self.swarm.behaviour_mut().pubsub.as_mut() {
                 Some(gs) => self.pubsub.on_command(gs, cmd),
                 None => cmd.refuse_disabled(),
@@ -954,6 +1087,7 @@ impl EventLoop {
         self.metrics.stored_entries.set(stats.stored_entries as i64);
         self.metrics.stored_keys.set(stats.stored_keys as i64);
         self.repair_pass();
+        self.maintain_relays();
         tracing::info!(
             routing_table = stats.routing_table_size,
             connected = stats.connected_peers,

@@ -471,11 +471,17 @@ impl EventLoop {
             {
                 continue;
             }
-            let addrs = p
-                .addrs
-                .into_iter()
-                .filter_map(|a| Multiaddr::try_from(a).ok())
-                .collect();
+            // Only addresses worth dialing, judged by how we see the peer
+            // that named them (no private ranges from a public peer).
+            let addrs = crate::reach::dialable(
+                &pid,
+                p.addrs
+                    .into_iter()
+                    .filter_map(|a| Multiaddr::try_from(a).ok()),
+                self.reach.seen_at(&peer),
+                self.reach.config.allow_private_addrs,
+                self.reach.config.max_addrs_per_peer,
+            );
             l.peers.add(pid, addrs);
         }
         self.advance(id);

@@ -118,9 +118,30 @@ impl Dht {
         } else {
             None
         };
+        let relay_server = match (&config.reach.relay_server, config.client_mode) {
+            (Some(limits), false) => Some(relay::Behaviour::new(local, limits.to_config())),
+            _ => None,
+        };
+        let autonat = (config.reach.autonat && !config.client_mode).then(|| {
+            // Probes start one refresh period in (at most 15 s) and retry as
+            // often while the verdict is open. Dial-backs go only to the
+            // IP the prober is seen at, so private ones are fine (a LAN).
+            let period = config.refresh_period;
+            autonat::Behaviour::new(
+                local,
+                autonat::Config {
+                    timeout: Duration::from_secs(15),
+                    boot_delay: period.min(Duration::from_secs(15)),
+                    retry_interval: (period * 2).min(Duration::from_secs(90)),
+                    throttle_server_period: (period * 2).min(Duration::from_secs(90)),
+                    only_global_ips: false,
+                    ..Default::default()
+                },
+            )
+        });
         let streams = libp2p_stream::Behaviour::new();
         let stream_control = streams.new_control();
-        let behaviour = Behaviour {
+        let behaviour = |relay_client| Behaviour {
             limits,
             memory: memory.into(),
             guard,
@@ -130,6 +151,10 @@ impl Dht {
             ping: ping::Behaviour::default(),
             pubsub: pubsub.into(),
             streams,
+            relay: relay_server.into(),
+            relay_client,
+            dcutr: dcutr::Behaviour::new(local),
+            autonat: autonat.into(),
         };
 
         let idle = config.idle_connection_timeout;
@@ -151,7 +176,9 @@ impl Dht {
                     .multiplex(yamux::Config::default()))
             })
             .map_err(|e| DhtError::Transport(e.to_string()))?
-            .with_behaviour(|_| behaviour)
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| DhtError::Transport(e.to_string()))?
+            .with_behaviour(|_, relay_client| behaviour(relay_client))
             .map_err(|e| DhtError::Transport(e.to_string()))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
             .build();
@@ -227,6 +254,12 @@ impl Dht {
             awaiting: HashMap::new(),
             unreachable: HashMap::new(),
             last_bootstrap: None,
+            reach: reach::ReachState::new(
+                config.reach.clone(),
+                initial.iter().map(|(p, _, _)| *p).collect(),
+            ),
+            connects: HashMap::new(),
+            dialing: HashMap::new(),
             startup: Some(Startup {
                 listeners,
                 pending_initial,

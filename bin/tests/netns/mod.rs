@@ -1,0 +1,113 @@
+//! Network namespaces for tests: commands, the check that they can be made
+//! here, and a set of namespaces and processes deleted on drop. The hosts'
+//! addresses exist only inside the namespaces a test creates.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Output};
+
+pub(crate) fn sh(args: &[&str]) -> Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("{args:?}: {e}");
+        })
+}
+
+pub(crate) fn ok(args: &[&str]) {
+    let out = sh(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `args` inside namespace `ns`.
+pub(crate) fn in_ns(ns: &str, args: &[&str]) {
+    let mut all = vec!["ip", "netns", "exec", ns];
+    all.extend_from_slice(args);
+    ok(&all);
+}
+
+/// Loads an nftables ruleset into namespace `ns`.
+pub(crate) fn nft(ns: &str, rules: &str) {
+    let file = std::env::temp_dir().join(format!("{ns}-{}.nft", std::process::id()));
+    std::fs::write(&file, rules).unwrap();
+    in_ns(ns, &["nft", "-f", file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(file);
+}
+
+/// The packets counted by the first `counter` in table `table` of `ns`.
+pub(crate) fn counted(ns: &str, table: &str) -> u64 {
+    let out = sh(&[
+        "ip", "netns", "exec", ns, "nft", "list", "table", "inet", table,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split("counter packets ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The namespaces of one run and the processes in them; killed and deleted
+/// on drop.
+#[derive(Default)]
+pub(crate) struct Net {
+    pub(crate) names: Vec<String>,
+    pub(crate) daemons: Vec<Child>,
+}
+
+impl Net {
+    /// Adds a namespace with loopback up.
+    pub(crate) fn add(&mut self, name: &str) {
+        ok(&["ip", "netns", "add", name]);
+        self.names.push(name.to_string());
+        ok(&["ip", "-n", name, "link", "set", "lo", "up"]);
+    }
+
+    /// A veth pair from `a` (named `a_if`) to `b` (named `b_if`), both up.
+    pub(crate) fn link(&self, a: &str, a_if: &str, b: &str, b_if: &str) {
+        ok(&[
+            "ip", "link", "add", a_if, "netns", a, "type", "veth", "peer", "name", b_if, "netns", b,
+        ]);
+        ok(&["ip", "-n", a, "link", "set", a_if, "up"]);
+        ok(&["ip", "-n", b, "link", "set", b_if, "up"]);
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for d in &mut self.daemons {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        for n in &self.names {
+            let _ = sh(&["ip", "netns", "del", n]);
+        }
+    }
+}
+
+/// Why namespaces cannot be made here, if they cannot.
+pub(crate) fn unavailable() -> Option<String> {
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root".into());
+    }
+    for tool in ["ip", "nft"] {
+        match Command::new(tool).arg("-V").output() {
+            Ok(_) => {}
+            Err(e) => return Some(format!("`{tool}` is not installed ({e})")),
+        }
+    }
+    let probe = format!("mlprobe{}", std::process::id());
+    let out = sh(&["ip", "netns", "add", &probe]);
+    if !out.status.success() {
+        return Some(format!(
+            "`ip netns add` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let _ = sh(&["ip", "netns", "del", &probe]);
+    None
+}
