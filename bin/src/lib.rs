@@ -23,6 +23,7 @@ pub mod server;
 pub mod client;
 pub mod daemon;
 pub mod metrics;
+pub mod reach;
 
 pub use daemon::{init_logs, stop_signal};
 

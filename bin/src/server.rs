@@ -152,6 +152,23 @@ pub struct ServerArgs {
     /// Log as JSON lines instead of text (RUST_LOG sets the level, default info).
     #[arg(long = "log_json", alias = "log-json")]
     pub log_json: bool,
+    /// Consume only: join, read and call other nodes, but serve nothing —
+    /// no RPC, no heartbeat, no consensus, never in anyone's routing table,
+    /// only outbound connections. No hotkey is needed.
+    #[arg(long = "client_mode", alias = "client-mode")]
+    pub client_mode: bool,
+    /// Relay connections for nodes behind NAT (bounded: 256 slots, 128
+    /// relayed connections, each up to an hour and 1 GiB). For nodes with a
+    /// public address.
+    #[arg(
+        long = "relay_server",
+        alias = "relay-server",
+        conflicts_with = "client_mode"
+    )]
+    pub relay_server: bool,
+    /// Reachability (NAT) flags.
+    #[command(flatten)]
+    pub reach: crate::reach::ReachArgs,
     /// The hosted subnets' own flags.
     #[command(flatten)]
     pub subnets: SubnetFlags,
@@ -208,6 +225,22 @@ struct ChainParts {
     hooks: ChainHooks,
     // Follows finalized blocks to keep the stake cache honest; stops on drop.
     _watcher: mesh_chain::WatchedStakeOracle,
+}
+
+/// A client's chain side: only the stake gate (it signs nothing).
+async fn client_gate(
+    args: &ServerArgs,
+    subnet_id: SubnetId,
+) -> Result<(StakeGate, mesh_chain::WatchedStakeOracle)> {
+    let client = ChainClient::connect(&args.rpc_url).await.with_context(|| {
+        format!(
+            "cannot reach the chain at {} (start one, e.g. `mesh devnet`, or pass --no_chain)",
+            args.rpc_url
+        )
+    })?;
+    let watcher = chain_stake_oracle(client, secs(args.stake_cache_ttl, "--stake_cache_ttl")?);
+    let gate = StakeGate::new(watcher.oracle(), subnet_id, args.min_class);
+    Ok((gate, watcher))
 }
 
 async fn chain_parts(args: &ServerArgs, subnet_id: SubnetId, key: &PeerKey) -> Result<ChainParts> {
@@ -295,8 +328,12 @@ async fn serve<S: Subnet>(args: ServerArgs, subnet: Arc<S>) -> Result<()> {
         (None, false) => bail!("--subnet_id is required (the subnet's id on chain)"),
     };
     let key = identity(&args)?;
+    let mut client_watcher = None;
     let chain = if args.no_chain {
         tracing::warn!("--no_chain: every peer is admitted and there is no consensus");
+        None
+    } else if args.client_mode {
+        client_watcher = Some(client_gate(&args, subnet_id).await?);
         None
     } else {
         Some(chain_parts(&args, subnet_id, &key).await?)
@@ -311,6 +348,11 @@ async fn serve<S: Subnet>(args: ServerArgs, subnet: Arc<S>) -> Result<()> {
     dht.announce = args.announce_maddrs.clone();
     dht.initial_peers = args.initial_peers.clone();
     dht.bootstrap_timeout = secs(args.bootstrap_timeout, "--bootstrap_timeout")?;
+    dht.client_mode = args.client_mode;
+    args.reach.apply(&mut dht, args.relay_server)?;
+    if let Some((gate, _)) = &client_watcher {
+        dht.stake_gate = Some(gate.clone());
+    }
     // Rate limit, stake (one gate shared with the DHT), signature.
     let mut hooks = None;
     let mut stake = None;
@@ -342,13 +384,21 @@ async fn serve<S: Subnet>(args: ServerArgs, subnet: Arc<S>) -> Result<()> {
         }
         None => None,
     };
-    println!(
-        "mesh-server {} hosting subnet {:?} (subnet_id {subnet_id}); peers reach it with:",
-        ctx.dht.peer_id(),
-        args.subnet.name()
-    );
-    for addr in ctx.dht.listen_addrs().await? {
-        println!("  --initial_peers {addr}");
+    if args.client_mode {
+        println!(
+            "mesh-server {} in client mode in subnet {:?} (subnet_id {subnet_id}): it calls and reads, serves nothing",
+            ctx.dht.peer_id(),
+            args.subnet.name()
+        );
+    } else {
+        println!(
+            "mesh-server {} hosting subnet {:?} (subnet_id {subnet_id}); peers reach it with:",
+            ctx.dht.peer_id(),
+            args.subnet.name()
+        );
+        for addr in ctx.dht.listen_addrs().await? {
+            println!("  --initial_peers {addr}");
+        }
     }
 
     stop.await;
@@ -358,5 +408,6 @@ async fn serve<S: Subnet>(args: ServerArgs, subnet: Arc<S>) -> Result<()> {
     }
     node.shutdown().await;
     drop(chain);
+    drop(client_watcher);
     Ok(())
 }

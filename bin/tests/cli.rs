@@ -199,6 +199,12 @@ fn help_explains_the_flags() {
         "--metrics",
         "--log_json",
         "--no_chain",
+        "--client_mode",
+        "--relay_server",
+        "--public_ip",
+        "--use_relay",
+        "--use_auto_relay",
+        "--allow_private_addrs",
         // The inference subnet's own flags, under their own heading.
         "Inference subnet (--subnet inference)",
         "--model",
@@ -269,6 +275,15 @@ fn wrong_arguments_fail_clearly() {
     args.extend(local);
     fails_with(&args, "cannot reach the chain");
     fails_with(&["--new_swarm", "--initial_peers"], "--initial_peers");
+    fails_with(
+        &[
+            "--no_chain",
+            "--new_swarm",
+            "--client_mode",
+            "--relay_server",
+        ],
+        "cannot be used with",
+    );
 }
 
 /// Two servers without a chain: they serve RPC (a client node calls both),
@@ -348,6 +363,26 @@ async fn servers_serve_rpc_and_metrics_stop_cleanly_and_restart_with_their_ident
     assert!(
         scraped.contains("mesh_rpc_calls_allowed_total 1"),
         "{scraped}"
+    );
+
+    // `--client_mode`: joins, says it serves nothing, stops cleanly.
+    let c_args = [
+        "--no_chain",
+        "--client_mode",
+        "--host_maddrs",
+        "/ip4/127.0.0.1/tcp/0",
+        "--initial_peers",
+        &a_addr.to_string(),
+    ]
+    .map(String::from);
+    let c_refs: Vec<&str> = c_args.iter().map(String::as_str).collect();
+    let c = spawn(SERVER, &c_refs, &[]);
+    c.until("in client mode", Duration::from_secs(30));
+    let logs = c.stop(libc::SIGTERM, Duration::from_secs(15));
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("node runtime started in client mode")),
+        "{logs:#?}"
     );
 
     let logs = b.stop(libc::SIGTERM, Duration::from_secs(15));

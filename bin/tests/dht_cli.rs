@@ -312,7 +312,78 @@ fn wrong_arguments_fail_with_a_clear_message() {
         "--store_path",
         "--metrics",
         "--max_ttl",
+        "--public_ip",
+        "--use_relay",
+        "--use_auto_relay",
+        "--relay_server",
+        "--allow_private_addrs",
     ] {
         assert!(help.contains(flag), "--help lists {flag}");
     }
+
+    let out = Command::new(BIN)
+        .args(["--port", "4444", "--host_maddrs", "/ip4/127.0.0.1/tcp/0"])
+        .output()
+        .unwrap();
+    fails_with(&out, "--public_ip");
+    let out = Command::new(BIN)
+        .args([
+            "--public_ip",
+            "198.51.100.7",
+            "--host_maddrs",
+            "/ip4/127.0.0.1/tcp/0",
+        ])
+        .output()
+        .unwrap();
+    fails_with(&out, "--public_ip needs --port");
+    let out = Command::new(BIN)
+        .args([
+            "--use_relay",
+            "maybe",
+            "--host_maddrs",
+            "/ip4/127.0.0.1/tcp/0",
+        ])
+        .output()
+        .unwrap();
+    fails_with(&out, "invalid value 'maybe'");
+}
+
+#[test]
+fn a_public_ip_is_announced_and_reachability_is_logged() {
+    let boot = spawn(&["--public_ip", "198.51.100.7", "--port", "4444"]);
+    let id = &boot.peer_id;
+    for want in [
+        format!("/ip4/198.51.100.7/tcp/4444/p2p/{id}"),
+        format!("/ip4/198.51.100.7/udp/4444/quic-v1/p2p/{id}"),
+    ] {
+        assert!(boot.addrs.contains(&want), "{want} in {:?}", boot.addrs);
+    }
+    // The second node's AutoNAT probe goes through the bootnode, which dials
+    // it back on loopback: it learns it is reachable and says so.
+    let local: Vec<String> = boot
+        .addrs
+        .iter()
+        .filter(|a| a.starts_with("/ip4/127.0.0.1/"))
+        .cloned()
+        .collect();
+    let second = spawn(&[
+        "--initial_peers",
+        &local[0],
+        "--use_relay",
+        "false",
+        "--relay_server",
+        "false",
+    ]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while std::time::Instant::now() < deadline {
+        if let Ok(line) = second.stderr.recv_timeout(Duration::from_millis(200)) {
+            if line.contains("reachable at /ip4/127.0.0.1/") {
+                drop(second);
+                return;
+            }
+            seen.push(line);
+        }
+    }
+    panic!("no \"reachable at\" in the log:\n{}", seen.join("\n"));
 }

@@ -173,6 +173,9 @@ impl Drop for Runtime {
 
 impl Runtime {
     /// Start the DHT, the RPC server, heartbeats and (with a chain) consensus.
+    /// With [`DhtConfig::client_mode`](mesh_dht::DhtConfig::client_mode) only
+    /// the DHT (and the subnet's own start hook): a client calls and reads
+    /// but serves nothing, sends no heartbeat and takes no part in consensus.
     pub async fn start<S: Subnet>(
         config: RuntimeConfig,
         subnet: Arc<S>,
@@ -180,6 +183,7 @@ impl Runtime {
         let key = Arc::new(config.dht.key.clone());
         let subnet_id = config.dht.subnet_id;
         let mut dht_config = config.dht;
+        let client_mode = dht_config.client_mode;
         dht_config.validator.add(subnet.validator());
         let dht = Dht::start(dht_config).await?;
         let cancel = CancellationToken::new();
@@ -191,14 +195,36 @@ impl Runtime {
             chain: config.chain.as_ref().map(|hooks| hooks.chain.clone()),
         };
 
-        let connections = incoming(&mut dht.streams(), rpc_protocol(subnet_id))?;
-        let routes = subnet.routes(&ctx);
         let layer = AuthLayer::new(config.authorizers);
         let auth_metrics = (*layer.metrics()).clone();
         auth_metrics.register(&mut dht.registry().lock().unwrap_or_else(|e| e.into_inner()));
+        let mut tasks = Vec::new();
+        if client_mode {
+            // A client calls and reads; it serves nothing, sends no
+            // heartbeat and takes no part in consensus.
+            if config.chain.is_some() {
+                tracing::warn!(
+                    "client mode: the chain hooks are not used (a client does not attest)"
+                );
+            }
+            subnet.start(ctx.clone()).await;
+            tracing::info!(peer_id = %dht.peer_id(), %subnet_id, "node runtime started in client mode");
+            let stopping = subnet.clone();
+            return Ok(Self {
+                ctx,
+                auth_metrics,
+                tasks,
+                stopped: false,
+                stop_hook: Some(Box::new(move || {
+                    Box::pin(async move { stopping.stop().await })
+                })),
+            });
+        }
+        let connections = incoming(&mut dht.streams(), rpc_protocol(subnet_id))?;
+        let routes = subnet.routes(&ctx);
         let signing_key = key.clone();
         let stop = cancel.clone();
-        let mut tasks = vec![tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             // Each libp2p stream is one HTTP/2 connection: a few calls at
             // once on it, and pings that drop it when the caller is gone.
             let served = tonic::transport::Server::builder()
@@ -213,7 +239,7 @@ impl Runtime {
             if let Err(e) = served {
                 tracing::error!("RPC server stopped: {e}");
             }
-        })];
+        }));
 
         let beating = subnet.clone();
         tasks.push(spawn_heartbeats(

@@ -225,3 +225,66 @@ async fn dropping_a_runtime_stops_the_node() {
     );
     b.shutdown().await;
 }
+
+/// A client-mode runtime calls and reads but serves nothing: it is in no
+/// routing table, publishes no heartbeat, and calls to it fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_mode_node_calls_but_serves_nothing() {
+    let subnet = Arc::new(EchoSubnet);
+    let a = Runtime::start(config(vec![]), subnet.clone())
+        .await
+        .unwrap();
+    let addr = a.context().dht.listen_addrs().await.unwrap()[0].clone();
+    let b = Runtime::start(config(vec![addr.clone()]), subnet.clone())
+        .await
+        .unwrap();
+    let mut client_config = config(vec![addr]);
+    client_config.dht.client_mode = true;
+    let c = Runtime::start(client_config, subnet).await.unwrap();
+    let (a_id, b_id, c_id) = (
+        a.context().dht.peer_id(),
+        b.context().dht.peer_id(),
+        c.context().dht.peer_id(),
+    );
+    // It calls both servers (b found through the DHT).
+    for peer in [a_id, b_id] {
+        let reply = EchoClient::new(c.context().client(peer))
+            .say(SayRequest {
+                text: "hi".into(),
+                delay_ms: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(reply.caller, c_id.to_base58());
+    }
+    // Several heartbeat periods later: the servers' heartbeats, never the client's.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let alive: Vec<PeerId> = alive_peers::<EchoInfo>(&a.context().dht)
+        .await
+        .unwrap()
+        .iter()
+        .map(|h| h.peer_id)
+        .collect();
+    assert!(alive.contains(&a_id) && alive.contains(&b_id), "{alive:?}");
+    assert!(
+        !alive.contains(&c_id),
+        "a client sends no heartbeat: {alive:?}"
+    );
+    for server in [&a, &b] {
+        let table = server.context().dht.routing_table().await.unwrap();
+        assert!(!table.contains(&c_id), "a client is in no routing table");
+    }
+    // It serves no RPC.
+    let status = EchoClient::new(a.context().client(c_id))
+        .say(SayRequest {
+            text: "anyone?".into(),
+            delay_ms: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    c.shutdown().await;
+    b.shutdown().await;
+    a.shutdown().await;
+}

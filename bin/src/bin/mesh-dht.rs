@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use mesh_cli::metrics::serve_metrics;
+use mesh_cli::reach::ReachArgs;
 use mesh_cli::{init_logs, secs, stop_signal};
 use mesh_core::{
     Expiration, KeyType, NodeClass, PeerKey, StakeGate, StoreLimits, StoredValue, SubnetId,
@@ -134,6 +135,13 @@ struct RunArgs {
     /// refused, so nobody squats a key for good.
     #[arg(long = "max_ttl", alias = "max-ttl", value_name = "SECONDS", default_value_t = StoreLimits::default().max_ttl.as_secs_f64())]
     max_ttl: f64,
+    /// Relay connections for nodes behind NAT that hold a slot here (bounded:
+    /// 256 slots, 128 relayed connections, each up to an hour and 1 GiB).
+    /// Bootnodes relay by default; `--relay_server false` turns it off.
+    #[arg(long = "relay_server", alias = "relay-server", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    relay_server: bool,
+    #[command(flatten)]
+    reach: ReachArgs,
 }
 
 #[derive(Args, Debug)]
@@ -223,6 +231,7 @@ async fn run(args: RunArgs) -> Result<()> {
     config.limits.max_records = args.max_records;
     config.limits.max_bytes = args.max_store_bytes;
     config.limits.max_ttl = secs(args.max_ttl, "--max_ttl")?;
+    args.reach.apply(&mut config, args.relay_server)?;
     // Follows finalized blocks to keep the stake cache honest; stops on drop.
     let mut _watcher = None;
     if let Some(url) = &args.rpc_url {
