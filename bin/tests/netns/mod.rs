@@ -83,6 +83,16 @@ impl Drop for Net {
             let _ = d.kill();
             let _ = d.wait();
         }
+        // Whatever those started (a chain node, say) goes too.
+        for n in &self.names {
+            let pids = sh(&["ip", "netns", "pids", n]);
+            for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<libc::pid_t>() {
+                    // SAFETY: a signal to a process in a namespace this test made.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
         for n in &self.names {
             let _ = sh(&["ip", "netns", "del", n]);
         }
