@@ -7,8 +7,13 @@
 //! (a "hard" NAT: it cannot).
 //!
 //! Every node is this test binary run again inside its namespace (the
-//! ignored `nat_node`), hosting the echo subnet on mesh's runtime. The
-//! driver, behind router 1:
+//! ignored `nat_node`). The subnet is staked: the bootnode starts the
+//! project's dev chain in its namespace (reachable from the NAT'd hosts at
+//! 198.51.100.1:9944), registers the three NAT'd nodes (the bootnode's
+//! PeerId as node a's bootnode), and runs a relay that gives slots to
+//! staked peers only. The nodes host the echo subnet on mesh's runtime with
+//! the stake gate, the stake authorizer and consensus. The driver, behind
+//! router 1:
 //! - finds itself not reachable (AutoNAT) and takes a relay slot;
 //! - reads the records the nodes behind routers 2 and 3 stored, and they
 //!   read its own;
@@ -16,13 +21,16 @@
 //!   connection upgraded to a direct, hole-punched one;
 //! - calls the node behind the hard NAT, which stays on the relay, and
 //!   measures the relay's throughput for an RPC stream;
-//! - sees both nodes' heartbeats;
+//! - sees both nodes' heartbeats, and a consensus round on the chain that
+//!   all three NAT'd nodes attested, with a score for each;
 //! - with 10 % of the packets dropped by nftables on every router, calls and
 //!   records still succeed.
 //!
-//! Then the test checks that no node's routing table holds a private
-//! (10.x) address. Needs root, `ip` (iproute2) and `nft` (nftables); where
-//! namespaces cannot be created the test says so and passes without running.
+//! An unstaked node behind router 1 asks the relay for a slot and is
+//! refused. Then the test checks that no node's routing table holds a
+//! private (10.x) address or the unstaked node. Needs root, `ip` (iproute2),
+//! `nft` (nftables) and the dev chain's node; where namespaces cannot be
+//! created the test says so and passes without running.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -33,7 +41,10 @@ use netns::{counted, in_ns, nft, ok, unavailable, Net};
 
 const LOSS_PERCENT: u32 = 10;
 const BOOT_IP: &str = "198.51.100.1";
-const SUBNET: u32 = 9;
+/// Where the bootnode exposes the chain's RPC to the other namespaces.
+const CHAIN_PORT: u16 = 9944;
+/// The NAT'd nodes and the hotkeys their subnet nodes are registered with.
+const NODES: [(&str, &str); 3] = [("a", "//Bob"), ("b", "//Charlie"), ("c", "//Dave")];
 
 fn wan_ip(router: usize) -> String {
     format!("198.51.100.{}", 10 + router)
@@ -174,10 +185,16 @@ fn spawn(
         .env("MESH_NAT_LISTEN", listen)
         .env("MESH_NAT_DIR", dir)
         .env("RUST_LOG", "info,libp2p=warn")
+        // The bootnode starts the dev chain: where the binary is.
+        .env(
+            mesh_chain::devnode::NODE_ENV,
+            mesh_chain::devnode::find_node_binary().unwrap(),
+        )
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap());
-    if let Some(b) = boot {
-        cmd.env("MESH_NAT_BOOT", b);
+    if let Some((addr, subnet)) = boot.and_then(|b| b.split_once(' ')) {
+        cmd.env("MESH_NAT_BOOT", addr)
+            .env("MESH_NAT_SUBNET", subnet);
     }
     net.daemons.push(cmd.spawn().unwrap());
 }
@@ -188,6 +205,8 @@ fn nodes_behind_nat_reach_each_other_through_a_relay_and_hole_punching() {
         eprintln!("SKIPPED: network namespaces cannot be created here: {why}");
         return;
     }
+    mesh_chain::devnode::find_node_binary()
+        .expect("the dev chain's node (run scripts/build-chain.sh first)");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
     let mut topo = build();
@@ -201,7 +220,8 @@ fn nodes_behind_nat_reach_each_other_through_a_relay_and_hole_punching() {
         &d,
         None,
     );
-    let boot = wait_file(&d.join("boot.addr"), Duration::from_secs(60))
+    // The bootnode starts the chain and registers the nodes first.
+    let boot = wait_file(&d.join("boot.addr"), Duration::from_secs(180))
         .unwrap_or_else(|| panic!("the bootnode did not start: {}", log(&d, "boot")));
     let boot = boot.trim().to_string();
     for (r, name) in [(2, "b"), (3, "c")] {
@@ -209,9 +229,19 @@ fn nodes_behind_nat_reach_each_other_through_a_relay_and_hole_punching() {
         let listen = format!("/ip4/{}/tcp/4001", lan_ip(r));
         spawn(&mut topo.net, &host, "peer", name, &listen, &d, Some(&boot));
     }
+    // Not staked, behind router 1 beside the driver.
+    let host = topo.hosts[0].clone();
+    spawn(
+        &mut topo.net,
+        &host,
+        "outsider",
+        "x",
+        &format!("/ip4/{}/tcp/4002", lan_ip(1)),
+        &d,
+        Some(&boot),
+    );
     // The driver, behind router 1, runs to the end.
     let started = Instant::now();
-    let host = topo.hosts[0].clone();
     spawn(
         &mut topo.net,
         &host,
@@ -250,6 +280,9 @@ fn nodes_behind_nat_reach_each_other_through_a_relay_and_hole_punching() {
         all_logs(&d)
     );
     // The others write their routing tables when told to stop.
+    let outsider = wait_file(&d.join("x.id"), Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("the unstaked node did not start: {}", log(&d, "x")));
+    let outsider = outsider.trim();
     for name in ["boot", "b", "c"] {
         let table = wait_file(&d.join(format!("{name}.routing")), Duration::from_secs(30))
             .unwrap_or_else(|| panic!("{name} wrote no routing table: {}", log(&d, name)));
@@ -258,10 +291,32 @@ fn nodes_behind_nat_reach_each_other_through_a_relay_and_hole_punching() {
             "{name}'s routing table holds a private address:\n{table}"
         );
         assert!(
+            !table.contains(outsider),
+            "{name}'s routing table holds the unstaked node:\n{table}"
+        );
+        assert!(
             table.lines().count() >= 2,
             "{name}'s routing table is nearly empty:\n{table}"
         );
     }
+    // The unstaked node asked the relay for a slot and was refused.
+    let reach = wait_file(&d.join("x.reach"), Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("the unstaked node wrote nothing: {}", log(&d, "x")));
+    assert!(
+        reach.starts_with("private 0"),
+        "the unstaked node is not reachable and holds no relay slot: {reach}"
+    );
+    let metrics = wait_file(&d.join("boot.metrics"), Duration::from_secs(30)).unwrap();
+    let refused = metrics
+        .lines()
+        .find(|l| l.contains("refused_requests") && l.contains("reason=\"relay_unstaked\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(
+        refused >= 1.0,
+        "the relay refused the unstaked node's slot: {refused}\n{metrics}"
+    );
     for (i, r) in topo.routers.iter().enumerate() {
         assert!(
             counted(r, "lossy") > 0,
@@ -286,7 +341,7 @@ fn log(dir: &Path, name: &str) -> String {
 }
 
 fn all_logs(dir: &Path) -> String {
-    ["a", "b", "c", "boot"]
+    ["a", "b", "c", "x", "boot"]
         .iter()
         .map(|n| log(dir, n))
         .collect::<String>()
@@ -306,24 +361,151 @@ fn nat_node() {
         return;
     };
     let boot = std::env::var("MESH_NAT_BOOT").ok();
+    let subnet = std::env::var("MESH_NAT_SUBNET").ok();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(node::run(role, name, listen, PathBuf::from(dir), boot));
+    let dir = PathBuf::from(dir);
+    match (role.as_str(), boot, subnet) {
+        ("boot", _, _) => rt.block_on(node::boot(listen, dir)),
+        ("outsider", Some(boot), _) => rt.block_on(node::outsider(listen, dir, boot)),
+        (_, Some(boot), Some(subnet)) => {
+            let subnet = mesh_core::SubnetId::new(subnet.parse().unwrap());
+            rt.block_on(node::run(role, name, listen, dir, boot, subnet))
+        }
+        _ => panic!("{role}: no bootnode given"),
+    }
 }
 
 mod node {
     use super::*;
-    use mesh_core::{Expiration, KeyType, PeerKey, StoredValue, SubnetId};
+    use mesh_chain::devnode::{DevNode, DevNodeOptions};
+    use mesh_chain::{
+        chain_stake_oracle, Amount, ChainClient, HotkeyChain, Keypair, RegisterNode, SignerSource,
+    };
+    use mesh_core::consensus::ConsensusChain;
+    use mesh_core::{Expiration, KeyType, NodeClass, PeerKey, StakeGate, StoredValue, SubnetId};
     use mesh_dht::{Dht, DhtConfig, PeerId, RelayLimits};
     use mesh_server::heartbeat::alive_peers;
-    use mesh_server::{Runtime, RuntimeConfig};
+    use mesh_server::{ChainHooks, Runtime, RuntimeConfig, StakeAuthorizer};
     use mesh_subnet_echo::proto::echo_client::EchoClient;
     use mesh_subnet_echo::proto::SayRequest;
-    use mesh_subnet_echo::{EchoInfo, EchoSubnet};
+    use mesh_subnet_echo::{EchoInfo, EchoSubnet, ALIVE_SCORE};
     use std::sync::Arc;
+    use tokio::net::{TcpListener, TcpStream};
+
+    fn signer(uri: &str) -> Keypair {
+        SignerSource::Phrase(uri.into()).keypair().unwrap()
+    }
+
+    fn chain_url() -> String {
+        format!("ws://{BOOT_IP}:{CHAIN_PORT}")
+    }
+
+    async fn wait_stop(dir: &Path) {
+        let stop = dir.join("stop");
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while !stop.exists() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The public host: the dev chain (its RPC forwarded to the bridge),
+    /// the subnet and its three nodes registered, and a staked-only relay.
+    pub(super) async fn boot(listen: String, dir: PathBuf) {
+        let chain = DevNode::start_with(DevNodeOptions {
+            block_millis: 300,
+            ..Default::default()
+        })
+        .expect("the dev chain starts");
+        let proxy = TcpListener::bind((BOOT_IP, CHAIN_PORT)).await.unwrap();
+        let rpc_port = chain.rpc_port();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = proxy.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(mut out) = TcpStream::connect(("127.0.0.1", rpc_port)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+            }
+        });
+        let client = ChainClient::connect(chain.url()).await.unwrap();
+        let alice = signer("//Alice");
+        let subnet_id = client.create_subnet(&alice, "nat", true).await.unwrap();
+        let boot_key = PeerKey::generate(KeyType::Ed25519).unwrap();
+        for (name, hotkey) in NODES {
+            let key = PeerKey::generate(KeyType::Ed25519).unwrap();
+            key.write_file(&dir.join(format!("{name}.key")), true)
+                .unwrap();
+            let registration = RegisterNode {
+                subnet_id,
+                hotkey: signer(hotkey).public_key().to_account_id(),
+                peer_id: key.peer_id(),
+                // The bootnode is staked as node a's.
+                bootnode_peer_id: if name == "a" {
+                    boot_key.peer_id()
+                } else {
+                    PeerId::random()
+                },
+                client_peer_id: PeerId::random(),
+                bootnode: None,
+                delegate_reward_rate: 0,
+                stake_to_be_added: Amount::tokens(100),
+                unique: None,
+                non_unique: None,
+                max_burn_amount: Amount::tokens(1),
+            };
+            let id = client.register_node(&alice, &registration).await.unwrap();
+            client.activate_node(&alice, subnet_id, id).await.unwrap();
+        }
+        let oracle = chain_stake_oracle(client.clone(), Duration::from_secs(300));
+        let mut config = DhtConfig::new(boot_key);
+        config.subnet_id = subnet_id;
+        config.listen = vec![listen.parse().unwrap()];
+        config.refresh_period = Duration::from_secs(2);
+        config.reach.relay_server = Some(RelayLimits::default());
+        config.stake_gate = Some(StakeGate::new(
+            oracle.oracle(),
+            subnet_id,
+            NodeClass::Registered,
+        ));
+        let registry = config.registry.clone();
+        let dht = Dht::start(config).await.expect("the bootnode starts");
+        let addr = dht.listen_addrs().await.unwrap()[0].clone();
+        put(&dir.join("boot.addr"), &format!("{addr} {subnet_id}"));
+        wait_stop(&dir).await;
+        write_routing(&dht, &dir, "boot").await;
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry.lock().unwrap()).unwrap();
+        put(&dir.join("boot.metrics"), &text);
+        dht.shutdown().await;
+    }
+
+    /// An unstaked node behind NAT: it asks the relay for a slot, which is
+    /// refused; at stop it writes its reachability ("<nat> <slots>").
+    pub(super) async fn outsider(listen: String, dir: PathBuf, boot: String) {
+        let mut config = DhtConfig::new(PeerKey::generate(KeyType::Ed25519).unwrap());
+        config.listen = vec![listen.parse().unwrap()];
+        config.initial_peers = vec![boot.parse().unwrap()];
+        config.refresh_period = Duration::from_secs(2);
+        config.bootstrap_timeout = Duration::from_secs(30);
+        let dht = Dht::start(config).await.expect("the unstaked node starts");
+        put(&dir.join("x.id"), &dht.peer_id().to_string());
+        wait_stop(&dir).await;
+        let reach = dht.reachability().await.unwrap();
+        let nat = match reach.nat {
+            mesh_dht::NatStatus::Private => "private",
+            mesh_dht::NatStatus::Public(_) => "public",
+            mesh_dht::NatStatus::Unknown => "unknown",
+        };
+        put(
+            &dir.join("x.reach"),
+            &format!("{nat} {}", reach.relayed_at.len()),
+        );
+        dht.shutdown().await;
+    }
 
     async fn until<T, F: std::future::Future<Output = Option<T>>>(
         what: &str,
@@ -379,23 +561,35 @@ mod node {
         name: String,
         listen: String,
         dir: PathBuf,
-        boot: Option<String>,
+        boot: String,
+        subnet_id: SubnetId,
     ) {
-        let mut dht = DhtConfig::new(PeerKey::generate(KeyType::Ed25519).unwrap());
-        dht.subnet_id = SubnetId::new(SUBNET);
+        let key = PeerKey::read_file(&dir.join(format!("{name}.key"))).unwrap();
+        let hotkey = NODES.iter().find(|(n, _)| *n == name).unwrap().1;
+        let client = ChainClient::connect(&chain_url()).await.unwrap();
+        let oracle = chain_stake_oracle(client.clone(), Duration::from_secs(300));
+        let gate = StakeGate::new(oracle.oracle(), subnet_id, NodeClass::Registered);
+        let local = key.peer_id();
+        let mut dht = DhtConfig::new(key);
+        dht.subnet_id = subnet_id;
         dht.listen = vec![listen.parse().unwrap()];
-        dht.initial_peers = boot.iter().map(|b| b.parse().unwrap()).collect();
+        dht.initial_peers = vec![boot.parse().unwrap()];
         dht.refresh_period = Duration::from_secs(2);
         dht.bootstrap_timeout = Duration::from_secs(30);
-        if role == "boot" {
-            dht.reach.relay_server = Some(RelayLimits::default());
-        }
+        dht.stake_gate = Some(gate.clone());
         let node = Runtime::start(
             RuntimeConfig {
                 dht,
                 update_period: Duration::from_secs(1),
-                authorizers: vec![],
-                chain: None,
+                authorizers: mesh_server::standard_authorizers(
+                    local,
+                    Some(StakeAuthorizer::from_gate(gate)),
+                ),
+                chain: Some(ChainHooks {
+                    chain: Arc::new(HotkeyChain::new(client.clone(), signer(hotkey))),
+                    poll: Duration::from_millis(100),
+                    attest_window: 0.5,
+                }),
             },
             Arc::new(EchoSubnet::new()),
         )
@@ -404,20 +598,6 @@ mod node {
         let ctx = node.context().clone();
         let dht = ctx.dht.clone();
         let stop = dir.join("stop");
-        let wait_stop = || async {
-            let deadline = Instant::now() + Duration::from_secs(300);
-            while !stop.exists() && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        };
-        if role == "boot" {
-            let addr = dht.listen_addrs().await.unwrap()[0].clone();
-            put(&dir.join("boot.addr"), &addr.to_string());
-            wait_stop().await;
-            write_routing(&dht, &dir, &name).await;
-            node.shutdown().await;
-            return;
-        }
 
         // Behind NAT: AutoNAT says so, and a relay slot is taken.
         let t0 = Instant::now();
@@ -550,6 +730,38 @@ mod node {
             },
         )
         .await;
+        // Consensus with the NAT'd nodes: the elected one proposed scores from
+        // the heartbeats it read through the DHT, all three attested.
+        let reader = HotkeyChain::new(client.clone(), signer(hotkey));
+        let t_consensus = Instant::now();
+        let (epoch, submission) = until(
+            "a fully attested consensus round",
+            Duration::from_secs(120),
+            || async {
+                let now = client.epoch_info(subnet_id).await.ok()?.epoch;
+                for e in (now.saturating_sub(3)..now).rev() {
+                    if let Ok(Some(s)) = reader.submission(subnet_id, e).await {
+                        if s.attested_by.len() == 3 {
+                            return Some((e, s));
+                        }
+                    }
+                }
+                None
+            },
+        )
+        .await;
+        assert_eq!(
+            client.elected_validator(subnet_id, epoch).await.unwrap(),
+            Some(submission.validator),
+            "the elected node proposed"
+        );
+        let scores: Vec<u128> = submission.scores.iter().map(|s| s.score).collect();
+        assert_eq!(
+            scores,
+            vec![ALIVE_SCORE; 3],
+            "a score for each NAT'd node: {submission:?}"
+        );
+        let consensus_after = t_consensus.elapsed();
         for n in ["b", "c"] {
             wait_file(&dir.join(format!("{n}.saw-a")), Duration::from_secs(60))
                 .unwrap_or_else(|| panic!("{n} never read a's record"));
@@ -585,9 +797,12 @@ mod node {
             &dir.join("a.done"),
             &format!(
                 "relay slot after {:.1} s; first call to direct connection {:.2} s; \
-                 relay RPC throughput {relay_mib_s:.1} MiB/s; {calls} calls and 5 records over {LOSS_PERCENT} % loss",
+                 relay RPC throughput {relay_mib_s:.1} MiB/s; consensus of epoch {epoch} \
+                 attested by 3 NAT'd nodes (waited {:.1} s); \
+                 {calls} calls and 5 records over {LOSS_PERCENT} % loss",
                 slot_after.as_secs_f64(),
-                to_direct.as_secs_f64()
+                to_direct.as_secs_f64(),
+                consensus_after.as_secs_f64(),
             ),
         );
         node.shutdown().await;

@@ -19,6 +19,7 @@
 //! outage for its grace period; after that the peer is not admitted.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use libp2p::PeerId;
@@ -56,6 +57,22 @@ struct Verdict {
     at: Instant,
 }
 
+/// The peers admitted right now, readable outside the event loop by parts
+/// that must answer synchronously (the relay server's reservation check).
+/// Kept by [`Admission`]: a peer is in it while its latest verdict admits it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AdmittedPeers(Arc<Mutex<HashSet<PeerId>>>);
+
+impl AdmittedPeers {
+    pub(crate) fn contains(&self, peer: &PeerId) -> bool {
+        self.lock().contains(peer)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<PeerId>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// The stake half of the node's admission policy (rate limits are
 /// [`mesh_core::TokenBucket`]s kept beside the work they meter).
 pub(crate) struct Admission<P> {
@@ -68,6 +85,7 @@ pub(crate) struct Admission<P> {
     tx: mpsc::Sender<Answer>,
     rx: mpsc::Receiver<Answer>,
     cancel: CancellationToken,
+    admitted: AdmittedPeers,
 }
 
 impl<P> Admission<P> {
@@ -77,6 +95,7 @@ impl<P> Admission<P> {
         gate: Option<StakeGate>,
         fresh_for: Duration,
         cancel: CancellationToken,
+        admitted: AdmittedPeers,
     ) -> Self {
         let (tx, rx) = mpsc::channel(MAX_CHECKS);
         Self {
@@ -89,11 +108,17 @@ impl<P> Admission<P> {
             tx,
             rx,
             cancel,
+            admitted,
         }
     }
 
     pub(crate) fn gate(&self) -> Option<&StakeGate> {
         self.gate.as_ref()
+    }
+
+    /// Whether `peer`'s latest verdict admits it (no oracle query).
+    pub(crate) fn admitted_now(&self, peer: &PeerId) -> bool {
+        self.gate.is_none() || self.admitted.contains(peer)
     }
 
     pub(crate) fn enabled(&self) -> bool {
@@ -171,6 +196,13 @@ impl<P> Admission<P> {
             tracing::info!(%peer, "peer is not staked in this subnet");
         }
         self.verdicts.insert(peer, Verdict { admitted, at: now });
+        let mut set = self.admitted.lock();
+        if admitted {
+            set.insert(peer);
+        } else {
+            set.remove(&peer);
+        }
+        drop(set);
         (admitted, self.take_parked(&peer))
     }
 
@@ -199,6 +231,8 @@ impl<P> Admission<P> {
     /// Forgets the verdicts of peers `keep` says no to.
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&PeerId) -> bool) {
         self.verdicts.retain(|p, _| keep(p));
+        let verdicts = &self.verdicts;
+        self.admitted.lock().retain(|p| verdicts.contains_key(p));
     }
 }
 
@@ -329,6 +363,7 @@ mod tests {
             Some(gate),
             Duration::from_millis(200),
             CancellationToken::new(),
+            AdmittedPeers::default(),
         )
     }
 
@@ -351,12 +386,17 @@ mod tests {
         assert!(admitted);
         assert_eq!(parked, (0..100).collect::<Vec<_>>());
         assert_eq!(a.decide(staked), Decision::Admit);
+        assert!(a.admitted.contains(&staked), "the shared set follows");
         // An unstaked peer is refused.
         let other = PeerId::random();
         a.decide(other);
         let answer = a.answer().await;
         assert!(!a.record(&answer).0);
         assert_eq!(a.decide(other), Decision::Refuse);
+        assert!(!a.admitted.contains(&other));
+        // Forgotten peers leave the shared set too.
+        a.retain(|_| false);
+        assert!(!a.admitted.contains(&staked));
     }
 
     #[tokio::test]
@@ -391,6 +431,7 @@ mod tests {
         );
         assert!(!a.record(&answer).0, "fails closed after the grace period");
         assert_eq!(a.decide(staked), Decision::Refuse);
+        assert!(!a.admitted.contains(&staked), "and leaves the shared set");
     }
 
     #[test]

@@ -98,8 +98,15 @@ impl Default for RelayLimits {
 }
 
 impl RelayLimits {
-    pub(crate) fn to_config(self) -> libp2p::relay::Config {
-        libp2p::relay::Config {
+    /// libp2p's relay configuration. With `staked_only`, slots go only to
+    /// peers the stake gate admits right now (a peer whose stake is not
+    /// known yet is refused and asks again later); circuits to those peers
+    /// may come from anyone, as their RPC authorizers decide who is served.
+    pub(crate) fn to_config(
+        self,
+        staked_only: Option<crate::admission::AdmittedPeers>,
+    ) -> libp2p::relay::Config {
+        let mut config = libp2p::relay::Config {
             max_reservations: self.max_reservations,
             max_reservations_per_peer: self.max_reservations_per_peer,
             reservation_duration: self.reservation_duration,
@@ -108,7 +115,16 @@ impl RelayLimits {
             max_circuit_duration: self.max_circuit_duration,
             max_circuit_bytes: self.max_circuit_bytes,
             ..Default::default()
+        };
+        if let Some(admitted) = staked_only {
+            config.reservation_rate_limiters.insert(
+                0,
+                Box::new(move |peer: PeerId, _: &Multiaddr, _: std::time::Instant| {
+                    admitted.contains(&peer)
+                }),
+            );
         }
+        config
     }
 }
 

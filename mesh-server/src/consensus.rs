@@ -137,7 +137,13 @@ impl ConsensusLoop {
     pub async fn run(mut self, poll: Duration, cancel: CancellationToken) {
         let mut backoff = poll;
         loop {
-            let wait = match self.step().await {
+            // A step waits on the chain: shutdown must not wait for it (a
+            // chain that went away keeps the client reconnecting).
+            let step = tokio::select! {
+                _ = cancel.cancelled() => return,
+                step = self.step() => step,
+            };
+            let wait = match step {
                 Ok(step) => {
                     tracing::debug!(?step, "consensus step");
                     backoff = poll;

@@ -162,3 +162,48 @@ async fn only_staked_peers_enter_routing_tables_and_store() {
         node.shutdown().await;
     }
 }
+
+/// A node that joined while its initial peer was not staked yet (its
+/// routing table stayed empty) joins once the peer is: it asks its initial
+/// peers again every refresh while its table is empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_initial_peer_gets_staked_later_joins_then() {
+    let chain = DevNode::start().expect("start mesh-chain-node (run scripts/build-chain.sh first)");
+    let client = ChainClient::connect(chain.url()).await.unwrap();
+    let alice = SignerSource::Phrase("//Alice".into()).keypair().unwrap();
+    let subnet = client.create_subnet(&alice, "late", true).await.unwrap();
+    let (a_key, b_key) = (
+        PeerKey::generate(KeyType::Ed25519).unwrap(),
+        PeerKey::generate(KeyType::Ed25519).unwrap(),
+    );
+    let (a_id, b_id) = (a_key.peer_id(), b_key.peer_id());
+    let bob = SignerSource::Phrase("//Bob".into()).keypair().unwrap();
+    register_dev_node(&client, &alice, subnet, &bob, b_id)
+        .await
+        .unwrap();
+
+    let watched = chain_stake_oracle(client.clone(), Duration::from_secs(300));
+    let gate = StakeGate::new(watched.oracle(), subnet, NodeClass::Registered);
+    let a = start(a_key, vec![], &gate).await;
+    let b = start(b_key, vec![addr_of(&a, Net::Tcp).await], &gate).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        b.routing_table().await.unwrap().is_empty(),
+        "a is not staked yet: b's table stays empty"
+    );
+
+    let charlie = SignerSource::Phrase("//Charlie".into()).keypair().unwrap();
+    register_dev_node(&client, &alice, subnet, &charlie, a_id)
+        .await
+        .unwrap();
+    wait_until("b finds a in its table once a is staked", || async {
+        b.routing_table().await.unwrap().contains(&a_id)
+    })
+    .await;
+    wait_until("and a finds b", || async {
+        a.routing_table().await.unwrap().contains(&b_id)
+    })
+    .await;
+    b.shutdown().await;
+    a.shutdown().await;
+}

@@ -323,3 +323,41 @@ async fn a_staked_subnet_serves_refuses_the_unstaked_reaches_consensus_and_rejoi
         node.shutdown().await;
     }
 }
+
+/// A node whose chain went away still stops at once: the consensus loop's
+/// chain call (the client reconnecting without end) does not hold shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stops_promptly_when_its_chain_is_gone() {
+    let chain = DevNode::start_with(DevNodeOptions {
+        block_millis: 300,
+        ..Default::default()
+    })
+    .expect("start mesh-chain-node (run scripts/build-chain.sh first)");
+    let client = ChainClient::connect(chain.url()).await.unwrap();
+    let alice = signer("//Alice");
+    let subnet_id = client.create_subnet(&alice, "echo", true).await.unwrap();
+    let subnet = Subnet {
+        client: client.clone(),
+        subnet_id,
+        oracle: chain_stake_oracle(client.clone(), Duration::from_secs(300)),
+    };
+    let key = PeerKey::generate(KeyType::Ed25519).unwrap();
+    let id = register_dev_node(&client, &alice, subnet_id, &signer("//Bob"), key.peer_id())
+        .await
+        .unwrap();
+    client.activate_node(&alice, subnet_id, id).await.unwrap();
+    let node = Runtime::start(
+        subnet.config(key, vec![], "//Bob"),
+        Arc::new(EchoSubnet::new()),
+    )
+    .await
+    .expect("the node starts");
+    // Consensus is running (the node proposes or attests on its own).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    drop(chain);
+    // Let the loop's next chain call start and hang on the lost connection.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::timeout(Duration::from_secs(10), node.shutdown())
+        .await
+        .expect("shutdown finishes within 10 s without a chain");
+}

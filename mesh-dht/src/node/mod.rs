@@ -46,7 +46,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::admission::{Admission, Answer, Bans, Decision};
+use crate::admission::{Admission, AdmittedPeers, Answer, Bans, Decision};
 use crate::codec::RecordCodec;
 use crate::config::DhtConfig;
 use crate::guard::{Guard, GuardEvent};
@@ -498,6 +498,11 @@ struct EventLoop {
     unreachable: HashMap<PeerId, std::time::Instant>,
     /// When kad's bootstrap last ran.
     last_bootstrap: Option<Instant>,
+    /// The initial peers: PeerId, address without and with `/p2p/`.
+    initial: Vec<(PeerId, Multiaddr, Multiaddr)>,
+    /// The routing table was empty and the initial peers were asked again:
+    /// the first peer to enter it starts a join.
+    rejoining: bool,
     /// Reachability: NAT verdict, relay slots, connections.
     reach: reach::ReachState,
     /// Lookups of peers to connect to ([`Dht::connect`]).
@@ -651,8 +656,10 @@ impl EventLoop {
                 reason,
             } => {
                 if let Err(e) = reason {
-                    if addresses.iter().any(reach::is_relayed_addr) {
-                        tracing::info!(?addresses, "relay listener closed: {e}");
+                    if self.is_relay_slot(listener_id)
+                        || addresses.iter().any(reach::is_relayed_addr)
+                    {
+                        tracing::warn!(?addresses, "relay slot refused or closed by the relay (with a stake gate, relays give slots to staked nodes only): {e}");
                     } else {
                         tracing::error!(?addresses, "listener closed: {e}");
                     }
@@ -746,9 +753,15 @@ impl EventLoop {
                 peer,
                 addresses,
                 old_peer,
+                is_new_peer,
                 ..
             } => {
                 self.routing = None;
+                if is_new_peer && std::mem::take(&mut self.rejoining) {
+                    tracing::info!(%peer, "routing table no longer empty: joining again");
+                    self.last_bootstrap = Some(Instant::now());
+                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                }
                 self.addr_book
                     .insert(peer, addresses.iter().cloned().collect());
                 if let Some(old) = old_peer {
@@ -1080,6 +1093,9 @@ impl EventLoop {
         {
             self.last_bootstrap = Some(Instant::now());
             let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        }
+        if stats.routing_table_size == 0 && self.startup.is_none() {
+            self.rejoin();
         }
         self.metrics
             .routing_table_peers

@@ -206,6 +206,12 @@ impl EventLoop {
                 dst_peer_id,
             } => tracing::debug!(%src_peer_id, %dst_peer_id, "relaying a connection"),
             relay::Event::ReservationReqDenied { src_peer_id, .. }
+                if !self.admission.admitted_now(&src_peer_id) =>
+            {
+                NodeMetrics::count(&self.metrics.refused_requests, "reason", "relay_unstaked");
+                tracing::debug!(%src_peer_id, "relay slot refused: not staked");
+            }
+            relay::Event::ReservationReqDenied { src_peer_id, .. }
             | relay::Event::CircuitReqDenied { src_peer_id, .. } => {
                 NodeMetrics::count(&self.metrics.refused_requests, "reason", "relay_limit");
                 tracing::debug!(%src_peer_id, "relay request over the limits refused");
@@ -226,6 +232,11 @@ impl EventLoop {
                 tracing::debug!(%peer, "hole punching failed, staying relayed: {e}");
             }
         }
+    }
+
+    /// Whether `id` is the listener of a relay slot (asked for or held).
+    pub(super) fn is_relay_slot(&self, id: ListenerId) -> bool {
+        self.reach.slots.values().any(|s| s.listener == id)
     }
 
     /// A listener closed: if it was a relay slot, that relay is let go.

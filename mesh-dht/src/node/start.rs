@@ -118,8 +118,14 @@ impl Dht {
         } else {
             None
         };
+        // Who the stake gate admits, shared with the relay server: with a
+        // gate, relay slots go to staked peers only.
+        let admitted = AdmittedPeers::default();
         let relay_server = match (&config.reach.relay_server, config.client_mode) {
-            (Some(limits), false) => Some(relay::Behaviour::new(local, limits.to_config())),
+            (Some(limits), false) => {
+                let staked_only = config.stake_gate.is_some().then(|| admitted.clone());
+                Some(relay::Behaviour::new(local, limits.to_config(staked_only)))
+            }
             _ => None,
         };
         let autonat = (config.reach.autonat && !config.client_mode).then(|| {
@@ -249,11 +255,14 @@ impl Dht {
                 config.stake_gate.clone(),
                 config.refresh_period,
                 cancel.child_token(),
+                admitted,
             ),
             bans: Bans::new(config.bans.clone()),
             awaiting: HashMap::new(),
             unreachable: HashMap::new(),
             last_bootstrap: None,
+            initial: initial.clone(),
+            rejoining: false,
             reach: reach::ReachState::new(
                 config.reach.clone(),
                 initial.iter().map(|(p, _, _)| *p).collect(),

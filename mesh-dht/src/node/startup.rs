@@ -34,6 +34,47 @@ impl EventLoop {
         }
     }
 
+    /// The routing table is empty after start-up: every peer left, or none
+    /// was admitted when the node joined (its initial peers were not staked
+    /// yet, say). Go back to the initial peers: dial those not connected,
+    /// ask the gate again about those that are (an admitted one enters the
+    /// table once the answer comes), and join again as soon as one does.
+    /// Runs once a refresh period while the table stays empty.
+    pub(super) fn rejoin(&mut self) {
+        if self.initial.is_empty() {
+            return;
+        }
+        if !self.rejoining {
+            tracing::info!(
+                initial_peers = self.initial.len(),
+                "routing table empty: asking the initial peers again"
+            );
+        }
+        self.rejoining = true;
+        for (peer, base, full) in self.initial.clone() {
+            if !self.swarm.is_connected(&peer) {
+                // Identify on the new connection brings it in (admitted or not).
+                if let Err(e) = self.swarm.dial(full.clone()) {
+                    tracing::debug!(%full, "cannot dial initial peer: {e}");
+                }
+                continue;
+            }
+            match self.admission.decide(peer) {
+                Decision::Admit => {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, base);
+                }
+                // A stale or missing verdict is being asked again; the answer
+                // adds what waits here.
+                Decision::Unknown | Decision::Refuse => {
+                    let waiting = self.awaiting.entry(peer).or_default();
+                    if !waiting.contains(&base) {
+                        waiting.push(base);
+                    }
+                }
+            }
+        }
+    }
+
     pub(super) fn startup_timed_out(&mut self) {
         let Some(s) = &mut self.startup else { return };
         if !s.listeners.is_empty() {
