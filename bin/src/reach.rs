@@ -34,6 +34,10 @@ pub struct ReachArgs {
     /// when they are reached over a public address: for a subnet on one LAN.
     #[arg(long = "allow_private_addrs", alias = "allow-private-addrs")]
     pub allow_private_addrs: bool,
+    /// Ask the router (UPnP IGD) to forward the listening ports to this
+    /// node and announce the public address it maps. Off by default.
+    #[arg(long = "upnp")]
+    pub upnp: bool,
 }
 
 impl ReachArgs {
@@ -46,6 +50,7 @@ impl ReachArgs {
             use_relay: self.use_relay,
             use_auto_relay: self.use_auto_relay,
             allow_private_addrs: self.allow_private_addrs,
+            upnp: self.upnp,
             ..ReachConfig::default()
         };
         if let Some(ip) = self.public_ip {

@@ -205,6 +205,7 @@ fn help_explains_the_flags() {
         "--use_relay",
         "--use_auto_relay",
         "--allow_private_addrs",
+        "--upnp",
         // The inference subnet's own flags, under their own heading.
         "Inference subnet (--subnet inference)",
         "--model",

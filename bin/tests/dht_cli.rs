@@ -317,6 +317,7 @@ fn wrong_arguments_fail_with_a_clear_message() {
         "--use_auto_relay",
         "--relay_server",
         "--allow_private_addrs",
+        "--upnp",
     ] {
         assert!(help.contains(flag), "--help lists {flag}");
     }

@@ -35,6 +35,8 @@ pub(crate) struct NodeMetrics {
     pub(crate) relay_reservations: Gauge,
     /// Hole punches (DCUtR) by result (`direct`, `failed`).
     pub(crate) hole_punches: Family<Labels, Counter>,
+    /// Addresses the local gateway forwards to this node (UPnP).
+    pub(crate) upnp_mappings: Gauge,
 }
 
 impl NodeMetrics {
@@ -57,6 +59,7 @@ impl NodeMetrics {
             reachability: Family::default(),
             relay_reservations: Gauge::default(),
             hole_punches: Family::default(),
+            upnp_mappings: Gauge::default(),
         };
         sub.register(
             "inbound_requests",
@@ -127,6 +130,11 @@ impl NodeMetrics {
             "hole_punches",
             "Relayed connections upgraded to direct ones by hole punching, by result (direct, failed)",
             m.hole_punches.clone(),
+        );
+        sub.register(
+            "upnp_mappings",
+            "Public addresses the local gateway forwards to this node (UPnP)",
+            m.upnp_mappings.clone(),
         );
         m
     }

@@ -47,6 +47,10 @@ pub struct ReachConfig {
     pub allow_private_addrs: bool,
     /// Most addresses kept for one peer.
     pub max_addrs_per_peer: usize,
+    /// Ask the local gateway (UPnP IGD) to forward this node's listening
+    /// ports, and announce the public address it maps. Off by default: a
+    /// gateway with UPnP opens ports without the operator's word.
+    pub upnp: bool,
 }
 
 impl Default for ReachConfig {
@@ -59,6 +63,7 @@ impl Default for ReachConfig {
             max_relays: 2,
             allow_private_addrs: false,
             max_addrs_per_peer: 8,
+            upnp: false,
         }
     }
 }

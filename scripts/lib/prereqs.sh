@@ -14,8 +14,9 @@ die() {
 _can_install() { [ "$(id -u)" -eq 0 ]; }
 
 _apt_install() {
-    apt-get install -y "$@" >/dev/null 2>&1 \
-        || { apt-get update >/dev/null && apt-get install -y "$@" >/dev/null; }
+    # Non-interactive: some packages (miniupnpd) ask debconf questions.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" >/dev/null 2>&1 \
+        || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" >/dev/null; }
 }
 
 need_cargo() {
@@ -59,8 +60,8 @@ need_pip() {
 }
 
 # The gateway's tests: a venv for the openai and selenium packages, and
-# headless Chromium with its WebDriver for the chat page; as root, also ip
-# and nft for the lossy-network test.
+# headless Chromium with its WebDriver for the chat page; as root, also ip,
+# nft and miniupnpd for the network tests (namespaces, NAT, UPnP).
 need_test_tools() {
     local missing=()
     python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
@@ -71,6 +72,8 @@ need_test_tools() {
     if _can_install; then
         command -v ip >/dev/null 2>&1 || missing+=(iproute2)
         command -v nft >/dev/null 2>&1 || missing+=(nftables)
+        # The UPnP test: a router's port mapping daemon.
+        [ -x /usr/sbin/miniupnpd ] || missing+=(miniupnpd-nftables)
     fi
     [ "${#missing[@]}" -eq 0 ] && return
     if _can_install; then

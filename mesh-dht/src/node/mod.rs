@@ -80,6 +80,8 @@ struct Behaviour {
     dcutr: dcutr::Behaviour,
     /// Whether others can dial this node (absent in client mode).
     autonat: Toggle<autonat::Behaviour>,
+    /// Port mappings on the local gateway (UPnP IGD; when turned on).
+    upnp: Toggle<libp2p::upnp::tokio::Behaviour>,
 }
 
 /// Why one replica refused a store.
@@ -578,6 +580,7 @@ impl EventLoop {
                 self.on_pubsub_event(ev);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Autonat(ev)) => self.on_autonat_event(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Upnp(ev)) => self.on_upnp_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::RelayClient(ev)) => {
                 self.on_relay_client_event(ev)
             }

@@ -159,6 +159,31 @@ impl EventLoop {
         self.maintain_relays();
     }
 
+    pub(super) fn on_upnp_event(&mut self, ev: libp2p::upnp::Event) {
+        use libp2p::upnp::Event;
+        match ev {
+            // The behaviour confirms the address to the swarm itself:
+            // identify announces it and AutoNAT checks it.
+            Event::NewExternalAddr {
+                local_addr,
+                external_addr,
+            } => {
+                self.metrics.upnp_mappings.inc();
+                tracing::info!(%external_addr, "UPnP: the gateway forwards {external_addr} to {local_addr}");
+            }
+            Event::ExpiredExternalAddr { external_addr, .. } => {
+                self.metrics.upnp_mappings.dec();
+                tracing::info!(%external_addr, "UPnP: the gateway's mapping of {external_addr} ended");
+            }
+            Event::GatewayNotFound => {
+                tracing::warn!("UPnP: no gateway on the local network answered (is UPnP turned on in the router?)")
+            }
+            Event::NonRoutableGateway => tracing::warn!(
+                "UPnP: the gateway's own external address is not public (a NAT behind a NAT): no ports mapped"
+            ),
+        }
+    }
+
     fn set_reachability_metric(&self) {
         for label in ["public", "private", "unknown"] {
             let v = i64::from(self.reach.nat.label() == label);

@@ -161,6 +161,9 @@ impl Dht {
             relay_client,
             dcutr: dcutr::Behaviour::new(local),
             autonat: autonat.into(),
+            upnp: (config.reach.upnp && !config.client_mode)
+                .then(libp2p::upnp::tokio::Behaviour::default)
+                .into(),
         };
 
         let idle = config.idle_connection_timeout;
