@@ -8,6 +8,7 @@
 //! event loop, which validates it and calls [`KadStore::put`].
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libp2p::kad::store::{self, RecordStore};
@@ -24,7 +25,7 @@ use crate::DhtError;
 
 pub(crate) struct KadStore {
     records: Store,
-    persist: Option<Persist>,
+    persist: Option<Arc<Persist>>,
 }
 
 impl KadStore {
@@ -33,7 +34,7 @@ impl KadStore {
     /// like any other: edited, or written under other rules).
     pub(crate) fn new(
         limits: StoreLimits,
-        persist: Option<Persist>,
+        persist: Option<Arc<Persist>>,
         validator: &CompositeValidator,
     ) -> Result<Self, DhtError> {
         let mut records = Store::new(limits);
@@ -79,6 +80,11 @@ impl KadStore {
         &self.records
     }
 
+    /// The file, when the store persists.
+    pub(crate) fn persist(&self) -> Option<&Arc<Persist>> {
+        self.persist.as_ref()
+    }
+
     /// Applies a validated record and persists what changed. A record that
     /// cannot be saved is not kept: the key goes back to what it held and
     /// the write is refused ([`Refusal::NotSaved`]).
@@ -88,10 +94,35 @@ impl KadStore {
         publisher: PeerId,
         now: Expiration,
     ) -> Result<(), Refusal> {
+        let before = self.records.key_entries(&record.key);
+        let changes = self.apply(record, publisher, now)?;
         let Some(persist) = &self.persist else {
-            self.records.put(record, publisher, now)?;
             return Ok(());
         };
+        if let Err(e) = persist.write(&changes) {
+            tracing::error!("{e}; the write is refused");
+            self.records.remove_key(&record.key);
+            for (r, p) in before {
+                let _ = self.records.put(&r, p, now);
+            }
+            return Err(Refusal::NotSaved(e.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Applies a validated record in memory and returns the rows to write
+    /// (none without a file); the caller writes them (the writer thread)
+    /// and calls [`KadStore::restore`] if that fails.
+    pub(crate) fn apply(
+        &mut self,
+        record: &Record,
+        publisher: PeerId,
+        now: Expiration,
+    ) -> Result<Vec<Change>, Refusal> {
+        if self.persist.is_none() {
+            self.records.put(record, publisher, now)?;
+            return Ok(Vec::new());
+        }
         let before = self.records.key_entries(&record.key);
         let touched = self.records.put(record, publisher, now)?;
         // A subkey written into a dictionary that lost nothing else is one
@@ -116,15 +147,27 @@ impl KadStore {
             let entries = self.records.key_entries(&k);
             changes.push(Change::Key(k, entries));
         }
-        if let Err(e) = persist.write(&changes) {
-            tracing::error!("{e}; the write is refused");
-            self.records.remove_key(&record.key);
-            for (r, p) in before {
-                let _ = self.records.put(&r, p, now);
+        Ok(changes)
+    }
+
+    /// A write of `keys` failed: each goes back to what the file holds.
+    pub(crate) fn restore(&mut self, keys: &[Vec<u8>]) {
+        let Some(persist) = &self.persist else { return };
+        let now = Expiration::now();
+        for key in keys {
+            self.records.remove_key(key);
+            match persist.load_key(key) {
+                Ok(entries) => {
+                    for (r, p) in entries {
+                        let _ = self.records.put(&r, p, now);
+                    }
+                }
+                Err(e) => tracing::error!(
+                    key = %String::from_utf8_lossy(key),
+                    "cannot read the key back after a failed write: {e}"
+                ),
             }
-            return Err(Refusal::NotSaved(e.to_string()));
         }
-        Ok(())
     }
 
     pub(crate) fn get(&self, key: &[u8], now: Expiration) -> Option<StoredValue> {

@@ -33,6 +33,9 @@ pub(crate) enum Change {
 pub(crate) struct Persist {
     db: Database,
     path: PathBuf,
+    /// Tests: make every write fail (a full disk, say).
+    #[cfg(test)]
+    pub(crate) fail_writes: std::sync::atomic::AtomicBool,
 }
 
 fn err(path: &Path, e: impl std::fmt::Display) -> DhtError {
@@ -101,6 +104,8 @@ impl Persist {
         let persist = Self {
             db,
             path: path.to_path_buf(),
+            #[cfg(test)]
+            fail_writes: Default::default(),
         };
         persist.migrate().map_err(|e| err(path, e))?;
         Ok(persist)
@@ -172,8 +177,38 @@ impl Persist {
         Ok(out)
     }
 
+    /// What the file holds for `key` (after a failed write: the state to
+    /// go back to).
+    pub(crate) fn load_key(&self, key: &[u8]) -> Result<Vec<(Record, PeerId)>, DhtError> {
+        let tx = self.db.begin_read().map_err(|e| err(&self.path, e))?;
+        let table = tx.open_table(ENTRIES).map_err(|e| err(&self.path, e))?;
+        let mut from = key_prefix(key);
+        let mut to = from.clone();
+        from.push(0);
+        to.push(2);
+        let mut out = Vec::new();
+        for row in table
+            .range(from.as_slice()..to.as_slice())
+            .map_err(|e| err(&self.path, e))?
+        {
+            let (_, v) = row.map_err(|e| err(&self.path, e))?;
+            if let Some(entry) = pb::Persisted::decode(v.value()).ok().and_then(|p| {
+                let r = p.records.into_iter().next()?;
+                let publisher = PeerId::from_bytes(p.publishers.first()?).ok()?;
+                Some((Record::from(r), publisher))
+            }) {
+                out.push(entry);
+            }
+        }
+        Ok(out)
+    }
+
     /// Applies `changes` in one transaction.
     pub(crate) fn write(&self, changes: &[Change]) -> Result<(), DhtError> {
+        #[cfg(test)]
+        if self.fail_writes.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(err(&self.path, "test: writes fail"));
+        }
         self.write_inner(changes).map_err(|e| err(&self.path, e))
     }
 
@@ -216,6 +251,89 @@ impl Persist {
         }
         tx.commit()?;
         Ok(())
+    }
+}
+
+/// Most writes committed in one transaction by the writer.
+const MAX_BATCH: usize = 64;
+
+/// A write for the writer thread, and what to hand back when it is done.
+pub(crate) struct WriteJob<T> {
+    pub(crate) changes: Vec<Change>,
+    pub(crate) token: T,
+}
+
+/// What the writer hands back: the job's token, the keys it wrote, and
+/// whether the transaction committed.
+pub(crate) struct Written<T> {
+    pub(crate) token: T,
+    pub(crate) keys: Vec<Vec<u8>>,
+    pub(crate) result: Result<(), String>,
+}
+
+/// Runs the writes of `jobs` on a thread of its own, as many as are queued
+/// (up to [`MAX_BATCH`]) in one transaction, and hands each back on
+/// `done`. The thread ends when every sender of `jobs` is gone; the
+/// returned receiver resolves once it has, with its handle on the file
+/// dropped (a restart may open the file again).
+pub(crate) fn spawn_writer<T: Send + 'static>(
+    persist: std::sync::Arc<Persist>,
+    mut jobs: tokio::sync::mpsc::Receiver<WriteJob<T>>,
+    done: tokio::sync::mpsc::Sender<Written<T>>,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+    let (exited_tx, exited) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("mesh-dht-persist".into())
+        .spawn(move || {
+            let _exited = ExitSignal(Some(exited_tx));
+            let persist = persist;
+            while let Some(first) = jobs.blocking_recv() {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match jobs.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
+                let changes: Vec<Change> = batch
+                    .iter_mut()
+                    .flat_map(|j| std::mem::take(&mut j.changes))
+                    .collect();
+                let keys: Vec<Vec<u8>> = changes
+                    .iter()
+                    .map(|c| match c {
+                        Change::Entry(r, _) => r.key.clone(),
+                        Change::Key(k, _) => k.clone(),
+                    })
+                    .collect();
+                let result = persist.write(&changes).map_err(|e| e.to_string());
+                if let Err(e) = &result {
+                    tracing::error!("{e}; the writes of this batch are refused");
+                }
+                for job in batch {
+                    let written = Written {
+                        token: job.token,
+                        keys: keys.clone(),
+                        result: result.clone(),
+                    };
+                    if done.blocking_send(written).is_err() {
+                        return;
+                    }
+                }
+            }
+        })?;
+    Ok(exited)
+}
+
+/// Signals on drop, after the fields declared before it in the thread's
+/// closure (the file handle) are gone.
+struct ExitSignal(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl Drop for ExitSignal {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
     }
 }
 

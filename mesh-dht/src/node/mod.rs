@@ -5,6 +5,7 @@
 //! runs lookups, [`messages`] checks pubsub messages; admission and pubsub
 //! state live in `crate::admission` and `crate::pubsub`.
 
+mod ingest;
 mod lookups;
 mod messages;
 mod reach;
@@ -173,6 +174,12 @@ pub struct DhtStats {
 }
 
 pub(crate) enum Command {
+    /// Tests: make the store file's writes fail, or work again.
+    #[cfg(test)]
+    FailWrites {
+        on: bool,
+        reply: oneshot::Sender<()>,
+    },
     Store {
         record: Record,
         reply: oneshot::Sender<StoreReport>,
@@ -502,6 +509,8 @@ struct EventLoop {
     last_bootstrap: Option<Instant>,
     /// The initial peers: PeerId, address without and with `/p2p/`.
     initial: Vec<(PeerId, Multiaddr, Multiaddr)>,
+    /// Inbound records on their way through validation and the writer.
+    ingest: ingest::Ingest,
     /// The routing table was empty and the initial peers were asked again:
     /// the first peer to enter it starts a join.
     rejoining: bool,
@@ -526,6 +535,8 @@ impl EventLoop {
                     None => break,
                 },
                 answer = self.admission.answer() => self.on_answer(answer),
+                Some(v) = self.ingest.validated.recv() => self.on_validated(v),
+                Some(w) = self.ingest.written.recv() => self.on_written(w),
                 (topic, id) = self.pubsub.next_closed() => {
                     if let Some(gs) = self.swarm.behaviour_mut().pubsub.as_mut() {
                         self.pubsub.on_closed(gs, topic, id);
@@ -538,6 +549,9 @@ impl EventLoop {
                 _ = self.cancel.cancelled() => break,
             }
         }
+        // The KadStore's handle on the file goes with the swarm; the writer's
+        // goes here, so the file is free once the node has stopped.
+        self.ingest.close().await;
         tracing::info!(peer_id = %self.local, "DHT node stopped");
     }
 
@@ -840,14 +854,14 @@ impl EventLoop {
                         self.misbehaved(source);
                     }
                     Some(value) => {
-                        for r in value.into_records(record.key.to_vec()) {
-                            if let Err(e) = self.accept(&r, source) {
-                                tracing::debug!(%source, "kad PUT_VALUE refused: {e}");
-                                if matches!(e, Refusal::Invalid(_)) {
-                                    self.misbehaved(source);
-                                }
-                            }
-                        }
+                        // Through the same pipeline as the record protocol
+                        // (kad answers the sender itself; nothing waits here).
+                        let records = value
+                            .into_records(record.key.to_vec())
+                            .into_iter()
+                            .map(|r| (r, source))
+                            .collect();
+                        self.ingest(source, records, None);
                     }
                     None => {
                         NodeMetrics::count(&self.metrics.refused_requests, "reason", "malformed");
@@ -959,6 +973,13 @@ impl EventLoop {
             }
             Command::Stats(reply) => {
                 let _ = reply.send(self.stats());
+            }
+            #[cfg(test)]
+            Command::FailWrites { on, reply } => {
+                if let Some(p) = self.swarm.behaviour_mut().kad.store_mut().persist() {
+                    p.fail_writes.store(on, std::sync::atomic::Ordering::SeqCst);
+                }
+                let _ = reply.send(());
             }
             Command::Admitted { peer, reply } => match self.admission.decide(peer) {
                 Decision::Admit => {

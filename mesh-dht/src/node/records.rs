@@ -176,27 +176,32 @@ impl EventLoop {
         self.respond(channel, kind);
     }
 
-    pub(super) fn store_response(
+    /// A store from an admitted peer: checked for shape here, then through
+    /// the ingest pipeline (`ingest.rs`), which answers.
+    pub(super) fn store_request(
         &mut self,
         peer: PeerId,
         s: pb::StoreRequest,
-    ) -> pb::response::Kind {
+        channel: ResponseChannel<pb::Response>,
+    ) {
         if s.records.is_empty() || s.records.len() > MAX_RECORDS_PER_REQUEST {
             self.misbehaved(peer);
-            return Self::error_response(
+            let kind = Self::error_response(
                 pb::error_response::Code::Malformed,
                 format!("a store carries 1 to {MAX_RECORDS_PER_REQUEST} records"),
             );
+            return self.respond(channel, kind);
         }
         // A replica repairing names the publisher of each record; it is
         // believed for publishers the admission policy admits (quota stays
         // theirs), otherwise the record counts as the sender's own.
         if !s.publishers.is_empty() && s.publishers.len() != s.records.len() {
             self.misbehaved(peer);
-            return Self::error_response(
+            let kind = Self::error_response(
                 pb::error_response::Code::Malformed,
                 "a store names a publisher for every record or for none",
             );
+            return self.respond(channel, kind);
         }
         let publishers: Vec<PeerId> = (0..s.records.len())
             .map(|i| {
@@ -207,34 +212,13 @@ impl EventLoop {
                     .unwrap_or(peer)
             })
             .collect();
-        let key = s.records[0].key.clone();
-        let results = s
+        let records = s
             .records
             .into_iter()
+            .map(Record::from)
             .zip(publishers)
-            .map(
-                |(r, publisher)| match self.accept(&Record::from(r), publisher) {
-                    Ok(()) => pb::StoreResult {
-                        accepted: true,
-                        ..Default::default()
-                    },
-                    Err(e) => {
-                        if matches!(e, Refusal::Invalid(_)) {
-                            self.misbehaved(peer);
-                        }
-                        pb::StoreResult {
-                            accepted: false,
-                            refusal: refusal_code(&e).0 as i32,
-                            reason: e.to_string(),
-                        }
-                    }
-                },
-            )
             .collect();
-        pb::response::Kind::Store(pb::StoreResponse {
-            results,
-            closer: self.closer_peers(&key, &peer),
-        })
+        self.ingest(peer, records, Some(channel));
     }
 
     // ---- admission ------------------------------------------------------------
@@ -256,7 +240,7 @@ impl EventLoop {
         channel: ResponseChannel<pb::Response>,
     ) {
         let kind = match self.admission.decide(peer) {
-            Decision::Admit => self.store_response(peer, store),
+            Decision::Admit => return self.store_request(peer, store, channel),
             Decision::Refuse => self.not_staked(peer, &store),
             Decision::Unknown => {
                 let parked = Parked::Store {

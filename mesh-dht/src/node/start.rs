@@ -39,13 +39,14 @@ impl Dht {
         let persist = config
             .store_path
             .as_deref()
-            .map(Persist::open)
+            .map(|path| Persist::open(path).map(Arc::new))
             .transpose()?;
         let mut validator = config.validator;
         validator.add(SignatureValidator::new(Arc::new(config.key.clone())));
         validator.add(mesh_core::validator::framework_keys());
         let validator = Arc::new(validator);
         let store = KadStore::new(config.limits, persist, &validator)?;
+        let file = store.persist().cloned();
 
         let kad_protocol = StreamProtocol::try_from_owned(config.subnet_id.protocol("kad/1.0.0"))
             .map_err(|e| DhtError::Transport(e.to_string()))?;
@@ -266,6 +267,7 @@ impl Dht {
             last_bootstrap: None,
             initial: initial.clone(),
             rejoining: false,
+            ingest: ingest::Ingest::start(validator.clone(), file, cancel.child_token())?,
             reach: reach::ReachState::new(
                 config.reach.clone(),
                 initial.iter().map(|(p, _, _)| *p).collect(),
