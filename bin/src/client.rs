@@ -3,8 +3,11 @@
 
 use std::path::PathBuf;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use anyhow::{Context, Result};
-use mesh_core::{KeyType, PeerKey, SubnetId};
+use mesh_core::{CachedStakeOracle, KeyType, NodeClass, PeerKey, StakeGate, SubnetId};
 use mesh_dht::{Dht, DhtConfig, Multiaddr};
 
 use crate::secs;
@@ -29,6 +32,13 @@ pub struct JoinArgs {
         default_value_t = 15.0
     )]
     pub bootstrap_timeout: f64,
+    /// The chain's RPC endpoint (e.g. ws://127.0.0.1:9944). With it, the
+    /// client checks stake as servers do: only staked servers' heartbeats
+    /// count and only staked peers are asked, so an unstaked peer cannot
+    /// steer requests with made-up heartbeats. Without it (a subnet with no
+    /// chain) every heartbeat counts.
+    #[arg(long = "rpc_url", alias = "rpc-url", value_name = "URL")]
+    pub rpc_url: Option<String>,
 }
 
 impl JoinArgs {
@@ -48,6 +58,27 @@ impl JoinArgs {
         config.client_mode = true;
         config.initial_peers = self.initial_peers.clone();
         config.bootstrap_timeout = secs(self.bootstrap_timeout, "--bootstrap_timeout")?;
+        match &self.rpc_url {
+            Some(url) => {
+                let chain = mesh_chain::ChainClient::connect(url)
+                    .await
+                    .with_context(|| format!("cannot reach the chain at {url}"))?;
+                // Answers cached for 30 s: a client runs briefly or reads
+                // rarely; servers follow blocks for faster updates.
+                let oracle = CachedStakeOracle::new(
+                    mesh_chain::ChainStakeOracle::new(chain),
+                    Duration::from_secs(30),
+                );
+                config.stake_gate = Some(StakeGate::new(
+                    Arc::new(oracle),
+                    self.subnet_id,
+                    NodeClass::Registered,
+                ));
+            }
+            None => tracing::warn!(
+                "no --rpc_url: heartbeats are not checked against stake (right for a subnet without a chain)"
+            ),
+        }
         Dht::start(config).await.context("joining the DHT")
     }
 }

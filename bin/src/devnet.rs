@@ -85,6 +85,8 @@ pub struct DevnetArgs {
 #[derive(Default)]
 struct GatewaySlot {
     key: Option<PeerKey>,
+    /// The chain the gateway checks stake on.
+    chain_url: String,
     running: Option<(mesh_gateway::Gateway, Dht)>,
 }
 
@@ -135,6 +137,7 @@ pub async fn run(args: DevnetArgs) -> Result<()> {
             let (boot, subnet_id, client, key) = setup(&args, &chain, &mut nodes).await?;
             let boot = bootnode.insert(boot);
             gateway.key = key;
+            gateway.chain_url = chain.url().to_string();
             watch(&args, subnet_id, &client, boot, &mut nodes, timeout, &mut gateway).await
         } => r,
         () = interrupted => Ok(()),
@@ -407,7 +410,8 @@ async fn watch(
         );
     }
     if let Some(key) = gateway.key.take() {
-        gateway.running = Some(start_gateway(args, subnet_id, boot, key).await?);
+        let chain_url = gateway.chain_url.clone();
+        gateway.running = Some(start_gateway(args, subnet_id, boot, key, &chain_url).await?);
     }
     println!("waiting for the first epoch's consensus (nodes become validators two epochs after activation) ...");
 
@@ -448,12 +452,14 @@ async fn start_gateway(
     subnet_id: SubnetId,
     boot: &Dht,
     key: PeerKey,
+    chain_url: &str,
 ) -> Result<(mesh_gateway::Gateway, Dht)> {
     let join = crate::client::JoinArgs {
         initial_peers: boot.listen_addrs().await?,
         subnet_id,
         identity_path: None,
         bootstrap_timeout: 15.0,
+        rpc_url: Some(chain_url.to_string()),
     };
     let dht = join.join(key.clone()).await?;
     let listen = std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, args.gateway_port));

@@ -579,8 +579,11 @@ async fn mesh_infer_streams_from_a_staked_inference_server() {
     // Its first heartbeat is in the DHT right after the start.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
+    // With --rpc_url the client checks stake itself: the staked server's
+    // heartbeat counts (an unstaked peer's would not).
     let out = Command::new(env!("CARGO_BIN_EXE_mesh-infer"))
         .args(["--initial_peers", &addr.to_string(), "--subnet_id", &subnet])
+        .args(["--rpc_url", chain.url()])
         .arg("--identity_path")
         .arg(&client_key)
         .args(["--max_tokens", "12", "What is the capital of France?"])
@@ -589,6 +592,10 @@ async fn mesh_infer_streams_from_a_staked_inference_server() {
         .unwrap();
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "mesh-infer: {stderr}");
+    assert!(
+        !stderr.contains("not checked against stake"),
+        "with --rpc_url stake is checked: {stderr}"
+    );
     assert!(
         !stdout.trim().is_empty(),
         "an answer on stdout; stderr: {stderr}"
@@ -610,6 +617,10 @@ async fn mesh_infer_streams_from_a_staked_inference_server() {
     assert!(
         stderr.contains("stake: ") && stderr.contains("not staked"),
         "{stderr}"
+    );
+    assert!(
+        stderr.contains("no --rpc_url: heartbeats are not checked against stake"),
+        "without --rpc_url the client says it trusts every heartbeat: {stderr}"
     );
     proc.stop(libc::SIGTERM, Duration::from_secs(20));
 }
