@@ -388,3 +388,71 @@ fn a_public_ip_is_announced_and_reachability_is_logged() {
     }
     panic!("no \"reachable at\" in the log:\n{}", seen.join("\n"));
 }
+
+/// A daemon that freezes (SIGSTOP: its connections stay open, nothing
+/// answers) leaves a peer's routing table after two unanswered requests,
+/// so lookups stop waiting on it; thawed (SIGCONT), it comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_daemon_leaves_the_routing_table_and_comes_back_when_thawed() {
+    use mesh_core::{Expiration, KeyType, PeerKey, SubnetId};
+    use mesh_dht::{Dht, DhtConfig, PeerId};
+
+    let mut c = DhtConfig::new(PeerKey::generate(KeyType::Ed25519).unwrap());
+    c.subnet_id = SubnetId::new(42);
+    c.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    c.refresh_period = Duration::from_secs(1);
+    c.request_timeout = Duration::from_secs(2);
+    let w = Dht::start(c).await.unwrap();
+    let w_addr = w.listen_addrs().await.unwrap()[0].to_string();
+    let frozen = tokio::task::spawn_blocking(move || spawn(&["--initial_peers", &w_addr]))
+        .await
+        .unwrap();
+    let fid: PeerId = frozen.peer_id.parse().unwrap();
+    let in_table = |w: Dht| async move { w.routing_table().await.unwrap().contains(&fid) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !in_table(w.clone()).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon never joined"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let pid = frozen.child.id() as libc::pid_t;
+    // SAFETY: signals to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let mut removed_after = None;
+    for i in 0..5 {
+        let report = w
+            .store(
+                format!("k{i}").into_bytes(),
+                None,
+                b"v".to_vec(),
+                Expiration::in_(Duration::from_secs(60)),
+            )
+            .await
+            .unwrap();
+        assert!(report.accepted >= 1, "{report:?}");
+        if !in_table(w.clone()).await {
+            removed_after = Some(i + 1);
+            break;
+        }
+    }
+    let stores = removed_after.expect("the frozen daemon stayed in the routing table");
+    assert!(stores <= 2, "removed after {stores} unanswered stores");
+
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !in_table(w.clone()).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the thawed daemon never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::task::spawn_blocking(move || frozen.terminate())
+        .await
+        .unwrap();
+    w.shutdown().await;
+}

@@ -469,6 +469,10 @@ const MIN_BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How long a peer that could not be dialed stays out of lookups.
 const DEAD_PEER_MEMORY: Duration = Duration::from_secs(60);
+
+/// Unanswered requests or pings in a row after which a connected peer is
+/// treated as dead.
+const STRIKES_TO_REMOVE: u8 = 2;
 /// Most peers remembered as unreachable (the oldest are forgotten first).
 const MAX_UNREACHABLE: usize = 4096;
 
@@ -505,6 +509,8 @@ struct EventLoop {
     /// Peers a dial could not reach, and when: left out of lookups for
     /// [`DEAD_PEER_MEMORY`] even when other nodes still name them.
     unreachable: HashMap<PeerId, std::time::Instant>,
+    /// Requests and pings in a row a connected peer left unanswered.
+    strikes: HashMap<PeerId, u8>,
     /// When kad's bootstrap last ran.
     last_bootstrap: Option<Instant>,
     /// The initial peers: PeerId, address without and with `/p2p/`.
@@ -588,7 +594,13 @@ impl EventLoop {
                     }
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(ev)) => self.metrics.libp2p.record(&ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ev)) => {
+                self.metrics.libp2p.record(&ev);
+                match &ev.result {
+                    Ok(_) => self.answered(ev.peer),
+                    Err(e) => self.no_answer(ev.peer, &format!("ping: {e}")),
+                }
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Pubsub(ev)) => {
                 self.metrics.libp2p.record(&ev);
                 self.on_pubsub_event(ev);
@@ -746,6 +758,28 @@ impl EventLoop {
     /// lookups skip it for [`DEAD_PEER_MEMORY`] even when other nodes still
     /// name it, so they stop waiting on it (kad alone keeps a dead peer
     /// until its bucket overflows). It comes back when it connects again.
+    /// `peer` answered: its strikes are forgiven.
+    pub(super) fn answered(&mut self, peer: PeerId) {
+        self.strikes.remove(&peer);
+    }
+
+    /// A connected `peer` left a request or a ping unanswered (a frozen or
+    /// overloaded process keeps its connections open). After
+    /// [`STRIKES_TO_REMOVE`] in a row it is treated as dead: out of the
+    /// routing table and of lookups, and disconnected, so that if it
+    /// recovers it comes back through a fresh connection and identify.
+    pub(super) fn no_answer(&mut self, peer: PeerId, why: &str) {
+        let strikes = self.strikes.entry(peer).or_insert(0);
+        *strikes += 1;
+        if *strikes < STRIKES_TO_REMOVE {
+            return;
+        }
+        self.strikes.remove(&peer);
+        tracing::info!(%peer, "not answering ({why}): removed from the routing table and disconnected");
+        self.peer_unreachable(peer);
+        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+
     fn peer_unreachable(&mut self, peer: PeerId) {
         let now = std::time::Instant::now();
         if self.unreachable.len() >= MAX_UNREACHABLE {
@@ -1095,6 +1129,10 @@ impl EventLoop {
         }
         self.pubsub.refresh();
         self.bans.forget_idle();
+        {
+            let swarm = &self.swarm;
+            self.strikes.retain(|p, _| swarm.is_connected(p));
+        }
         if self.admission.enabled() {
             // Peers lose stake: ask again about everyone in the table (the
             // oracle's cache keeps this cheap) and forget peers we no longer see.

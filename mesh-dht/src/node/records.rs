@@ -55,6 +55,10 @@ impl EventLoop {
                 error,
                 ..
             } => {
+                // Dial failures are handled where the dial fails.
+                if !matches!(error, request_response::OutboundFailure::DialFailure) {
+                    self.no_answer(peer, &error.to_string());
+                }
                 if let Some(sent) = self.repair.syncs.remove(&request_id) {
                     tracing::debug!(%peer, "repair digest not delivered: {error}");
                     return self.on_sync_failed(sent);
@@ -338,6 +342,7 @@ impl EventLoop {
         peer: PeerId,
         response: pb::Response,
     ) {
+        self.answered(peer);
         if let Some(sent) = self.repair.syncs.remove(&request_id) {
             match response.kind {
                 Some(pb::response::Kind::Sync(s)) => self.on_sync_answer(sent, s.wanted),

@@ -264,6 +264,7 @@ impl Dht {
             bans: Bans::new(config.bans.clone()),
             awaiting: HashMap::new(),
             unreachable: HashMap::new(),
+            strikes: HashMap::new(),
             last_bootstrap: None,
             initial: initial.clone(),
             rejoining: false,
