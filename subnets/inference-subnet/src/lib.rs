@@ -71,6 +71,10 @@ pub struct InferenceInfo {
     pub version: String,
 }
 
+/// Longest text `Embed` takes, in bytes: far more than the 512 tokens the
+/// model reads (a token is rarely more than a word).
+pub const MAX_EMBED_TEXT_BYTES: usize = 32 * 1024;
+
 /// The inference subnet on one node: its engine and, optionally, an
 /// embedding model.
 pub struct InferenceSubnet {
@@ -239,6 +243,18 @@ impl proto::inference_server::Inference for InferenceService {
         let texts = request.into_inner().texts;
         if texts.is_empty() || texts.len() > 256 {
             return Err(Status::invalid_argument("send 1 to 256 texts"));
+        }
+        // The model reads 512 tokens of a text; a longer one is refused
+        // before tokenizing it (WordPiece on one huge word is quadratic).
+        if let Some((i, t)) = texts
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.len() > MAX_EMBED_TEXT_BYTES)
+        {
+            return Err(Status::invalid_argument(format!(
+                "text {i} is {} bytes; at most {MAX_EMBED_TEXT_BYTES} a text",
+                t.len()
+            )));
         }
         let vectors = tokio::task::spawn_blocking(move || {
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();

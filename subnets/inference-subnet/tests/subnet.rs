@@ -308,6 +308,42 @@ async fn embeddings_and_cancellation_over_rpc() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    // Huge inputs are refused before any tokenizing, and the server goes on.
+    let t = Instant::now();
+    let status = asker
+        .rpc(with)
+        .embed(EmbedRequest {
+            texts: vec!["a".repeat(1 << 20)],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("at most"), "{status:?}");
+    let mut huge = request();
+    huge.prompt = Some(generate_request::Prompt::Text("word ".repeat(600_000)));
+    let refused = async {
+        let mut stream = asker.rpc(with).generate(huge).await?.into_inner();
+        while stream.message().await?.is_some() {}
+        Ok::<(), tonic::Status>(())
+    }
+    .await
+    .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
+    assert!(refused.message().contains("cannot fit"), "{refused:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "refused at once, not after tokenizing: {:?}",
+        t.elapsed()
+    );
+    let reply = asker
+        .rpc(with)
+        .embed(EmbedRequest {
+            texts: vec![texts[0].to_string()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.vectors[0].values, local[0], "still serving");
 
     // A long generation, abandoned after its first token.
     let mut long = request();
