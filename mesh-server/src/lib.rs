@@ -90,7 +90,9 @@ pub mod signature;
 
 pub use auth::{AuthLayer, Authorizer, RateLimitAuthorizer, RateLimits, StakeAuthorizer};
 pub use heartbeat::{alive_peers, spawn_heartbeats, Heartbeat, HeartbeatError};
-pub use rpc::{caller, connect, incoming, rpc_protocol, Caller, PeerIo, RpcError};
+pub use rpc::{
+    caller, connect, incoming, incoming_with_timeout, rpc_protocol, Caller, PeerIo, RpcError,
+};
 pub use runtime::{ChainHooks, Runtime, RuntimeConfig, RuntimeError, Subnet, SubnetContext};
 pub use signature::{signed, SignResponsesLayer, SignatureAuthorizer, SignedChannel};
 

@@ -46,10 +46,20 @@ pub enum RpcError {
     AlreadyServed(StreamProtocol),
 }
 
+/// Bytes an inbound connection must send within [`FIRST_BYTES_TIMEOUT`]:
+/// the HTTP/2 preface (24) and the frame headers of its SETTINGS and first
+/// request (9 each), which any real caller sends at once.
+pub const FIRST_BYTES: usize = 42;
+/// How long an inbound connection may take to send [`FIRST_BYTES`]; one
+/// that opens and stays silent (or trickles) is dropped then.
+pub const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One libp2p stream used as one HTTP/2 connection.
 pub struct PeerIo {
     io: Compat<libp2p::Stream>,
     peer: PeerId,
+    /// Inbound: until [`FIRST_BYTES`] have arrived, when to give up.
+    first_bytes: Option<(Pin<Box<tokio::time::Sleep>>, usize, Duration)>,
 }
 
 impl PeerIo {
@@ -58,6 +68,16 @@ impl PeerIo {
         Self {
             io: stream.compat(),
             peer,
+            first_bytes: None,
+        }
+    }
+
+    /// Wrap a stream `peer` opened to us: reads fail with `TimedOut` unless
+    /// [`FIRST_BYTES`] arrive within `timeout`.
+    pub fn inbound(stream: libp2p::Stream, peer: PeerId, timeout: Duration) -> Self {
+        Self {
+            first_bytes: Some((Box::pin(tokio::time::sleep(timeout)), 0, timeout)),
+            ..Self::new(stream, peer)
         }
     }
 
@@ -73,7 +93,24 @@ impl AsyncRead for PeerIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        let this = self.get_mut();
+        if let Some((deadline, _, timeout)) = &mut this.first_bytes {
+            if std::future::Future::poll(deadline.as_mut(), cx).is_ready() {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("peer {} sent no request within {timeout:?}", this.peer),
+                )));
+            }
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if let Some((_, got, _)) = &mut this.first_bytes {
+            *got += buf.filled().len() - before;
+            if *got >= FIRST_BYTES {
+                this.first_bytes = None;
+            }
+        }
+        polled
     }
 }
 
@@ -109,17 +146,27 @@ impl tonic::transport::server::Connected for PeerIo {
 pub const INBOUND_STREAM_BUFFER: usize = 128;
 
 /// The inbound RPC streams of `protocol`, as connections for
-/// `tonic::transport::Server::serve_with_incoming_shutdown`.
+/// `tonic::transport::Server::serve_with_incoming_shutdown`; each must
+/// start its request within [`FIRST_BYTES_TIMEOUT`].
 pub fn incoming(
     control: &mut libp2p_stream::Control,
     protocol: StreamProtocol,
 ) -> Result<impl Stream<Item = Result<PeerIo, io::Error>> + Send + 'static, RpcError> {
+    incoming_with_timeout(control, protocol, FIRST_BYTES_TIMEOUT)
+}
+
+/// [`incoming`] with another limit on the time to the first bytes.
+pub fn incoming_with_timeout(
+    control: &mut libp2p_stream::Control,
+    protocol: StreamProtocol,
+    first_bytes: Duration,
+) -> Result<impl Stream<Item = Result<PeerIo, io::Error>> + Send + 'static, RpcError> {
     let streams = control
         .accept_with_buffer(protocol.clone(), INBOUND_STREAM_BUFFER)
         .map_err(|_| RpcError::AlreadyServed(protocol))?;
-    Ok(streams.map(|(peer, stream)| {
+    Ok(streams.map(move |(peer, stream)| {
         tracing::debug!(%peer, "inbound RPC connection");
-        Ok(PeerIo::new(stream, peer))
+        Ok(PeerIo::inbound(stream, peer, first_bytes))
     }))
 }
 

@@ -279,3 +279,60 @@ async fn a_burst_of_new_connections_is_served() {
     client.shutdown().await;
     server.shutdown().await;
 }
+
+/// An inbound connection that opens and says nothing (or too little) is
+/// dropped after the time to its first bytes; a caller that starts its
+/// request at once may then sit idle as long as it likes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_sends_no_request_is_dropped() {
+    use mesh_server::incoming_with_timeout;
+    use tokio::io::AsyncReadExt;
+
+    let server = node(vec![], false).await;
+    let protocol = rpc_protocol(mesh_dht::test_utils::TEST_SUBNET);
+    let mut connections = incoming_with_timeout(
+        &mut server.streams(),
+        protocol.clone(),
+        Duration::from_millis(500),
+    )
+    .unwrap();
+    let addr = server.listen_addrs().await.unwrap()[0].clone();
+    let client = node(vec![addr], true).await;
+
+    // Silent: the server's read fails once the time is up.
+    let _silent = client
+        .streams()
+        .open_stream(server.peer_id(), protocol.clone())
+        .await
+        .unwrap();
+    let mut io = connections.next().await.unwrap().unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    let err = io.read(&mut buf).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+
+    // A prompt start, then quiet: no timeout.
+    let mut talker = client
+        .streams()
+        .open_stream(server.peer_id(), protocol)
+        .await
+        .unwrap();
+    futures::AsyncWriteExt::write_all(&mut talker, &[7u8; mesh_server::rpc::FIRST_BYTES])
+        .await
+        .unwrap();
+    futures::AsyncWriteExt::flush(&mut talker).await.unwrap();
+    let mut io = connections.next().await.unwrap().unwrap();
+    let mut got = 0;
+    while got < mesh_server::rpc::FIRST_BYTES {
+        got += io.read(&mut buf).await.unwrap();
+    }
+    let quiet = tokio::time::timeout(Duration::from_secs(1), io.read(&mut buf)).await;
+    assert!(quiet.is_err(), "still open and waiting after the deadline");
+    client.shutdown().await;
+    server.shutdown().await;
+}
