@@ -456,3 +456,117 @@ async fn a_frozen_daemon_leaves_the_routing_table_and_comes_back_when_thawed() {
         .unwrap();
     w.shutdown().await;
 }
+
+/// Churn with real processes: ten `mesh-dht` daemons, each with a store
+/// file; 40 records written; six daemons SIGKILLed in three waves of two,
+/// three refresh periods apart. Every record is still readable, and a
+/// killed daemon restarted with its `--store_path` and key comes back with
+/// its records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_survive_daemons_killed_in_waves_and_a_restart_keeps_its_store() {
+    use mesh_core::{Expiration, KeyType, PeerKey, StoredValue, SubnetId};
+    use mesh_dht::{Dht, DhtConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let args = |i: usize, boot: Option<&str>| -> Vec<String> {
+        let mut a = vec![
+            "--identity_path".to_string(),
+            d.join(format!("{i}.key")).display().to_string(),
+            "--store_path".to_string(),
+            d.join(format!("{i}.redb")).display().to_string(),
+        ];
+        if let Some(b) = boot {
+            a.extend(["--initial_peers".to_string(), b.to_string()]);
+        }
+        a
+    };
+    let start = |a: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+            spawn(&refs)
+        })
+    };
+    let first = start(args(0, None)).await.unwrap();
+    let boot = first.addrs[0].clone();
+    let mut daemons = vec![Some(first)];
+    for i in 1..10 {
+        daemons.push(Some(start(args(i, Some(&boot))).await.unwrap()));
+    }
+    let initial: Vec<mesh_dht::Multiaddr> = daemons
+        .iter()
+        .flatten()
+        .map(|d| d.addrs[0].parse().unwrap())
+        .collect();
+    let mut c = DhtConfig::new(PeerKey::generate(KeyType::Ed25519).unwrap());
+    c.subnet_id = SubnetId::new(42);
+    c.client_mode = true;
+    c.initial_peers = initial;
+    c.request_timeout = Duration::from_secs(3);
+    let client = Dht::start(c).await.unwrap();
+    // The daemons find each other (a refresh or two).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for i in 0..40 {
+        let report = client
+            .store(
+                format!("churn-{i}").into_bytes(),
+                None,
+                format!("v{i}").into_bytes(),
+                Expiration::in_(Duration::from_secs(600)),
+            )
+            .await
+            .unwrap();
+        assert!(report.accepted >= 3, "churn-{i}: {report:?}");
+    }
+
+    // Waves: daemons 2..8, two at a time, SIGKILL (no goodbye, no flush).
+    let mut killed = Vec::new();
+    for wave in [[2, 3], [4, 5], [6, 7]] {
+        for i in wave {
+            let mut d = daemons[i].take().unwrap();
+            d.child.kill().unwrap();
+            d.child.wait().unwrap();
+            killed.push(i);
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    let mut missing = Vec::new();
+    for i in 0..40 {
+        let got = client
+            .get(format!("churn-{i}").into_bytes(), true)
+            .await
+            .unwrap();
+        match got {
+            Some(StoredValue::Regular(v)) if v.value == format!("v{i}").into_bytes() => {}
+            other => missing.push((i, other)),
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "records lost after killing {killed:?}: {missing:?}"
+    );
+
+    // A killed daemon comes back with its file.
+    let back = start(args(2, Some(&boot))).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let loaded = loop {
+        let line = back
+            .stderr
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the restarted daemon logs");
+        if line.contains("restored persisted records") {
+            break line;
+        }
+        assert!(std::time::Instant::now() < deadline, "no restore logged");
+    };
+    let n: usize = loaded
+        .split("loaded=")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(n > 0, "the restarted daemon kept its records: {loaded}");
+    client.shutdown().await;
+    drop(back);
+    drop(daemons);
+}
