@@ -27,6 +27,11 @@ fn free_port() -> u16 {
 }
 
 fn spawn(args: &[&str]) -> Daemon {
+    spawn_in("42", args)
+}
+
+/// A daemon of subnet `subnet`.
+fn spawn_in(subnet: &str, args: &[&str]) -> Daemon {
     let mut child = Command::new(BIN)
         .args([
             "--host_maddrs",
@@ -34,7 +39,7 @@ fn spawn(args: &[&str]) -> Daemon {
             "--refresh_period",
             "1",
             "--subnet_id",
-            "42",
+            subnet,
         ])
         .args(args)
         .env("RUST_LOG", "info")
@@ -569,4 +574,70 @@ async fn records_survive_daemons_killed_in_waves_and_a_restart_keeps_its_store()
     client.shutdown().await;
     drop(back);
     drop(daemons);
+}
+
+/// `mesh-dht --rpc_url`: a bootnode with the stake gate takes stores from
+/// staked nodes and refuses those of a peer the chain does not know.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootnode_with_a_chain_refuses_stores_of_unstaked_peers() {
+    use mesh_chain::devnode::{register_dev_node, DevNode};
+    use mesh_chain::{ChainClient, SignerSource};
+    use mesh_core::{Expiration, KeyType, PeerKey};
+    use mesh_dht::{Dht, DhtConfig, RefusalKind};
+
+    let chain = DevNode::start().expect("start mesh-chain-node (run scripts/build-chain.sh first)");
+    let client = ChainClient::connect(chain.url()).await.unwrap();
+    let alice = SignerSource::Phrase("//Alice".into()).keypair().unwrap();
+    let subnet_id = client.create_subnet(&alice, "boot", true).await.unwrap();
+    let staked = PeerKey::generate(KeyType::Ed25519).unwrap();
+    let bob = SignerSource::Phrase("//Bob".into()).keypair().unwrap();
+    register_dev_node(&client, &alice, subnet_id, &bob, staked.peer_id())
+        .await
+        .unwrap();
+
+    let (subnet, url) = (subnet_id.to_string(), chain.url().to_string());
+    let boot = tokio::task::spawn_blocking(move || spawn_in(&subnet, &["--rpc_url", &url]))
+        .await
+        .unwrap();
+    let boot_id: mesh_dht::PeerId = boot.peer_id.parse().unwrap();
+    let store_through = |key: PeerKey, what: &'static str| {
+        let addr = boot.addrs[0].parse().unwrap();
+        async move {
+            let mut c = DhtConfig::new(key);
+            c.subnet_id = subnet_id;
+            c.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+            c.initial_peers = vec![addr];
+            let node = Dht::start(c).await.unwrap();
+            let report = node
+                .store(
+                    what.as_bytes().to_vec(),
+                    None,
+                    b"v".to_vec(),
+                    Expiration::in_(Duration::from_secs(60)),
+                )
+                .await
+                .unwrap();
+            node.shutdown().await;
+            report
+        }
+    };
+    let report = store_through(staked, "from-staked").await;
+    assert!(
+        report.refused.iter().all(|r| r.peer != boot_id) && report.accepted >= 2,
+        "the bootnode takes a staked node's store: {report:?}"
+    );
+    let report = store_through(
+        PeerKey::generate(KeyType::Ed25519).unwrap(),
+        "from-stranger",
+    )
+    .await;
+    let refusal = report
+        .refused
+        .iter()
+        .find(|r| r.peer == boot_id)
+        .unwrap_or_else(|| panic!("the bootnode refuses a stranger: {report:?}"));
+    assert_eq!(refusal.kind, RefusalKind::NotStaked, "{refusal:?}");
+    tokio::task::spawn_blocking(move || boot.terminate())
+        .await
+        .unwrap();
 }
