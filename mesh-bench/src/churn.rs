@@ -67,11 +67,13 @@ async fn start(args: &ChurnArgs, initial: Vec<Multiaddr>) -> Result<(Dht, Multia
     // One process plays every peer: per-peer limits would throttle the benchmark, not a peer.
     c.rate_limit = None;
     c.max_connections = 4096;
+    c.max_outbound = 4096;
     // Every peer shares 127.0.0.1: per-address limits would throttle the run.
     c.inbound = mesh_dht::InboundLimits {
         max_established: 4096,
         max_pending: 4096,
         max_pending_per_ip: 4096,
+        max_established_per_ip: 4096,
         ..Default::default()
     };
     start_with_addr(c).await

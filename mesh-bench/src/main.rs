@@ -259,11 +259,13 @@ async fn start_node(args: &DhtArgs, initial: Vec<Multiaddr>) -> Result<(Dht, Mul
     // One process plays every peer: per-peer limits would throttle the benchmark, not a peer.
     c.rate_limit = None;
     c.max_connections = 4096;
+    c.max_outbound = 4096;
     // Every peer shares 127.0.0.1: per-address limits would throttle the run.
     c.inbound = mesh_dht::InboundLimits {
         max_established: 4096,
         max_pending: 4096,
         max_pending_per_ip: 4096,
+        max_established_per_ip: 4096,
         ..Default::default()
     };
     c.idle_connection_timeout = Duration::from_secs_f64(args.idle_timeout);
@@ -728,11 +730,13 @@ async fn bench_pubsub(args: PubsubArgs) -> Result<()> {
         c.refresh_period = Duration::from_secs(300);
         c.bootstrap_timeout = Duration::from_secs(60);
         c.max_connections = 4096;
+        c.max_outbound = 4096;
         // Every peer shares 127.0.0.1: per-address limits would throttle the run.
         c.inbound = mesh_dht::InboundLimits {
             max_established: 4096,
             max_pending: 4096,
             max_pending_per_ip: 4096,
+            max_established_per_ip: 4096,
             ..Default::default()
         };
         // One process plays every peer: per-peer limits would throttle the

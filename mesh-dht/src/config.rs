@@ -59,6 +59,10 @@ pub struct DhtConfig {
     pub idle_connection_timeout: Duration,
     /// Most established connections in total.
     pub max_connections: u32,
+    /// Most established connections this node dialed (inbound ones are
+    /// bounded by [`InboundLimits::max_established`]), and as many again
+    /// may be dialing at once.
+    pub max_outbound: u32,
     /// Limits on connections others open: in total, in their handshake,
     /// per IP address, for peers not known staked, and a memory ceiling.
     pub inbound: InboundLimits,
@@ -107,6 +111,7 @@ impl DhtConfig {
             validator: CompositeValidator::new(),
             idle_connection_timeout: Duration::from_secs(60),
             max_connections: 1024,
+            max_outbound: 256,
             inbound: InboundLimits::default(),
             stake_gate: None,
             pubsub: PubsubConfig::default(),

@@ -47,6 +47,9 @@ pub struct InboundLimits {
     pub max_pending: u32,
     /// Most inbound connections in their handshake from one IP address.
     pub max_pending_per_ip: u32,
+    /// Most established inbound connections from one IP address, staked
+    /// peers or not (a host behind a NAT shared by many nodes needs more).
+    pub max_established_per_ip: u32,
     /// With a stake gate: most established inbound connections of peers the
     /// gate refused (unstaked clients may still read). When the answer that
     /// a connected peer is unstaked arrives past this budget, its
@@ -64,7 +67,8 @@ pub struct InboundLimits {
 }
 
 impl Default for InboundLimits {
-    /// 768 established (of 1,024), 128 handshaking, 16 handshaking per IP;
+    /// 768 established (of 1,024), 128 handshaking, 16 handshaking and 128
+    /// established per IP;
     /// with a stake gate 256 unstaked, 64 not known yet, 32 of both per
     /// IP; no new connections
     /// while the process uses more than 90 % of the system's memory.
@@ -73,6 +77,7 @@ impl Default for InboundLimits {
             max_established: 768,
             max_pending: 128,
             max_pending_per_ip: 16,
+            max_established_per_ip: 128,
             max_unadmitted: 256,
             max_unknown: 64,
             max_unadmitted_per_ip: 32,
@@ -102,6 +107,8 @@ pub(crate) enum Denied {
     Unknown,
     /// Too many connections of peers not known staked from this IP address.
     UnadmittedPerIp(IpAddr),
+    /// Too many established connections from this IP address.
+    EstablishedPerIp(IpAddr),
 }
 
 impl Denied {
@@ -112,6 +119,7 @@ impl Denied {
             Denied::Unadmitted => "unadmitted",
             Denied::Unknown => "unknown",
             Denied::UnadmittedPerIp(_) => "unadmitted_per_ip",
+            Denied::EstablishedPerIp(_) => "established_per_ip",
         }
     }
 }
@@ -131,6 +139,9 @@ impl fmt::Display for Denied {
                     f,
                     "too many connections of peers not known staked from {ip}"
                 )
+            }
+            Denied::EstablishedPerIp(ip) => {
+                write!(f, "too many established connections from {ip}")
             }
         }
     }
@@ -303,6 +314,16 @@ impl NetworkBehaviour for Guard {
     ) -> Result<THandler<Self>, ConnectionDenied> {
         self.end_pending(&id);
         let ip = ip_of(remote);
+        if let Some(ip) = ip {
+            let same = self
+                .inbound
+                .values()
+                .filter(|(_, i)| *i == Some(ip))
+                .count();
+            if same >= self.limits.max_established_per_ip as usize {
+                return Err(ConnectionDenied::new(Denied::EstablishedPerIp(ip)));
+            }
+        }
         self.check_unadmitted(peer, ip)
             .map_err(ConnectionDenied::new)?;
         self.inbound.insert(id, (peer, ip));

@@ -196,3 +196,93 @@ async fn a_node_past_its_memory_ceiling_accepts_no_connection() {
     assert!(denied(&target, "memory") >= 1);
     target.shutdown().await;
 }
+
+/// One address holds at most `max_established_per_ip` established inbound
+/// connections, staked or not; the rest are refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holds_at_most_its_share_of_established_connections() {
+    let mut c = config(TEST_SUBNET, key(), vec![]);
+    c.inbound = InboundLimits {
+        max_established_per_ip: 3,
+        ..InboundLimits::default()
+    };
+    let target = Dht::start(c).await.unwrap();
+    let addr = first_addr(&target).await;
+    // (A refused client may still start: the handshake completed before
+    // the target closed the connection.)
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let mut c = config(TEST_SUBNET, key(), vec![addr.clone()]);
+        c.client_mode = true;
+        c.bootstrap_timeout = Duration::from_secs(3);
+        match Dht::start(c).await {
+            Ok(dht) => clients.push(dht),
+            Err(DhtError::NoInitialPeerAnswered { .. }) => {}
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while denied(&target, "established_per_ip") < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "two refusals counted, got {}",
+            denied(&target, "established_per_ip")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let connected = target.stats().await.unwrap().connected_peers;
+    assert_eq!(connected, 3, "three connections from 127.0.0.1 stay");
+    for c in clients {
+        c.shutdown().await;
+    }
+    target.shutdown().await;
+}
+
+/// A node keeps at most `max_outbound` connections it dialed, however many
+/// peers it is told about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialed_connections_stay_within_the_outbound_limit() {
+    let mut peers = Vec::new();
+    let mut addrs = Vec::new();
+    for _ in 0..5 {
+        let p = Dht::start(config(TEST_SUBNET, key(), vec![]))
+            .await
+            .unwrap();
+        addrs.push(first_addr(&p).await);
+        peers.push(p);
+    }
+    let mut c = config(TEST_SUBNET, key(), addrs);
+    c.max_outbound = 2;
+    let node = Dht::start(c).await.unwrap();
+    for i in 0..5 {
+        let _ = node
+            .store(
+                format!("k{i}").into_bytes(),
+                None,
+                b"v".to_vec(),
+                Expiration::in_(Duration::from_secs(60)),
+            )
+            .await
+            .unwrap();
+        let dialed = node
+            .connections()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.outbound)
+            .count();
+        assert!(dialed <= 2, "{dialed} dialed connections, the limit is 2");
+    }
+    let dialed = node
+        .connections()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.outbound)
+        .count();
+    assert_eq!(dialed, 2, "it did dial up to its limit");
+    node.shutdown().await;
+    for p in peers {
+        p.shutdown().await;
+    }
+}

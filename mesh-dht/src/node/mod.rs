@@ -511,6 +511,9 @@ struct EventLoop {
     unreachable: HashMap<PeerId, std::time::Instant>,
     /// Requests and pings in a row a connected peer left unanswered.
     strikes: HashMap<PeerId, u8>,
+    /// Peers redialed from a fresh port after a port collision (once each
+    /// until they connect).
+    redialed: HashSet<PeerId>,
     /// When kad's bootstrap last ran.
     last_bootstrap: Option<Instant>,
     /// The initial peers: PeerId, address without and with `/p2p/`.
@@ -703,6 +706,7 @@ impl EventLoop {
             } => {
                 self.on_connection_established(peer_id, connection_id, &endpoint);
                 self.unreachable.remove(&peer_id);
+                self.redialed.remove(&peer_id);
                 self.connected(peer_id, Ok(()));
                 if let Some(s) = &mut self.startup {
                     if s.pending_initial.remove(&peer_id).is_some() {
@@ -724,6 +728,11 @@ impl EventLoop {
                     self.repair.forget(&peer_id);
                 }
             }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } if self.redial_from_new_port(peer, &error) => {}
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),
                 error,
@@ -758,6 +767,37 @@ impl EventLoop {
     /// lookups skip it for [`DEAD_PEER_MEMORY`] even when other nodes still
     /// name it, so they stop waiting on it (kad alone keeps a dead peer
     /// until its bucket overflows). It comes back when it connects again.
+    /// A TCP dial from the listening port (kept for hole punching) can
+    /// collide with an earlier connection between the same two ports still
+    /// in TIME_WAIT ("Address already in use"): such a dial is tried once
+    /// more from a fresh port instead of counting the peer unreachable.
+    /// Returns whether it redialed.
+    fn redial_from_new_port(&mut self, peer: PeerId, error: &libp2p::swarm::DialError) -> bool {
+        let libp2p::swarm::DialError::Transport(failed) = error else {
+            return false;
+        };
+        let in_use: Vec<Multiaddr> = failed
+            .iter()
+            .filter(|(_, e)| e.to_string().contains("os error 98"))
+            .map(|(a, _)| a.clone())
+            .collect();
+        if in_use.is_empty() {
+            return false;
+        }
+        if self.redialed.len() >= 1024 {
+            self.redialed.clear();
+        }
+        if !self.redialed.insert(peer) {
+            return false;
+        }
+        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+            .addresses(in_use)
+            .allocate_new_port()
+            .build();
+        tracing::debug!(%peer, "dial from the listening port collided; dialing from a fresh port");
+        self.swarm.dial(opts).is_ok()
+    }
+
     /// `peer` answered: its strikes are forgiven.
     pub(super) fn answered(&mut self, peer: PeerId) {
         self.strikes.remove(&peer);

@@ -95,6 +95,8 @@ impl Dht {
             connection_limits::ConnectionLimits::default()
                 .with_max_established(Some(config.max_connections))
                 .with_max_established_incoming(Some(config.inbound.max_established))
+                .with_max_established_outgoing(Some(config.max_outbound))
+                .with_max_pending_outgoing(Some(config.max_outbound))
                 .with_max_established_per_peer(Some(4))
                 .with_max_pending_incoming(Some(config.inbound.max_pending)),
         );
@@ -265,6 +267,7 @@ impl Dht {
             awaiting: HashMap::new(),
             unreachable: HashMap::new(),
             strikes: HashMap::new(),
+            redialed: HashSet::new(),
             last_bootstrap: None,
             initial: initial.clone(),
             rejoining: false,
