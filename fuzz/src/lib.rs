@@ -12,7 +12,8 @@
 //! - [`gguf`]: a GGUF model file's header, tensor table and tokenizer.
 //!
 //! `cargo fuzz` drives them from `fuzz/libfuzzer` (a nightly toolchain:
-//! `cd fuzz/libfuzzer && cargo +nightly fuzz run record_messages`); the
+//! `cargo +nightly fuzz run --fuzz-dir fuzz/libfuzzer record_messages` from the
+//! repository root); the
 //! test suite (`fuzz/tests/decoders.rs`) feeds each one random and mutated
 //! inputs on stable, so every CI run fuzzes too, briefly.
 

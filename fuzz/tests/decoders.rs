@@ -50,8 +50,20 @@ fn mutate(rng: &mut StdRng, seed: &[u8]) -> Vec<u8> {
     v
 }
 
+/// The run's seed: `MESH_FUZZ_SEED` to replay one, else a new one each run
+/// (so the suite covers new inputs every time); printed either way.
+fn run_seed() -> u64 {
+    match std::env::var("MESH_FUZZ_SEED") {
+        Ok(s) => s.parse().expect("MESH_FUZZ_SEED is a number"),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x6d65_7368, |d| d.as_nanos() as u64),
+    }
+}
+
 fn fuzz(name: &str, target: fn(&[u8]), seeds: &[Vec<u8>]) {
-    let mut rng = StdRng::seed_from_u64(0x6d65_7368);
+    let run = run_seed();
+    let mut rng = StdRng::seed_from_u64(run);
     let start = Instant::now();
     for seed in seeds {
         target(seed);
@@ -67,11 +79,14 @@ fn fuzz(name: &str, target: fn(&[u8]), seeds: &[Vec<u8>]) {
         };
         if catch_unwind(AssertUnwindSafe(|| target(&input))).is_err() {
             let hex: String = input.iter().map(|b| format!("{b:02x}")).collect();
-            panic!("{name} panicked on input {hex}");
+            panic!("{name} panicked on input {hex} (MESH_FUZZ_SEED={run})");
         }
         ran += 1;
     }
-    eprintln!("{name}: {ran} inputs in {:?}, no panic", start.elapsed());
+    eprintln!(
+        "{name}: {ran} inputs in {:?}, no panic (MESH_FUZZ_SEED={run})",
+        start.elapsed()
+    );
 }
 
 fn exp() -> Expiration {
