@@ -85,31 +85,6 @@ impl KadStore {
         self.persist.as_ref()
     }
 
-    /// Applies a validated record and persists what changed. A record that
-    /// cannot be saved is not kept: the key goes back to what it held and
-    /// the write is refused ([`Refusal::NotSaved`]).
-    pub(crate) fn put(
-        &mut self,
-        record: &Record,
-        publisher: PeerId,
-        now: Expiration,
-    ) -> Result<(), Refusal> {
-        let before = self.records.key_entries(&record.key);
-        let changes = self.apply(record, publisher, now)?;
-        let Some(persist) = &self.persist else {
-            return Ok(());
-        };
-        if let Err(e) = persist.write(&changes) {
-            tracing::error!("{e}; the write is refused");
-            self.records.remove_key(&record.key);
-            for (r, p) in before {
-                let _ = self.records.put(&r, p, now);
-            }
-            return Err(Refusal::NotSaved(e.to_string()));
-        }
-        Ok(())
-    }
-
     /// Applies a validated record in memory and returns the rows to write
     /// (none without a file); the caller writes them (the writer thread)
     /// and calls [`KadStore::restore`] if that fails.
@@ -174,18 +149,27 @@ impl KadStore {
         self.records.get(key, now)
     }
 
-    pub(crate) fn remove_expired(&mut self, now: Expiration) {
+    /// Drops expired entries; returns the rows to write (none without a file).
+    pub(crate) fn remove_expired(&mut self, now: Expiration) -> Vec<Change> {
         let touched = self.records.remove_expired(now);
-        let Some(p) = &self.persist else { return };
-        let changes: Vec<Change> = touched
+        if self.persist.is_none() {
+            return Vec::new();
+        }
+        touched
             .into_iter()
             .map(|k| {
                 let entries = self.records.key_entries(&k);
                 Change::Key(k, entries)
             })
-            .collect();
-        if let Err(e) = p.write(&changes) {
-            tracing::error!("removing expired records from the file: {e}");
+            .collect()
+    }
+
+    /// Writes `changes` now, on the caller's thread (when the writer's
+    /// queue is full).
+    pub(crate) fn write_now(&self, changes: &[Change]) -> Result<(), DhtError> {
+        match &self.persist {
+            Some(p) => p.write(changes),
+            None => Ok(()),
         }
     }
 }

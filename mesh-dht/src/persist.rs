@@ -316,9 +316,9 @@ pub(crate) fn spawn_writer<T: Send + 'static>(
                         keys: keys.clone(),
                         result: result.clone(),
                     };
-                    if done.blocking_send(written).is_err() {
-                        return;
-                    }
+                    // Nobody listening (the node is stopping): the writes
+                    // still go on until the queue is empty.
+                    let _ = done.blocking_send(written);
                 }
             }
         })?;

@@ -39,7 +39,7 @@ pub(super) struct Pending {
     /// The records still to validate and apply, with their index and publisher.
     todo: Vec<(usize, Record, PeerId)>,
     /// The writer's slot, taken up front (with a file).
-    slot: Option<OwnedPermit<WriteJob<Pending>>>,
+    slot: Option<OwnedPermit<WriteJob<Option<Pending>>>>,
 }
 
 /// A job back from validation: each record's verdict.
@@ -52,8 +52,8 @@ pub(super) struct Validated {
 pub(super) struct Ingest {
     validate: mpsc::Sender<Pending>,
     pub(super) validated: mpsc::Receiver<Validated>,
-    write: Option<mpsc::Sender<WriteJob<Pending>>>,
-    pub(super) written: mpsc::Receiver<Written<Pending>>,
+    write: Option<mpsc::Sender<WriteJob<Option<Pending>>>>,
+    pub(super) written: mpsc::Receiver<Written<Option<Pending>>>,
     /// Resolves when the writer thread has let go of the file.
     writer_exited: Option<oneshot::Receiver<()>>,
 }
@@ -231,7 +231,7 @@ impl EventLoop {
             Some(slot) if !changes.is_empty() => {
                 slot.send(WriteJob {
                     changes,
-                    token: pending,
+                    token: Some(pending),
                 });
             }
             _ => self.answer_store(pending),
@@ -240,14 +240,17 @@ impl EventLoop {
 
     /// The writer is done with a job: answer, after putting the keys back
     /// to what the file holds if the commit failed.
-    pub(super) fn on_written(&mut self, w: Written<Pending>) {
+    pub(super) fn on_written(&mut self, w: Written<Option<Pending>>) {
         let Written {
-            token: mut pending,
+            token,
             keys,
             result,
         } = w;
-        if let Err(e) = result {
+        if result.is_err() {
             self.swarm.behaviour_mut().kad.store_mut().restore(&keys);
+        }
+        let Some(mut pending) = token else { return };
+        if let Err(e) = result {
             for r in pending.results.iter_mut() {
                 if matches!(r, Some(Ok(()))) {
                     *r = Some(Err(Refusal::NotSaved(e.clone())));
@@ -255,6 +258,39 @@ impl EventLoop {
             }
         }
         self.answer_store(pending);
+    }
+
+    /// Hands rows the loop changed itself (the node's own stores, expiry)
+    /// to the writer, behind the inbound stores already queued; when its
+    /// queue is full they are written here and now.
+    pub(super) fn persist_later(&mut self, changes: Vec<Change>) {
+        if changes.is_empty() {
+            return;
+        }
+        let Some(tx) = &self.ingest.write else {
+            return;
+        };
+        let job = WriteJob {
+            changes,
+            token: None,
+        };
+        if let Err(mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job)) =
+            tx.try_send(job)
+        {
+            let store = self.swarm.behaviour_mut().kad.store_mut();
+            if let Err(e) = store.write_now(&job.changes) {
+                tracing::error!("writing to the store file: {e}");
+                let keys: Vec<Vec<u8>> = job
+                    .changes
+                    .iter()
+                    .map(|c| match c {
+                        Change::Entry(r, _) => r.key.clone(),
+                        Change::Key(k, _) => k.clone(),
+                    })
+                    .collect();
+                store.restore(&keys);
+            }
+        }
     }
 
     /// Counts the results and answers the storer.

@@ -776,9 +776,23 @@ impl EventLoop {
         let libp2p::swarm::DialError::Transport(failed) = error else {
             return false;
         };
+        // The io error sits somewhere down the transport's error chain.
+        fn addr_in_use(e: &(dyn std::error::Error + 'static)) -> bool {
+            let mut cur = Some(e);
+            while let Some(err) = cur {
+                let io = err.downcast_ref::<std::io::Error>();
+                if io.is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+                    || err.to_string().contains("os error 98")
+                {
+                    return true;
+                }
+                cur = err.source();
+            }
+            false
+        }
         let in_use: Vec<Multiaddr> = failed
             .iter()
-            .filter(|(_, e)| e.to_string().contains("os error 98"))
+            .filter(|(_, e)| addr_in_use(e))
             .map(|(a, _)| a.clone())
             .collect();
         if in_use.is_empty() {
@@ -1157,11 +1171,13 @@ impl EventLoop {
     }
 
     fn refresh(&mut self) {
-        self.swarm
+        let expired = self
+            .swarm
             .behaviour_mut()
             .kad
             .store_mut()
             .remove_expired(Expiration::now());
+        self.persist_later(expired);
         if let Some(limit) = self.rate_limit {
             // Forget peers whose bucket has refilled.
             let now = Instant::now().into_std();

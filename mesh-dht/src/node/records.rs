@@ -300,7 +300,8 @@ impl EventLoop {
     ///
     /// The store's cheap checks (size, merge rules, quota) run before the
     /// validators so that stale or oversized records never cost a signature
-    /// verification; `put` repeats them, which is cheap.
+    /// verification; `apply` repeats them, which is cheap. What changed is
+    /// written by the writer thread, in order with inbound stores.
     pub(super) fn accept(&mut self, record: &Record, publisher: PeerId) -> Result<(), Refusal> {
         let now = Expiration::now();
         let store = self.swarm.behaviour_mut().kad.store_mut();
@@ -312,13 +313,15 @@ impl EventLoop {
                     .validate(record, Kind::Put)
                     .map_err(Refusal::from)
             })
-            .and_then(|()| store.put(record, publisher, now));
+            .and_then(|()| store.apply(record, publisher, now));
         let label = match &result {
-            Ok(()) => "accepted",
+            Ok(_) => "accepted",
             Err(e) => refusal_code(e).1,
         };
         NodeMetrics::count(&self.metrics.store_results, "result", label);
-        result
+        let changes = result?;
+        self.persist_later(changes);
+        Ok(())
     }
 
     pub(super) fn closer_peers(&mut self, key: &[u8], exclude: &PeerId) -> Vec<pb::Peer> {
