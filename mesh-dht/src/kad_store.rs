@@ -5,7 +5,7 @@
 //! kad reads it directly for inbound `GET_VALUE` (the value is the key's
 //! [`pb::StoredValue`]); writes never go through kad's `put`, because record
 //! filtering (`StoreInserts::FilterBoth`) hands every inbound record to the
-//! event loop, which validates it and calls [`KadStore::put`].
+//! event loop, which validates it and calls [`KadStore::apply`].
 
 use std::borrow::Cow;
 use std::sync::Arc;

@@ -30,6 +30,16 @@ pub(crate) enum Change {
     Key(Vec<u8>, Vec<(Record, PeerId)>),
 }
 
+impl Change {
+    /// The key it writes.
+    pub(crate) fn key(&self) -> &[u8] {
+        match self {
+            Change::Entry(r, _) => &r.key,
+            Change::Key(k, _) => k,
+        }
+    }
+}
+
 pub(crate) struct Persist {
     db: Database,
     path: PathBuf,
@@ -47,6 +57,23 @@ fn key_prefix(key: &[u8]) -> Vec<u8> {
     row.extend_from_slice(&(key.len() as u32).to_be_bytes());
     row.extend_from_slice(key);
     row
+}
+
+/// The rows of `key`: from its regular value's row to past its last subkey.
+fn key_rows(key: &[u8]) -> std::ops::Range<Vec<u8>> {
+    let mut from = key_prefix(key);
+    let mut to = from.clone();
+    from.push(0);
+    to.push(2);
+    from..to
+}
+
+/// One row's entry and publisher; `None` when it does not decode.
+fn decode_row(bytes: &[u8]) -> Option<(Record, PeerId)> {
+    let p = pb::Persisted::decode(bytes).ok()?;
+    let r = p.records.into_iter().next()?;
+    let publisher = PeerId::from_bytes(p.publishers.first()?).ok()?;
+    Some((Record::from(r), publisher))
 }
 
 fn row_key(key: &[u8], subkey: Option<&[u8]>) -> Vec<u8> {
@@ -161,12 +188,7 @@ impl Persist {
         let mut skipped = 0usize;
         for row in table.iter().map_err(|e| err(&self.path, e))? {
             let (_, v) = row.map_err(|e| err(&self.path, e))?;
-            let decoded = pb::Persisted::decode(v.value()).ok().and_then(|p| {
-                let r = p.records.into_iter().next()?;
-                let publisher = PeerId::from_bytes(p.publishers.first()?).ok()?;
-                Some((Record::from(r), publisher))
-            });
-            match decoded {
+            match decode_row(v.value()) {
                 Some(entry) => out.push(entry),
                 None => skipped += 1,
             }
@@ -182,23 +204,14 @@ impl Persist {
     pub(crate) fn load_key(&self, key: &[u8]) -> Result<Vec<(Record, PeerId)>, DhtError> {
         let tx = self.db.begin_read().map_err(|e| err(&self.path, e))?;
         let table = tx.open_table(ENTRIES).map_err(|e| err(&self.path, e))?;
-        let mut from = key_prefix(key);
-        let mut to = from.clone();
-        from.push(0);
-        to.push(2);
+        let rows = key_rows(key);
         let mut out = Vec::new();
         for row in table
-            .range(from.as_slice()..to.as_slice())
+            .range(rows.start.as_slice()..rows.end.as_slice())
             .map_err(|e| err(&self.path, e))?
         {
             let (_, v) = row.map_err(|e| err(&self.path, e))?;
-            if let Some(entry) = pb::Persisted::decode(v.value()).ok().and_then(|p| {
-                let r = p.records.into_iter().next()?;
-                let publisher = PeerId::from_bytes(p.publishers.first()?).ok()?;
-                Some((Record::from(r), publisher))
-            }) {
-                out.push(entry);
-            }
+            out.extend(decode_row(v.value()));
         }
         Ok(out)
     }
@@ -237,11 +250,9 @@ impl Persist {
                 match change {
                     Change::Entry(record, publisher) => put(&mut table, record, publisher)?,
                     Change::Key(key, entries) => {
-                        let mut from = key_prefix(key);
-                        let mut to = from.clone();
-                        from.push(0);
-                        to.push(2);
-                        table.retain_in(from.as_slice()..to.as_slice(), |_, _| false)?;
+                        let rows = key_rows(key);
+                        table
+                            .retain_in(rows.start.as_slice()..rows.end.as_slice(), |_, _| false)?;
                         for (record, publisher) in entries {
                             put(&mut table, record, publisher)?;
                         }
@@ -263,12 +274,19 @@ pub(crate) struct WriteJob<T> {
     pub(crate) token: T,
 }
 
-/// What the writer hands back: the job's token, the keys it wrote, and
-/// whether the transaction committed.
+/// What the writer hands back: the job's token and whether the
+/// transaction committed.
 pub(crate) struct Written<T> {
     pub(crate) token: T,
+    pub(crate) result: Result<(), WriteFailed>,
+}
+
+/// A batch that did not commit: why, and every key it wrote (to be put
+/// back to what the file holds).
+#[derive(Clone)]
+pub(crate) struct WriteFailed {
+    pub(crate) error: String,
     pub(crate) keys: Vec<Vec<u8>>,
-    pub(crate) result: Result<(), String>,
 }
 
 /// Runs the writes of `jobs` on a thread of its own, as many as are queued
@@ -299,21 +317,16 @@ pub(crate) fn spawn_writer<T: Send + 'static>(
                     .iter_mut()
                     .flat_map(|j| std::mem::take(&mut j.changes))
                     .collect();
-                let keys: Vec<Vec<u8>> = changes
-                    .iter()
-                    .map(|c| match c {
-                        Change::Entry(r, _) => r.key.clone(),
-                        Change::Key(k, _) => k.clone(),
-                    })
-                    .collect();
-                let result = persist.write(&changes).map_err(|e| e.to_string());
-                if let Err(e) = &result {
+                let result = persist.write(&changes).map_err(|e| {
                     tracing::error!("{e}; the writes of this batch are refused");
-                }
+                    WriteFailed {
+                        error: e.to_string(),
+                        keys: changes.iter().map(|c| c.key().to_vec()).collect(),
+                    }
+                });
                 for job in batch {
                     let written = Written {
                         token: job.token,
-                        keys: keys.clone(),
                         result: result.clone(),
                     };
                     // Nobody listening (the node is stopping): the writes

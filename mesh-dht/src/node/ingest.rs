@@ -241,19 +241,19 @@ impl EventLoop {
     /// The writer is done with a job: answer, after putting the keys back
     /// to what the file holds if the commit failed.
     pub(super) fn on_written(&mut self, w: Written<Option<Pending>>) {
-        let Written {
-            token,
-            keys,
-            result,
-        } = w;
-        if result.is_err() {
-            self.swarm.behaviour_mut().kad.store_mut().restore(&keys);
+        let Written { token, result } = w;
+        if let Err(failed) = &result {
+            self.swarm
+                .behaviour_mut()
+                .kad
+                .store_mut()
+                .restore(&failed.keys);
         }
         let Some(mut pending) = token else { return };
-        if let Err(e) = result {
+        if let Err(failed) = result {
             for r in pending.results.iter_mut() {
                 if matches!(r, Some(Ok(()))) {
-                    *r = Some(Err(Refusal::NotSaved(e.clone())));
+                    *r = Some(Err(Refusal::NotSaved(failed.error.clone())));
                 }
             }
         }
@@ -280,14 +280,7 @@ impl EventLoop {
             let store = self.swarm.behaviour_mut().kad.store_mut();
             if let Err(e) = store.write_now(&job.changes) {
                 tracing::error!("writing to the store file: {e}");
-                let keys: Vec<Vec<u8>> = job
-                    .changes
-                    .iter()
-                    .map(|c| match c {
-                        Change::Entry(r, _) => r.key.clone(),
-                        Change::Key(k, _) => k.clone(),
-                    })
-                    .collect();
+                let keys: Vec<Vec<u8>> = job.changes.iter().map(|c| c.key().to_vec()).collect();
                 store.restore(&keys);
             }
         }

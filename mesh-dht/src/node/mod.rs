@@ -763,10 +763,6 @@ impl EventLoop {
         }
     }
 
-    /// A dial to `peer` failed: it leaves the routing table now, and
-    /// lookups skip it for [`DEAD_PEER_MEMORY`] even when other nodes still
-    /// name it, so they stop waiting on it (kad alone keeps a dead peer
-    /// until its bucket overflows). It comes back when it connects again.
     /// A TCP dial from the listening port (kept for hole punching) can
     /// collide with an earlier connection between the same two ports still
     /// in TIME_WAIT ("Address already in use"): such a dial is tried once
@@ -834,6 +830,10 @@ impl EventLoop {
         let _ = self.swarm.disconnect_peer_id(peer);
     }
 
+    /// A dial to `peer` failed: it leaves the routing table now, and
+    /// lookups skip it for [`DEAD_PEER_MEMORY`] even when other nodes still
+    /// name it, so they stop waiting on it (kad alone keeps a dead peer
+    /// until its bucket overflows). It comes back when it connects again.
     fn peer_unreachable(&mut self, peer: PeerId) {
         let now = std::time::Instant::now();
         if self.unreachable.len() >= MAX_UNREACHABLE {
