@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 mod netns;
-use netns::{ok, sh, unavailable, Net};
+use netns::{nft, sh, unavailable, Net};
 use std::time::{Duration, Instant};
 
 const MESH_DHT: &str = env!("CARGO_BIN_EXE_mesh-dht");
@@ -30,41 +30,16 @@ fn build(hosts: usize) -> Net {
     let tag = std::process::id() % 100_000;
     let bridge = format!("mlb{tag}");
     let mut net = Net::default();
-    net.names.push(bridge.clone());
-    ok(&["ip", "netns", "add", &bridge]);
-    ok(&["ip", "-n", &bridge, "link", "add", "br0", "type", "bridge"]);
-    ok(&["ip", "-n", &bridge, "link", "set", "br0", "up"]);
+    net.bridge(&bridge);
     let rules = format!(
         "table inet lossy {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    \
          numgen random mod 100 < {LOSS_PERCENT} counter drop\n  }}\n}}\n"
     );
     for i in 0..hosts {
         let host = format!("mlh{tag}x{i}");
-        ok(&["ip", "netns", "add", &host]);
-        net.names.push(host.clone());
-        let (inner, outer) = (format!("vh{i}"), format!("vb{i}"));
-        ok(&[
-            "ip", "link", "add", &inner, "netns", &host, "type", "veth", "peer", "name", &outer,
-            "netns", &bridge,
-        ]);
-        ok(&["ip", "-n", &bridge, "link", "set", &outer, "master", "br0"]);
-        ok(&["ip", "-n", &bridge, "link", "set", &outer, "up"]);
-        let cidr = format!("{}/24", host_ip(i));
-        ok(&["ip", "-n", &host, "addr", "add", &cidr, "dev", &inner]);
-        ok(&["ip", "-n", &host, "link", "set", &inner, "up"]);
-        ok(&["ip", "-n", &host, "link", "set", "lo", "up"]);
-        let file = std::env::temp_dir().join(format!("{host}.nft"));
-        std::fs::write(&file, &rules).unwrap();
-        ok(&[
-            "ip",
-            "netns",
-            "exec",
-            &host,
-            "nft",
-            "-f",
-            file.to_str().unwrap(),
-        ]);
-        let _ = std::fs::remove_file(file);
+        net.add(&host);
+        net.attach(&bridge, &host, &format!("vb{i}"), &host_ip(i));
+        nft(&host, &rules);
     }
     net
 }

@@ -39,13 +39,15 @@ use std::time::{Duration, Instant};
 
 mod netns;
 use mesh_dht::Multiaddr;
-use netns::{counted, in_ns, nft, ok, unavailable, Net};
+use netns::{counted, in_ns, logs, nft, ok, put, unavailable, wait_file, Net};
 
 const LOSS_PERCENT: u32 = 10;
 const BOOT_IP: &str = "198.51.100.1";
 /// Where the bootnode exposes the chain's RPC to the other namespaces.
 const CHAIN_PORT: u16 = 9944;
 /// The NAT'd nodes and the hotkeys their subnet nodes are registered with.
+/// Every process's log, for failure messages.
+const ALL: [&str; 6] = ["a", "b", "c", "d", "x", "boot"];
 const NODES: [(&str, &str); 4] = [
     ("a", "//Bob"),
     ("b", "//Charlie"),
@@ -61,27 +63,6 @@ fn lan_ip(router: usize) -> String {
     format!("10.0.{router}.2")
 }
 
-/// Waits for a file to appear and returns its text.
-fn wait_file(path: &Path, within: Duration) -> Option<String> {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            if text.ends_with('\n') {
-                return Some(text);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
-}
-
-/// Writes a file whole (the reader waits for the final newline).
-fn put(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{text}\n")).unwrap();
-    std::fs::rename(tmp, path).unwrap();
-}
-
 struct Topology {
     net: Net,
     boot: String,
@@ -94,32 +75,16 @@ fn build() -> Topology {
     let tag = std::process::id() % 100_000;
     let mut net = Net::default();
     let inet = format!("mni{tag}");
-    net.add(&inet);
-    ok(&["ip", "-n", &inet, "link", "add", "br0", "type", "bridge"]);
-    ok(&["ip", "-n", &inet, "link", "set", "br0", "up"]);
-    let attach = |net: &Net, ns: &str, port: &str, ip: &str| {
-        net.link(ns, "wan", &inet, port);
-        ok(&["ip", "-n", &inet, "link", "set", port, "master", "br0"]);
-        ok(&[
-            "ip",
-            "-n",
-            ns,
-            "addr",
-            "add",
-            &format!("{ip}/24"),
-            "dev",
-            "wan",
-        ]);
-    };
+    net.bridge(&inet);
     let boot = format!("mnp{tag}");
     net.add(&boot);
-    attach(&net, &boot, "vp", BOOT_IP);
+    net.attach(&inet, &boot, "vp", BOOT_IP);
     let (mut routers, mut hosts) = (Vec::new(), Vec::new());
     for r in 1..=4 {
         let (router, host) = (format!("mnr{tag}x{r}"), format!("mnh{tag}x{r}"));
         net.add(&router);
         net.add(&host);
-        attach(&net, &router, &format!("vr{r}"), &wan_ip(r));
+        net.attach(&inet, &router, &format!("vr{r}"), &wan_ip(r));
         net.link(&router, "lan", &host, "eth0");
         let gw = format!("10.0.{r}.1");
         ok(&[
@@ -261,7 +226,7 @@ fn nodes_behind_nat_reach_each_other_through_a_relay_and_hole_punching() {
     );
     // The bootnode starts the chain and registers the nodes first.
     let boot = wait_file(&d.join("boot.addr"), Duration::from_secs(180))
-        .unwrap_or_else(|| panic!("the bootnode did not start: {}", log(&d, "boot")));
+        .unwrap_or_else(|| panic!("the bootnode did not start: {}", logs(&d, &["boot"])));
     let boot = Boot::parse(&boot);
     // b speaks QUIC only (its hole punch with a is over QUIC), c TCP only.
     let b_listen = format!("/ip4/{}/udp/4001/quic-v1", lan_ip(2));
@@ -324,7 +289,10 @@ fn nodes_behind_nat_reach_each_other_through_a_relay_and_hole_punching() {
     while !d.join("want-loss").exists() {
         let driver = topo.net.daemons.last_mut().unwrap();
         if Instant::now() > deadline || driver.try_wait().unwrap().is_some() {
-            panic!("the driver did not get to the lossy part: {}", all_logs(&d));
+            panic!(
+                "the driver did not get to the lossy part: {}",
+                logs(&d, &ALL)
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -345,15 +313,15 @@ fn nodes_behind_nat_reach_each_other_through_a_relay_and_hole_punching() {
     assert!(
         status.success() && done.is_some(),
         "the driver failed: {}",
-        all_logs(&d)
+        logs(&d, &ALL)
     );
     // The others write their routing tables when told to stop.
     let outsider = wait_file(&d.join("x.id"), Duration::from_secs(5))
-        .unwrap_or_else(|| panic!("the unstaked node did not start: {}", log(&d, "x")));
+        .unwrap_or_else(|| panic!("the unstaked node did not start: {}", logs(&d, &["x"])));
     let outsider = outsider.trim();
     for name in ["boot", "b", "c", "d"] {
         let table = wait_file(&d.join(format!("{name}.routing")), Duration::from_secs(30))
-            .unwrap_or_else(|| panic!("{name} wrote no routing table: {}", log(&d, name)));
+            .unwrap_or_else(|| panic!("{name} wrote no routing table: {}", logs(&d, &[name])));
         assert!(
             !table.contains("/ip4/10."),
             "{name}'s routing table holds a private address:\n{table}"
@@ -369,7 +337,7 @@ fn nodes_behind_nat_reach_each_other_through_a_relay_and_hole_punching() {
     }
     // The unstaked node asked the relay for a slot and was refused.
     let reach = wait_file(&d.join("x.reach"), Duration::from_secs(30))
-        .unwrap_or_else(|| panic!("the unstaked node wrote nothing: {}", log(&d, "x")));
+        .unwrap_or_else(|| panic!("the unstaked node wrote nothing: {}", logs(&d, &["x"])));
     assert!(
         reach.starts_with("private 0"),
         "the unstaked node is not reachable and holds no relay slot: {reach}"
@@ -397,22 +365,6 @@ fn nodes_behind_nat_reach_each_other_through_a_relay_and_hole_punching() {
         done.unwrap().trim(),
         started.elapsed().as_secs_f64()
     );
-}
-
-fn log(dir: &Path, name: &str) -> String {
-    let text = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
-    let tail: Vec<&str> = text.lines().rev().take(40).collect();
-    format!(
-        "\n--- {name}.log (last lines) ---\n{}",
-        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-    )
-}
-
-fn all_logs(dir: &Path) -> String {
-    ["a", "b", "c", "d", "x", "boot"]
-        .iter()
-        .map(|n| log(dir, n))
-        .collect::<String>()
 }
 
 /// One node of the test above, inside its namespace; ignored otherwise.

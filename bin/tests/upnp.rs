@@ -19,46 +19,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod netns;
-use netns::{in_ns, nft, ok, unavailable, Net};
+use netns::{in_ns, logs, nft, ok, put, unavailable, wait_file, Net};
 
 const PUBLIC: &str = "11.22.33";
 const ROUTER_WAN: &str = "11.22.33.11";
 const HOST: &str = "10.0.9.2";
-
-fn wait_file(path: &Path, within: Duration) -> Option<String> {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            if text.ends_with('\n') {
-                return Some(text);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
-}
-
-fn put(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{text}\n")).unwrap();
-    std::fs::rename(tmp, path).unwrap();
-}
-
-fn log(dir: &Path, name: &str) -> String {
-    let text = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
-    let tail: Vec<&str> = text.lines().rev().take(30).collect();
-    format!(
-        "\n--- {name}.log (last lines) ---\n{}",
-        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-    )
-}
-
-fn all_logs(dir: &Path) -> String {
-    ["p", "q", "h", "miniupnpd"]
-        .iter()
-        .map(|n| log(dir, n))
-        .collect()
-}
+/// Every process's log, for failure messages.
+const ALL: [&str; 4] = ["p", "q", "h", "miniupnpd"];
 
 fn spawn(net: &mut Net, ns: &str, role: &str, dir: &Path, boot: Option<&str>) {
     let mut cmd = Command::new("ip");
@@ -95,23 +62,7 @@ fn a_node_behind_a_upnp_router_is_dialed_directly_at_the_mapped_address() {
     let tag = std::process::id() % 100_000;
     let mut net = Net::default();
     let inet = format!("mui{tag}");
-    net.add(&inet);
-    ok(&["ip", "-n", &inet, "link", "add", "br0", "type", "bridge"]);
-    ok(&["ip", "-n", &inet, "link", "set", "br0", "up"]);
-    let attach = |net: &Net, ns: &str, port: &str, ip: &str| {
-        net.link(ns, "wan", &inet, port);
-        ok(&["ip", "-n", &inet, "link", "set", port, "master", "br0"]);
-        ok(&[
-            "ip",
-            "-n",
-            ns,
-            "addr",
-            "add",
-            &format!("{ip}/24"),
-            "dev",
-            "wan",
-        ]);
-    };
+    net.bridge(&inet);
     let (p, q, router, host) = (
         format!("mup{tag}"),
         format!("muq{tag}"),
@@ -121,9 +72,9 @@ fn a_node_behind_a_upnp_router_is_dialed_directly_at_the_mapped_address() {
     for ns in [&p, &q, &router, &host] {
         net.add(ns);
     }
-    attach(&net, &p, "vp", &format!("{PUBLIC}.1"));
-    attach(&net, &q, "vq", &format!("{PUBLIC}.2"));
-    attach(&net, &router, "vr", ROUTER_WAN);
+    net.attach(&inet, &p, "vp", &format!("{PUBLIC}.1"));
+    net.attach(&inet, &q, "vq", &format!("{PUBLIC}.2"));
+    net.attach(&inet, &router, "vr", ROUTER_WAN);
     net.link(&router, "lan", &host, "eth0");
     ok(&[
         "ip",
@@ -192,7 +143,7 @@ fn a_node_behind_a_upnp_router_is_dialed_directly_at_the_mapped_address() {
 
     spawn(&mut net, &p, "p", &d, None);
     let boot = wait_file(&d.join("p.addr"), Duration::from_secs(30))
-        .unwrap_or_else(|| panic!("the public node did not start: {}", all_logs(&d)));
+        .unwrap_or_else(|| panic!("the public node did not start: {}", logs(&d, &ALL)));
     let boot = boot.trim().to_string();
     spawn(&mut net, &host, "h", &d, Some(&boot));
     spawn(&mut net, &q, "q", &d, Some(&boot));
@@ -200,12 +151,12 @@ fn a_node_behind_a_upnp_router_is_dialed_directly_at_the_mapped_address() {
     put(&d.join("stop"), "stop");
     let reach = wait_file(&d.join("h.reach"), Duration::from_secs(30));
     let (Some(done), Some(reach)) = (done, reach) else {
-        panic!("the nodes did not finish: {}", all_logs(&d));
+        panic!("the nodes did not finish: {}", logs(&d, &ALL));
     };
     assert!(
         reach.starts_with(&format!("/ip4/{ROUTER_WAN}/tcp/4001 public 0")),
         "the host announces the mapped address, AutoNAT finds it public, no relay slot: {reach}{}",
-        all_logs(&d)
+        logs(&d, &ALL)
     );
     eprintln!("{}", done.trim());
 }

@@ -3,7 +3,9 @@
 //! addresses exist only inside the namespaces a test creates.
 #![allow(dead_code)]
 
+use std::path::Path;
 use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
 
 pub(crate) fn sh(args: &[&str]) -> Output {
     Command::new(args[0])
@@ -75,6 +77,58 @@ impl Net {
         ok(&["ip", "-n", a, "link", "set", a_if, "up"]);
         ok(&["ip", "-n", b, "link", "set", b_if, "up"]);
     }
+
+    /// Adds namespace `name` holding a bridge `br0`: "the internet".
+    pub(crate) fn bridge(&mut self, name: &str) {
+        self.add(name);
+        ok(&["ip", "-n", name, "link", "add", "br0", "type", "bridge"]);
+        ok(&["ip", "-n", name, "link", "set", "br0", "up"]);
+    }
+
+    /// Plugs namespace `ns` into the bridge in `bridge` (a veth: `wan` in
+    /// `ns`, `port` on the bridge) with address `ip`/24 on `wan`.
+    pub(crate) fn attach(&self, bridge: &str, ns: &str, port: &str, ip: &str) {
+        self.link(ns, "wan", bridge, port);
+        ok(&["ip", "-n", bridge, "link", "set", port, "master", "br0"]);
+        let cidr = format!("{ip}/24");
+        ok(&["ip", "-n", ns, "addr", "add", &cidr, "dev", "wan"]);
+    }
+}
+
+/// Waits for a file [`put`] writes and returns its text.
+pub(crate) fn wait_file(path: &Path, within: Duration) -> Option<String> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if text.ends_with('\n') {
+                return Some(text);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// Writes a file whole (the reader waits for the final newline).
+pub(crate) fn put(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{text}\n")).unwrap();
+    std::fs::rename(tmp, path).unwrap();
+}
+
+/// The last 40 lines of `<dir>/<name>.log` of each of `names`, headed.
+pub(crate) fn logs(dir: &Path, names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|name| {
+            let text = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            format!(
+                "\n--- {name}.log (last lines) ---\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )
+        })
+        .collect()
 }
 
 impl Drop for Net {
