@@ -55,6 +55,27 @@ struct Subnet {
 }
 
 impl Subnet {
+    /// The dev chain (a block every 300 ms) and an echo subnet on it,
+    /// registered and activated by //Alice.
+    async fn start() -> (DevNode, Subnet) {
+        let chain = DevNode::start_with(DevNodeOptions {
+            block_millis: 300,
+            ..Default::default()
+        })
+        .expect("start mesh-chain-node (run scripts/build-chain.sh first)");
+        let client = ChainClient::connect(chain.url()).await.unwrap();
+        let subnet_id = client
+            .create_subnet(&signer("//Alice"), "echo", true)
+            .await
+            .unwrap();
+        let subnet = Subnet {
+            client: client.clone(),
+            subnet_id,
+            oracle: chain_stake_oracle(client, Duration::from_secs(300)),
+        };
+        (chain, subnet)
+    }
+
     /// A node's config: stake gate on the DHT, rate limit, stake and
     /// signature in front of RPC (as `mesh-server` orders them), consensus
     /// signed by `hotkey`.
@@ -105,19 +126,8 @@ async fn say(channel: SignedChannel, text: &str) -> Result<String, tonic::Status
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_staked_subnet_serves_refuses_the_unstaked_reaches_consensus_and_rejoins() {
-    let chain = DevNode::start_with(DevNodeOptions {
-        block_millis: 300,
-        ..Default::default()
-    })
-    .expect("start mesh-chain-node (run scripts/build-chain.sh first)");
-    let client = ChainClient::connect(chain.url()).await.unwrap();
-    let alice = signer("//Alice");
-    let subnet_id = client.create_subnet(&alice, "echo", true).await.unwrap();
-    let subnet = Subnet {
-        client: client.clone(),
-        subnet_id,
-        oracle: chain_stake_oracle(client.clone(), Duration::from_secs(300)),
-    };
+    let (_chain, subnet) = Subnet::start().await;
+    let (client, subnet_id, alice) = (subnet.client.clone(), subnet.subnet_id, signer("//Alice"));
 
     let hotkeys = ["//Bob", "//Charlie", "//Dave"];
     let keys: Vec<PeerKey> = (0..3)
@@ -328,19 +338,8 @@ async fn a_staked_subnet_serves_refuses_the_unstaked_reaches_consensus_and_rejoi
 /// chain call (the client reconnecting without end) does not hold shutdown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_stops_promptly_when_its_chain_is_gone() {
-    let chain = DevNode::start_with(DevNodeOptions {
-        block_millis: 300,
-        ..Default::default()
-    })
-    .expect("start mesh-chain-node (run scripts/build-chain.sh first)");
-    let client = ChainClient::connect(chain.url()).await.unwrap();
-    let alice = signer("//Alice");
-    let subnet_id = client.create_subnet(&alice, "echo", true).await.unwrap();
-    let subnet = Subnet {
-        client: client.clone(),
-        subnet_id,
-        oracle: chain_stake_oracle(client.clone(), Duration::from_secs(300)),
-    };
+    let (chain, subnet) = Subnet::start().await;
+    let (client, subnet_id, alice) = (subnet.client.clone(), subnet.subnet_id, signer("//Alice"));
     let key = PeerKey::generate(KeyType::Ed25519).unwrap();
     let id = register_dev_node(&client, &alice, subnet_id, &signer("//Bob"), key.peer_id())
         .await
