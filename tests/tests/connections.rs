@@ -18,6 +18,35 @@ fn key() -> PeerKey {
     PeerKey::generate(KeyType::Ed25519).unwrap()
 }
 
+/// Starts `n` client-mode nodes joining through `addr`, one after the
+/// other; those whose initial peer never answered are left out.
+async fn clients(n: usize, addr: &Multiaddr, bootstrap_timeout: Option<Duration>) -> Vec<Dht> {
+    let mut clients = Vec::new();
+    for _ in 0..n {
+        let mut c = config(TEST_SUBNET, key(), vec![addr.clone()]);
+        c.client_mode = true;
+        if let Some(t) = bootstrap_timeout {
+            c.bootstrap_timeout = t;
+        }
+        match Dht::start(c).await {
+            Ok(dht) => clients.push(dht),
+            Err(DhtError::NoInitialPeerAnswered { .. }) => {}
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    clients
+}
+
+/// How many of `node`'s connections it dialed itself.
+async fn dialed(node: &Dht) -> usize {
+    node.connections()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.outbound)
+        .count()
+}
+
 async fn first_addr(dht: &Dht) -> Multiaddr {
     mesh_dht::test_utils::addr(dht).await
 }
@@ -130,16 +159,7 @@ async fn unstaked_peers_cannot_take_the_slots_of_staked_ones() {
     let addr = first_addr(&target).await;
 
     // Six unstaked clients connect (to read, which stays open to them).
-    let mut clients = Vec::new();
-    for _ in 0..6 {
-        let mut c = config(TEST_SUBNET, key(), vec![addr.clone()]);
-        c.client_mode = true;
-        match Dht::start(c).await {
-            Ok(dht) => clients.push(dht),
-            Err(DhtError::NoInitialPeerAnswered { .. }) => {}
-            Err(e) => panic!("unexpected error: {e}"),
-        }
-    }
+    let clients = clients(6, &addr, None).await;
     // Once the oracle's answers are in, at most three of them stay.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -218,17 +238,7 @@ async fn one_address_holds_at_most_its_share_of_established_connections() {
     let addr = first_addr(&target).await;
     // (A refused client may still start: the handshake completed before
     // the target closed the connection.)
-    let mut clients = Vec::new();
-    for _ in 0..5 {
-        let mut c = config(TEST_SUBNET, key(), vec![addr.clone()]);
-        c.client_mode = true;
-        c.bootstrap_timeout = Duration::from_secs(5);
-        match Dht::start(c).await {
-            Ok(dht) => clients.push(dht),
-            Err(DhtError::NoInitialPeerAnswered { .. }) => {}
-            Err(e) => panic!("unexpected error: {e}"),
-        }
-    }
+    let clients = clients(5, &addr, Some(Duration::from_secs(5))).await;
     // Refusals are counted as the target sees them; a client may also open
     // a second connection that is refused, so the count is at least one.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -276,23 +286,10 @@ async fn dialed_connections_stay_within_the_outbound_limit() {
             )
             .await
             .unwrap();
-        let dialed = node
-            .connections()
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|c| c.outbound)
-            .count();
+        let dialed = dialed(&node).await;
         assert!(dialed <= 2, "{dialed} dialed connections, the limit is 2");
     }
-    let dialed = node
-        .connections()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|c| c.outbound)
-        .count();
-    assert_eq!(dialed, 2, "it did dial up to its limit");
+    assert_eq!(dialed(&node).await, 2, "it did dial up to its limit");
     node.shutdown().await;
     for p in peers {
         p.shutdown().await;
